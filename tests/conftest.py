@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from turbofan.data.source import DataSourceError, find_data_dir
+
+
+@pytest.fixture(scope="session")
+def cmapss_dir() -> Path:
+    """The shared C-MAPSS files; in CI their absence is a failure, not a skip."""
+    try:
+        return find_data_dir(download=False)
+    except DataSourceError as error:
+        if os.environ.get("CI"):
+            pytest.fail(str(error))
+        pytest.skip(f"C-MAPSS data not available: {error}")
+
+
+@pytest.fixture
+def write(tmp_path: Path):
+    """Write text (or bytes) to a file under tmp_path and return its path."""
+
+    def _write(name: str, content: str | bytes) -> Path:
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+        return path
+
+    return _write

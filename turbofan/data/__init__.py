@@ -1,0 +1,1 @@
+"""C-MAPSS data: locating, strict parsing, features, windows and partitions."""

@@ -1,0 +1,1 @@
+"""Pages people open: the federation dashboard and the maintenance-strategy replay."""

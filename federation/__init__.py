@@ -1,0 +1,1 @@
+"""Federations, sites, rounds and models (Django app) around a Django-free core."""

@@ -1,0 +1,1 @@
+"""Aggregation, secure aggregation and privacy accounting: pure Python and numpy, no Django."""

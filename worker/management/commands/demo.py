@@ -1,0 +1,69 @@
+"""Run the whole product locally: ``python manage.py demo [--headless]``."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import Any
+
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from turbofan.data.files import DataFileError
+from turbofan.data.source import DataSourceError
+from worker.demo import Demo, DemoConfig, DemoError, format_site_table, prepare_sites
+
+
+class Command(BaseCommand):
+    help = (
+        "Migrate, prepare demo sites from C-MAPSS engines, start the web app, the "
+        "coordinator worker and one worker per site, and print the URL. With "
+        "--headless, stop everything and exit once the work is done."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--headless", action="store_true",
+                            help="exit when the work is done (for CI and scripts)")
+        parser.add_argument("--sites", type=int, default=4, help="number of demo sites")
+        parser.add_argument("--subset", default="FD001",
+                            choices=["FD001", "FD002", "FD003", "FD004"])
+        parser.add_argument("--seed", type=int, default=0, help="seed of the engine split")
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--timeout", type=float, default=180.0,
+                            help="seconds to wait for every process to answer")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        config = DemoConfig(subset=options["subset"], sites=options["sites"],
+                            seed=options["seed"], host=options["host"], port=options["port"],
+                            timeout=options["timeout"])
+        say = self.stdout.write
+        say("Migrating the database ...")
+        call_command("migrate", interactive=False, verbosity=0)
+        try:
+            say(f"Preparing {config.sites} demo sites from {config.subset} ...")
+            site_dirs = prepare_sites(config)
+        except (DataSourceError, DataFileError, ValueError) as error:
+            raise CommandError(str(error)) from None
+        demo = Demo(config, say)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            demo.start(site_dirs)
+            say(f"Starting the web app, the coordinator and {config.sites} site workers "
+                f"(logs in {demo.logs}) ...")
+            replies = demo.wait_until_ready()
+            say(format_site_table(replies))
+            say(self.style.SUCCESS(f"The federation is up at {config.url}"))
+            if not options["headless"]:
+                say("Press Ctrl-C to stop.")
+                while not stop.is_set():
+                    time.sleep(0.5)
+        except DemoError as error:
+            raise CommandError(str(error)) from None
+        except KeyboardInterrupt:
+            pass
+        finally:
+            say("Stopping ...")
+            demo.stop()

@@ -125,6 +125,8 @@ def write_partition(
         sources = {s: _source_rows(Path(source_dir) / f"train_{s}.txt") for s in subsets}
         for share in [*plan.sites, plan.holdout]:
             for subset, units in share.engines.items():
+                if not units:  # an empty file is no valid C-MAPSS file: write none
+                    continue
                 target = staging / share.name / f"train_{subset}.txt"
                 _write_units(sources[subset], units, target)
         manifest = plan.to_dict() | {"source_files": [f"train_{s}.txt" for s in subsets]}

@@ -56,17 +56,28 @@ def main() -> None:
 
     windows, _ = load_and_window()  # type: ignore[misc]
     rows = [
-        ("strict reader (this project)", median_seconds(lambda: read_engine_file(path), args.repeat)),
-        ("pandas.read_csv, no checks", median_seconds(
-            lambda: pd.read_csv(path, sep=r"\s+", header=None), args.repeat)),
+        (
+            "strict reader (this project)",
+            median_seconds(lambda: read_engine_file(path), args.repeat),
+        ),
+        (
+            "pandas.read_csv, no checks",
+            median_seconds(lambda: pd.read_csv(path, sep=r"\s+", header=None), args.repeat),
+        ),
         ("numpy.loadtxt, no checks", median_seconds(lambda: np.loadtxt(path), args.repeat)),
-        ("fit regimes + scaling, build windows", median_seconds(
-            lambda: FeaturePipeline.for_subset(args.subset).fit(frame).training_windows(frame),
-            args.repeat)),
+        (
+            "fit regimes + scaling, build windows",
+            median_seconds(
+                lambda: FeaturePipeline.for_subset(args.subset).fit(frame).training_windows(frame),
+                args.repeat,
+            ),
+        ),
         ("load + windows, end to end", median_seconds(load_and_window, args.repeat)),
     ]
-    print(f"{path.name}: {len(frame):,} rows -> windows {tuple(windows.shape)}, "
-          f"median of {args.repeat} runs")
+    print(
+        f"{path.name}: {len(frame):,} rows -> windows {tuple(windows.shape)}, "
+        f"median of {args.repeat} runs"
+    )
     print(f"{'step':<40} {'seconds':>8}")
     for name, seconds in rows:
         print(f"{name:<40} {seconds:>8.3f}")

@@ -65,9 +65,7 @@ def env_choice(name: str, default: str, choices: set[str]) -> str:
     if value is None:
         return default
     if value not in choices:
-        raise ImproperlyConfigured(
-            f"{name}={value!r} is not one of: {', '.join(sorted(choices))}."
-        )
+        raise ImproperlyConfigured(f"{name}={value!r} is not one of: {', '.join(sorted(choices))}.")
     return value
 
 

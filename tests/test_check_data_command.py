@@ -19,7 +19,9 @@ def test_it_prints_a_json_summary_of_a_good_file(cmapss_dir):
 
 
 def test_it_checks_a_test_file_and_its_rul_file_together(cmapss_dir):
-    result = manage("check_data", str(cmapss_dir / "test_FD002.txt"), str(cmapss_dir / "RUL_FD002.txt"))
+    result = manage(
+        "check_data", str(cmapss_dir / "test_FD002.txt"), str(cmapss_dir / "RUL_FD002.txt")
+    )
 
     assert result.returncode == 0, result.stderr
     test, rul = json.loads(result.stdout)

@@ -181,7 +181,7 @@ def test_cycles_going_backwards_are_reported(write):
 def test_unit_ids_must_be_positive_integers(write):
     assert "is not positive" in error_of(write("train_X.txt", rows((0, 1)))).problem
     fractional = error_of(write("train_Y.txt", rows((1.5, 1))))
-    assert "unit id 1.5 is not a whole number" == fractional.problem
+    assert fractional.problem == "unit id 1.5 is not a whole number"
     assert (fractional.line, fractional.column) == (1, 1)
 
 
@@ -211,8 +211,7 @@ def test_the_message_reads_file_line_column_problem(write):
     path = write("train_X.txt", rows((1, 1), (1, 3)))
 
     assert str(error_of(path)) == (
-        f"{path}, line 2, column 3: skipped cycle: unit 1 goes from cycle 1 to 3; "
-        "expected cycle 2"
+        f"{path}, line 2, column 3: skipped cycle: unit 1 goes from cycle 1 to 3; expected cycle 2"
     )
 
 
@@ -233,8 +232,13 @@ def test_a_rul_file_with_two_numbers_on_a_line_is_rejected(write):
 
 
 def test_a_negative_or_fractional_rul_is_rejected(write):
-    assert "'-3' is not a whole number" in error_of(write("RUL_A.txt", "-3\n"), read_rul_file).problem
-    assert "'2.5' is not a whole number" in error_of(write("RUL_B.txt", "2.5\n"), read_rul_file).problem
+    assert (
+        "'-3' is not a whole number" in error_of(write("RUL_A.txt", "-3\n"), read_rul_file).problem
+    )
+    assert (
+        "'2.5' is not a whole number"
+        in error_of(write("RUL_B.txt", "2.5\n"), read_rul_file).problem
+    )
 
 
 def test_a_rul_file_must_have_one_line_per_test_unit(write):

@@ -79,4 +79,9 @@ def test_debug_is_off_unless_asked_for(local_env):
     shell = "from django.conf import settings; print(settings.DEBUG)"
 
     assert manage("shell", "--no-imports", "-c", shell, env=local_env).stdout.strip() == "False"
-    assert manage("shell", "--no-imports", "-c", shell, env={**local_env, "DEBUG": "on"}).stdout.strip() == "True"
+    assert (
+        manage(
+            "shell", "--no-imports", "-c", shell, env={**local_env, "DEBUG": "on"}
+        ).stdout.strip()
+        == "True"
+    )

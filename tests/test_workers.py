@@ -27,7 +27,10 @@ def start():
     def _start(*args: str) -> subprocess.Popen[str]:
         process = subprocess.Popen(
             [sys.executable, str(ROOT / "manage.py"), *args],
-            cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=os.environ.copy(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
         )
         processes.append(process)
@@ -46,8 +49,9 @@ def start():
 @pytest.fixture(scope="module")
 def partition(tmp_path_factory, cmapss_dir):
     out = tmp_path_factory.mktemp("partition") / "sites"
-    result = manage("partition_data", "--subset", "FD001", "--sites", "3", "--seed", "7",
-                    "--out", str(out))
+    result = manage(
+        "partition_data", "--subset", "FD001", "--sites", "3", "--seed", "7", "--out", str(out)
+    )
     assert result.returncode == 0, result.stderr
     return out, json.loads(result.stdout)
 
@@ -57,7 +61,11 @@ def test_partition_data_writes_one_folder_per_site_and_a_holdout(partition):
 
     assert printed["engines"] == {"site-1": 30, "site-2": 30, "site-3": 30, "holdout": 10}
     assert sorted(p.name for p in out.iterdir()) == [
-        "holdout", "partition.json", "site-1", "site-2", "site-3"
+        "holdout",
+        "partition.json",
+        "site-1",
+        "site-2",
+        "site-3",
     ]
 
 
@@ -70,10 +78,16 @@ def test_a_site_worker_reports_counts_of_its_own_data_and_nothing_else(start, pa
 
     assert reply["ok"] is True and reply["site"] == site
     assert (reply["train_engines"], reply["subsets"]) == (30, ["FD001"])
-    assert reply["files"] == [{
-        "path": "train_FD001.txt", "subset": "FD001", "kind": "train",
-        "rows": reply["train_rows"], "units": 30, "cycles": reply["files"][0]["cycles"],
-    }]
+    assert reply["files"] == [
+        {
+            "path": "train_FD001.txt",
+            "subset": "FD001",
+            "kind": "train",
+            "rows": reply["train_rows"],
+            "units": 30,
+            "cycles": reply["files"][0]["cycles"],
+        }
+    ]
     assert str(out) not in json.dumps(reply)  # the site's folder stays private
 
 

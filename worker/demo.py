@@ -95,12 +95,27 @@ class Demo:
         self.logs.mkdir(parents=True, exist_ok=True)
         _purge_file_broker()
         bind = f"{self.config.host}:{self.config.port}"
-        self._spawn("web", [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", bind,
-                            "--workers", "2", "--access-logfile", "-"])
+        self._spawn(
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "config.wsgi",
+                "--bind",
+                bind,
+                "--workers",
+                "2",
+                "--access-logfile",
+                "-",
+            ],
+        )
         self._spawn("coordinator", [sys.executable, MANAGE, "coordinator_worker"])
         for site, folder in site_dirs.items():
-            self._spawn(site, [sys.executable, MANAGE, "site_worker", "--site", site,
-                               "--data-dir", str(folder)])
+            self._spawn(
+                site,
+                [sys.executable, MANAGE, "site_worker", "--site", site, "--data-dir", str(folder)],
+            )
 
     def _check_port_free(self) -> None:
         with socket.socket() as probe:
@@ -141,8 +156,10 @@ class Demo:
                     replies[name] = result.get(propagate=True)
                     del pending[name]
             if time.monotonic() > deadline:
-                raise DemoError(f"no answer within {self.config.timeout:.0f} s from: "
-                                f"{', '.join(sorted(pending))}{self._log_hint()}")
+                raise DemoError(
+                    f"no answer within {self.config.timeout:.0f} s from: "
+                    f"{', '.join(sorted(pending))}{self._log_hint()}"
+                )
             time.sleep(0.2)
         return replies
 

@@ -105,9 +105,7 @@ class RegimeModel:
         return cls(centres=np.array(data["centres"]), scale=np.array(data["scale"]))
 
 
-def informative_sensors(
-    frame: pd.DataFrame, regimes: np.ndarray, min_levels: int = 3
-) -> list[str]:
+def informative_sensors(frame: pd.DataFrame, regimes: np.ndarray, min_levels: int = 3) -> list[str]:
     """Sensors that vary within an operating regime.
 
     A sensor whose readings take fewer than ``min_levels`` distinct values inside

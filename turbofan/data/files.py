@@ -264,17 +264,27 @@ def _check_units_and_cycles(path: Path, text: str, values: np.ndarray) -> None:
     repeated = np.zeros(len(unit), dtype=bool)
     repeated[np.setdiff1d(starts, starts[first_seen])] = True
     problems += [
-        (repeated, 0, "unit {u:g} appears again after other units: each unit's rows must be "
-         "one block"),
+        (
+            repeated,
+            0,
+            "unit {u:g} appears again after other units: each unit's rows must be one block",
+        ),
         (~same_unit & (cycle != 1), 1, "unit {u:g} starts at cycle {c:g}; expected cycle 1"),
         (same_unit & (step == 0), 1, "duplicate cycle {c:g} of unit {u:g}: expected cycle {n:g}"),
-        (same_unit & (step > 1), 1, "skipped cycle: unit {u:g} goes from cycle {p:g} to {c:g}; "
-         "expected cycle {n:g}"),
-        (same_unit & (step < 0), 1, "cycle {c:g} of unit {u:g} goes backwards after cycle {p:g}; "
-         "expected cycle {n:g}"),
+        (
+            same_unit & (step > 1),
+            1,
+            "skipped cycle: unit {u:g} goes from cycle {p:g} to {c:g}; expected cycle {n:g}",
+        ),
+        (
+            same_unit & (step < 0),
+            1,
+            "cycle {c:g} of unit {u:g} goes backwards after cycle {p:g}; expected cycle {n:g}",
+        ),
     ]
-    first = [(int(np.argmax(mask)), order) for order, (mask, _, _) in enumerate(problems)
-             if mask.any()]
+    first = [
+        (int(np.argmax(mask)), order) for order, (mask, _, _) in enumerate(problems) if mask.any()
+    ]
     if not first:
         return
     row, order = min(first)
@@ -309,7 +319,8 @@ def read_rul_file(path: Path | str, *, expected_units: int | None = None) -> np.
             column = tokens[1].start() + 1 if tokens else 1
             raise DataFileError(
                 path,
-                f"expected one number per line (the true RUL of one test unit), found {len(tokens)}",
+                "expected one number per line (the true RUL of one test unit), "
+                f"found {len(tokens)}",
                 line=number,
                 column=column,
             )

@@ -157,11 +157,11 @@ def _write_units(source: dict[int, list[str]], units: list[int], target: Path) -
             for line in source[unit]:
                 first = TOKEN.search(line)
                 assert first is not None  # validated rows are never blank
-                handle.write(f"{new_id}{line[first.end():]}\n")
+                handle.write(f"{new_id}{line[first.end() :]}\n")
 
 
 def _replace_dir(staging: Path, out_dir: Path) -> None:
-    """Move ``staging`` to ``out_dir``, replacing an old partition only once the new one is whole."""
+    """Move ``staging`` to ``out_dir``; an old partition goes only once the new one is whole."""
     if out_dir.exists():
         old = out_dir.with_name(f".{out_dir.name}.old.{os.getpid()}")
         out_dir.rename(old)

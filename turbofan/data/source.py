@@ -141,9 +141,7 @@ def missing_files(folder: Path) -> list[str]:
     return [name for name in CMAPSS_SHA256 if not (folder / name).is_file()]
 
 
-def find_data_dir(
-    *, download: bool = True, url: str = OFFICIAL_URL, progress: bool = True
-) -> Path:
+def find_data_dir(*, download: bool = True, url: str = OFFICIAL_URL, progress: bool = True) -> Path:
     """Return a folder that holds all 12 C-MAPSS data files.
 
     Looks at ``CMAPSS_DIR``, then the project copy, then the cache, and finally

@@ -23,21 +23,34 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--headless", action="store_true",
-                            help="exit when the work is done (for CI and scripts)")
+        parser.add_argument(
+            "--headless",
+            action="store_true",
+            help="exit when the work is done (for CI and scripts)",
+        )
         parser.add_argument("--sites", type=int, default=4, help="number of demo sites")
-        parser.add_argument("--subset", default="FD001",
-                            choices=["FD001", "FD002", "FD003", "FD004"])
+        parser.add_argument(
+            "--subset", default="FD001", choices=["FD001", "FD002", "FD003", "FD004"]
+        )
         parser.add_argument("--seed", type=int, default=0, help="seed of the engine split")
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
-        parser.add_argument("--timeout", type=float, default=180.0,
-                            help="seconds to wait for every process to answer")
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=180.0,
+            help="seconds to wait for every process to answer",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        config = DemoConfig(subset=options["subset"], sites=options["sites"],
-                            seed=options["seed"], host=options["host"], port=options["port"],
-                            timeout=options["timeout"])
+        config = DemoConfig(
+            subset=options["subset"],
+            sites=options["sites"],
+            seed=options["seed"],
+            host=options["host"],
+            port=options["port"],
+            timeout=options["timeout"],
+        )
         say = self.stdout.write
         say("Migrating the database ...")
         call_command("migrate", interactive=False, verbosity=0)
@@ -51,8 +64,10 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
             demo.start(site_dirs)
-            say(f"Starting the web app, the coordinator and {config.sites} site workers "
-                f"(logs in {demo.logs}) ...")
+            say(
+                f"Starting the web app, the coordinator and {config.sites} site workers "
+                f"(logs in {demo.logs}) ..."
+            )
             replies = demo.wait_until_ready()
             say(format_site_table(replies))
             say(self.style.SUCCESS(f"The federation is up at {config.url}"))

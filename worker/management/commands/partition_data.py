@@ -53,7 +53,11 @@ class Command(BaseCommand):
                 raise ValueError("the iid scheme splits one subset: give --subset once")
             units = read_engine_file(source / f"train_{subsets[0]}.txt")["unit"].to_numpy()
             return plan_iid(
-                subsets[0], units, options["sites"], seed=options["seed"], holdout=options["holdout"]
+                subsets[0],
+                units,
+                options["sites"],
+                seed=options["seed"],
+                holdout=options["holdout"],
             )
         units_by_subset = {
             s: read_engine_file(source / f"train_{s}.txt")["unit"].to_numpy()

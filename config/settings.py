@@ -193,3 +193,7 @@ LOGGING = {
     },
     "loggers": {"django": {"level": "INFO", "propagate": True}},
 }
+if CELERY_BROKER_URL.startswith("filesystem://"):  # type: ignore[union-attr]
+    # Celery hands kombu no host name for the file-system broker, which has none;
+    # kombu warns about it on every connection.
+    LOGGING["loggers"]["kombu.connection"] = {"level": "ERROR"}  # type: ignore[index]

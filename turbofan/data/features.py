@@ -52,13 +52,25 @@ def rul_labels(
     return rul.astype(np.float32)
 
 
+def setting_points(settings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct operating points (settings rounded to 0.01) and how many rows sit at each.
+
+    This is what a site shares to find regimes: set points and counts, no sensor data.
+    """
+    return np.unique(
+        np.round(np.asarray(settings, dtype=np.float64), 2), axis=0, return_counts=True
+    )
+
+
 @dataclass
 class RegimeModel:
     """Operating regimes: clusters of the three settings, nearest-centre assignment.
 
-    Fitted with k-means on the settings scaled to unit range; regimes are numbered
-    in lexicographic order of their centres, so the numbering does not depend on
-    the clustering's random start.
+    Fitted with k-means on the distinct operating points (scaled to unit range and
+    weighted by their counts: the settings sit at a few set points plus tiny
+    noise, so this equals clustering every row, in milliseconds); regimes are
+    numbered in lexicographic order of their centres, so the numbering does not
+    depend on the clustering's random start.
     """
 
     centres: np.ndarray  # (n_regimes, 3), in scaled units
@@ -66,24 +78,29 @@ class RegimeModel:
 
     @classmethod
     def fit(cls, settings: np.ndarray, n_regimes: int, seed: int = 0) -> RegimeModel:
-        settings = np.asarray(settings, dtype=np.float64)
-        scale = np.ptp(settings, axis=0)
+        points, counts = setting_points(settings)
+        return cls.fit_points(points, counts, n_regimes, seed)
+
+    @classmethod
+    def fit_points(
+        cls, points: np.ndarray, counts: np.ndarray, n_regimes: int, seed: int = 0
+    ) -> RegimeModel:
+        """Fit from operating points and counts, e.g. merged from several sites."""
+        points, counts = np.asarray(points, dtype=np.float64), np.asarray(counts)
+        scale = np.ptp(points, axis=0)
         scale[scale == 0] = 1.0
         if n_regimes == 1:
-            return cls(centres=(settings / scale).mean(axis=0, keepdims=True), scale=scale)
-        from sklearn.cluster import KMeans  # only fitting needs scikit-learn
-
-        # The settings sit at a handful of set points plus tiny noise: clustering the
-        # distinct points on a 0.01 grid, weighted by their counts, gives the same
-        # centres as clustering every row, in milliseconds instead of seconds.
-        points, counts = np.unique(np.round(settings / scale, 2), axis=0, return_counts=True)
+            centre = np.average(points / scale, axis=0, weights=counts)[None, :]
+            return cls(centres=centre, scale=scale)
         if len(points) < n_regimes:
             raise ValueError(
                 f"cannot find {n_regimes} operating regimes in settings that take only "
                 f"{len(points)} distinct values"
             )
+        from sklearn.cluster import KMeans  # only fitting needs scikit-learn
+
         kmeans = KMeans(n_clusters=n_regimes, n_init=10, random_state=seed)
-        kmeans.fit(points, sample_weight=counts)
+        kmeans.fit(points / scale, sample_weight=counts)
         centres = kmeans.cluster_centers_
         order = np.lexsort(centres.T[::-1])
         return cls(centres=centres[order], scale=scale)
@@ -105,19 +122,52 @@ class RegimeModel:
         return cls(centres=np.array(data["centres"]), scale=np.array(data["scale"]))
 
 
-def informative_sensors(frame: pd.DataFrame, regimes: np.ndarray, min_levels: int = 3) -> list[str]:
-    """Sensors that vary within an operating regime.
+@dataclass
+class SensorMoments:
+    """Per-regime counts, sums and sums of squares of every sensor, and which vary.
 
-    A sensor whose readings take fewer than ``min_levels`` distinct values inside
-    every regime is constant up to quantisation (in FD001: s1, s5, s6, s10, s16,
-    s18, s19) and carries no degradation signal; it is dropped.
+    All a pipeline needs to be fitted, in a form that adds up across sites: the
+    coordinator can fit one pipeline for a federation from each site's moments,
+    without any site's rows. A sensor "varies" in a regime when it takes at least
+    ``min_levels`` distinct values there; one that varies nowhere is constant up
+    to quantisation (in FD001: s1, s5, s6, s10, s16, s18, s19) and is dropped.
     """
-    kept = []
-    for name in SENSOR_COLUMNS:
-        levels = frame.groupby(regimes, sort=False)[name].nunique()
-        if (levels >= min_levels).any():
-            kept.append(name)
-    return kept
+
+    counts: np.ndarray  # (regimes,)
+    sums: np.ndarray  # (regimes, 21)
+    squares: np.ndarray  # (regimes, 21)
+    varied: np.ndarray  # (regimes, 21) bool
+
+    @classmethod
+    def of(
+        cls, frame: pd.DataFrame, regime: np.ndarray, n_regimes: int, min_levels: int = 3
+    ) -> SensorMoments:
+        """Moments of ``frame``'s rows, whose regimes (0..n_regimes-1) are ``regime``."""
+        regime = np.asarray(regime)
+        values = frame[SENSOR_COLUMNS].to_numpy(dtype=np.float64)
+        n = n_regimes
+        sums, squares = np.zeros((n, values.shape[1])), np.zeros((n, values.shape[1]))
+        np.add.at(sums, regime, values)
+        np.add.at(squares, regime, values**2)
+        levels = frame[SENSOR_COLUMNS].groupby(regime).nunique()
+        varied = np.zeros((n, values.shape[1]), dtype=bool)
+        varied[levels.index.to_numpy()] = levels.to_numpy() >= min_levels
+        return cls(np.bincount(regime, minlength=n), sums, squares, varied)
+
+    def __add__(self, other: SensorMoments) -> SensorMoments:
+        return SensorMoments(
+            self.counts + other.counts,
+            self.sums + other.sums,
+            self.squares + other.squares,
+            self.varied | other.varied,
+        )
+
+
+def informative_sensors(frame: pd.DataFrame, regime: np.ndarray, min_levels: int = 3) -> list[str]:
+    """Sensors that vary within at least one operating regime (see :class:`SensorMoments`)."""
+    n_regimes = int(np.max(regime)) + 1 if len(regime) else 1
+    varied = SensorMoments.of(frame, regime, n_regimes, min_levels).varied.any(axis=0)
+    return [name for name, keep in zip(SENSOR_COLUMNS, varied, strict=True) if keep]
 
 
 @dataclass
@@ -144,20 +194,22 @@ class FeaturePipeline:
         return cls(n_regimes=REGIMES_BY_SUBSET.get(subset.upper(), 1), **kwargs)
 
     def fit(self, frame: pd.DataFrame) -> FeaturePipeline:
-        settings = frame[SETTING_COLUMNS].to_numpy()
-        self.regimes = RegimeModel.fit(settings, self.n_regimes)
-        regime = self.regimes.assign(settings)
-        self.sensors = informative_sensors(frame, regime)
-        values = frame[self.sensors].to_numpy(dtype=np.float64)
-        counts = np.bincount(regime, minlength=self.n_regimes)[:, None]
-        sums = np.zeros((self.n_regimes, len(self.sensors)))
-        np.add.at(sums, regime, values)
-        self.mean = sums / np.maximum(counts, 1)
-        squares = np.zeros_like(sums)
-        np.add.at(squares, regime, (values - self.mean[regime]) ** 2)
-        std = np.sqrt(squares / np.maximum(counts, 1))
+        """Fit regimes, sensors and scaling on training rows."""
+        regimes = RegimeModel.fit(frame[SETTING_COLUMNS].to_numpy(), self.n_regimes)
+        regime = regimes.assign(frame[SETTING_COLUMNS].to_numpy())
+        return self.fit_moments(regimes, SensorMoments.of(frame, regime, regimes.n_regimes))
+
+    def fit_moments(self, regimes: RegimeModel, moments: SensorMoments) -> FeaturePipeline:
+        """Fit from regimes and (possibly summed) moments instead of rows."""
+        keep = moments.varied.any(axis=0)
+        self.regimes = regimes
+        self.sensors = [name for name, k in zip(SENSOR_COLUMNS, keep, strict=True) if k]
+        counts = np.maximum(moments.counts, 1)[:, None]
+        self.mean = moments.sums[:, keep] / counts
+        variance = np.maximum(moments.squares[:, keep] / counts - self.mean**2, 0.0)
+        std = np.sqrt(variance)
         # A sensor flat within one regime would divide by zero: leave it unscaled.
-        self.std = np.where(std > 1e-12, std, 1.0)
+        self.std = np.where(std > 1e-9, std, 1.0)
         return self
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:

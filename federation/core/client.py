@@ -1,0 +1,94 @@
+"""The site's side of federated training: what runs where the data is.
+
+Used as-is by the in-process simulation and by a site's worker. Nothing here
+returns rows: operating points and counts, summed moments, weights, and errors
+summed over the site's validation engines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from federation.core.strategies import SiteResult, Weights
+from turbofan.data.features import (
+    SETTING_COLUMNS,
+    FeaturePipeline,
+    RegimeModel,
+    SensorMoments,
+    setting_points,
+)
+from turbofan.models.artefact import RulModel
+from turbofan.models.fit import split_engines
+from turbofan.models.training import (
+    TrainConfig,
+    predict,
+    seed_everything,
+    set_weights,
+    train_network,
+)
+
+
+@dataclass
+class LocalData:
+    """A site's training and validation windows under the federation's pipeline."""
+
+    x: np.ndarray
+    y: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+
+def operating_points(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Step 1 of fitting the shared pipeline: this site's operating points and counts."""
+    return setting_points(frame[SETTING_COLUMNS].to_numpy())
+
+
+def sensor_moments(frame: pd.DataFrame, regimes: RegimeModel) -> SensorMoments:
+    """Step 2: per-regime sensor moments under the federation's regimes."""
+    regime = regimes.assign(frame[SETTING_COLUMNS].to_numpy())
+    return SensorMoments.of(frame, regime, regimes.n_regimes)
+
+
+def prepare_local_data(
+    frame: pd.DataFrame, pipeline: FeaturePipeline, *, val_fraction: float, seed: int
+) -> LocalData:
+    """Windows of this site's engines, with some engines kept back for validation."""
+    train_rows, val_rows = split_engines(frame, val_fraction, seed)
+    x, y = pipeline.training_windows(train_rows)
+    x_val, y_val = pipeline.training_windows(val_rows)
+    return LocalData(x, y, x_val, y_val)
+
+
+def local_update(
+    model: RulModel,
+    weights: Weights,
+    data: LocalData,
+    config: TrainConfig,
+    *,
+    proximal_mu: float = 0.0,
+) -> SiteResult:
+    """Train from the global weights for ``config.epochs`` epochs on this site's windows."""
+    seed_everything(config.seed)
+    net = model.new_net()
+    set_weights(net, weights)
+    local = TrainConfig(**{**config.to_dict(), "prox_mu": proximal_mu, "patience": 0})
+    result = train_network(net, data.x, data.y, local, reference=weights if proximal_mu else None)
+    train_rmse = result.history[-1]["train_rmse"] if result.history else float("nan")
+    return SiteResult(
+        weights=result.weights,
+        examples=len(data.x),
+        metrics={"train_rmse": train_rmse, "seconds": result.seconds},
+    )
+
+
+def local_evaluate(model: RulModel, weights: Weights, data: LocalData) -> tuple[float, int]:
+    """Sum of squared errors of the global model on this site's validation windows, and count."""
+    if len(data.x_val) == 0:
+        return 0.0, 0
+    net = model.new_net()
+    set_weights(net, weights)
+    error = predict(net, data.x_val) - data.y_val
+    return float(np.sum(error.astype(np.float64) ** 2)), len(data.x_val)

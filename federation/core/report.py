@@ -1,0 +1,331 @@
+"""The accuracy report: centralised vs each site alone vs federated vs a baseline.
+
+For each subset (and seed) it trains the four setups of the federated-learning
+literature on the same engines and scores them on the subset's test set, both
+the literature's way (true RUL capped at 125) and strictly (as given).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from federation.core.simulation import SimulationConfig, run_simulation
+from turbofan.data.features import REGIMES_BY_SUBSET, FeaturePipeline
+from turbofan.data.files import read_engine_file, read_rul_file
+from turbofan.data.partition import plan_by_subset, plan_iid
+from turbofan.metrics import evaluate
+from turbofan.models.artefact import RulModel
+from turbofan.models.fit import NetworkRecipe, fit_baseline_model, fit_network_model
+
+SETUPS = ("centralised", "local", "federated", "baseline")
+SCHEMES = ("iid", "by-subset")
+# Pooled subsets keep their engines apart: unit u of the k-th subset becomes k*UNIT_OFFSET + u.
+UNIT_OFFSET = 10_000
+
+
+@dataclass
+class ReportConfig:
+    subsets: list[str]
+    sites: int = 4
+    seeds: list[int] = field(default_factory=lambda: [0])
+    scheme: str = "iid"
+    recipe: NetworkRecipe = field(default_factory=NetworkRecipe)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TestSet:
+    frame: pd.DataFrame
+    rul: np.ndarray
+
+
+def load_subset(data_dir: Path, subset: str) -> tuple[pd.DataFrame, TestSet]:
+    train = read_engine_file(data_dir / f"train_{subset}.txt")
+    test = read_engine_file(data_dir / f"test_{subset}.txt", "test")
+    rul = read_rul_file(data_dir / f"RUL_{subset}.txt", expected_units=test["unit"].nunique())
+    return train, TestSet(test, rul)
+
+
+class Report:
+    """Runs the setups, collects scores, writes report.json, report.md and predictions."""
+
+    def __init__(
+        self,
+        config: ReportConfig,
+        data_dir: Path,
+        out_dir: Path,
+        *,
+        progress: bool = True,
+        say: Callable[[str], None] = print,
+    ) -> None:
+        if config.scheme not in SCHEMES:
+            raise ValueError(f"unknown scheme {config.scheme!r}: use one of {', '.join(SCHEMES)}")
+        self.config, self.data_dir, self.out_dir = config, Path(data_dir), Path(out_dir)
+        self.progress, self.say = progress, say
+        self.results: dict[str, dict[str, Any]] = {}
+
+    # --- running --------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        data = {s: load_subset(self.data_dir, s) for s in self.config.subsets}
+        for seed_index, seed in enumerate(self.config.seeds):
+            if self.config.scheme == "iid":
+                for subset, (train, test) in data.items():
+                    self._run_iid(subset, train, test, seed, seed_index)
+            else:
+                self._run_by_subset(data, seed, seed_index)
+        report = {
+            "config": self.config.to_dict(),
+            "results": self._summarise(),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        self._write(report)
+        return report
+
+    def _run_iid(
+        self, subset: str, train: pd.DataFrame, test: TestSet, seed: int, seed_index: int
+    ) -> None:
+        plan = plan_iid(subset, train["unit"].to_numpy(), self.config.sites, seed=seed, holdout=0)
+        sites = {s.name: train[train["unit"].isin(s.engines[subset])] for s in plan.sites}
+        template = FeaturePipeline.for_subset(subset)
+        tests = {subset: test}
+        self._step(
+            f"{subset} seed {seed}: centralised",
+            seed_index,
+            "centralised",
+            tests,
+            lambda: fit_network_model(
+                train,
+                _fresh(template),
+                self.config.recipe,
+                seed=seed,
+                progress=self.progress,
+                description="centralised",
+            ),
+        )
+        for name, frame in sites.items():
+            self._step(
+                f"{subset} seed {seed}: {name} alone",
+                seed_index,
+                f"local:{name}",
+                tests,
+                lambda frame=frame: fit_network_model(
+                    frame,
+                    _fresh(template),
+                    self.config.recipe,
+                    seed=seed,
+                    progress=self.progress,
+                    description="local",
+                ),
+            )
+        self._step(
+            f"{subset} seed {seed}: federated over {len(sites)} sites",
+            seed_index,
+            "federated",
+            tests,
+            lambda: self._federated(sites, template, seed),
+        )
+        self._step(
+            f"{subset} seed {seed}: baseline",
+            seed_index,
+            "baseline",
+            tests,
+            lambda: fit_baseline_model(train, _fresh(template), seed=seed),
+        )
+
+    def _run_by_subset(
+        self, data: dict[str, tuple[pd.DataFrame, TestSet]], seed: int, seed_index: int
+    ) -> None:
+        """Non-IID: one site per subset; each site alone is scored on its own subset."""
+        units = {s: train["unit"].to_numpy() for s, (train, _) in data.items()}
+        plan = plan_by_subset(units, seed=seed, holdout=0)
+        trains = {s: train for s, (train, _) in data.items()}
+        tests = {s: test for s, (_, test) in data.items()}
+        sites = {share.name: trains[subset] for share in plan.sites for subset in share.engines}
+        n_regimes = max(REGIMES_BY_SUBSET.get(s, 1) for s in data)
+        template = FeaturePipeline(n_regimes=n_regimes)
+        pooled = _pool(trains)
+        self._step(
+            f"seed {seed}: centralised on all subsets",
+            seed_index,
+            "centralised",
+            tests,
+            lambda: fit_network_model(
+                pooled,
+                _fresh(template),
+                self.config.recipe,
+                seed=seed,
+                progress=self.progress,
+                description="centralised",
+            ),
+        )
+        for share in plan.sites:
+            (subset,) = share.engines
+            self._step(
+                f"seed {seed}: {share.name} ({subset}) alone",
+                seed_index,
+                f"local:{share.name}",
+                {subset: tests[subset]},
+                lambda subset=subset: fit_network_model(
+                    trains[subset],
+                    FeaturePipeline.for_subset(subset),
+                    self.config.recipe,
+                    seed=seed,
+                    progress=self.progress,
+                    description="local",
+                ),
+            )
+        self._step(
+            f"seed {seed}: federated over {len(sites)} sites",
+            seed_index,
+            "federated",
+            tests,
+            lambda: self._federated(sites, template, seed),
+        )
+        self._step(
+            f"seed {seed}: baseline on all subsets",
+            seed_index,
+            "baseline",
+            tests,
+            lambda: fit_baseline_model(pooled, _fresh(template), seed=seed),
+        )
+
+    def _federated(
+        self, sites: dict[str, pd.DataFrame], template: FeaturePipeline, seed: int
+    ) -> RulModel:
+        config = SimulationConfig(**{**self.config.simulation.to_dict(), "seed": seed})
+        result = run_simulation(sites, template, self.config.recipe, config, progress=self.progress)
+        result.model.meta["rounds"] = result.history
+        return result.model
+
+    def _step(
+        self,
+        title: str,
+        seed_index: int,
+        setup: str,
+        tests: dict[str, TestSet],
+        train: Callable[[], RulModel],
+    ) -> None:
+        self.say(f"[{title}] training ...")
+        started = time.perf_counter()
+        model = train()
+        seconds = time.perf_counter() - started
+        for subset, test in tests.items():
+            predictions = model.predict_frame(test.frame)
+            scores = evaluate(
+                predictions["predicted_rul"].to_numpy(), test.rul, cap=model.pipeline.rul_cap or 125
+            )
+            entry = {"seed": self.config.seeds[seed_index], "seconds": round(seconds, 1), **scores}
+            self.results.setdefault(subset, {}).setdefault(setup, []).append(entry)
+            self.say(
+                f"[{title}] {subset}: RMSE {scores['literature']['rmse']:.2f} "
+                f"(strict {scores['strict']['rmse']:.2f}), "
+                f"score {scores['literature']['score']:.0f}, {seconds:.0f} s"
+            )
+            if seed_index == 0:
+                self._save_predictions(setup, subset, predictions)
+        if seed_index == 0:
+            name = f"{setup.replace(':', '-')}_{'-'.join(sorted(tests))}.rulmodel"
+            model.save(self.out_dir / "models" / name)
+
+    # --- writing --------------------------------------------------------------------
+
+    def _save_predictions(self, setup: str, subset: str, predictions: pd.DataFrame) -> None:
+        folder = self.out_dir / "predictions"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{setup.replace(':', '-')}_{subset}.csv"
+        predictions.round({"predicted_rul": 3}).to_csv(folder / name, index=False)
+
+    def _summarise(self) -> dict[str, Any]:
+        summary: dict[str, Any] = {}
+        for subset, setups in self.results.items():
+            rows: dict[str, Any] = {}
+            for setup, entries in setups.items():
+                rows[setup] = {"runs": entries, "mean": _mean_scores(entries)}
+            local = [e for s, es in setups.items() if s.startswith("local:") for e in es]
+            if local:
+                rows["local"] = {
+                    "mean": _mean_scores(local),
+                    "sites": sorted(s.split(":", 1)[1] for s in setups if s.startswith("local:")),
+                }
+            summary[subset] = rows
+        return summary
+
+    def _write(self, report: dict[str, Any]) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (self.out_dir / "report.md").write_text(markdown_table(report))
+
+
+def _fresh(template: FeaturePipeline) -> FeaturePipeline:
+    return FeaturePipeline(
+        n_regimes=template.n_regimes, window=template.window, rul_cap=template.rul_cap
+    )
+
+
+def _pool(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    parts = []
+    for k, (_, frame) in enumerate(sorted(frames.items()), start=1):
+        part = frame.copy()
+        part["unit"] = part["unit"] + k * UNIT_OFFSET
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _mean_scores(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    mean: dict[str, Any] = {}
+    for variant in ("literature", "strict"):
+        mean[variant] = {
+            metric: float(np.mean([e[variant][metric] for e in entries]))
+            for metric in ("rmse", "score")
+        }
+    mean["rmse_std"] = float(np.std([e["literature"]["rmse"] for e in entries]))
+    mean["runs"] = len(entries)
+    return mean
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """The report as a Markdown table, one row per subset and setup."""
+    seeds = report["config"]["seeds"]
+    lines = [
+        f"# RUL accuracy: {report['config']['scheme']} split, {report['config']['sites']} sites, "
+        f"seeds {', '.join(map(str, seeds))}",
+        "",
+        "Literature: true test RUL capped at 125, as published figures are. "
+        "Strict: true RUL as given. Means over seeds (and over sites for 'each site alone').",
+        "",
+        "| subset | setup | RMSE (literature) | score (literature) | RMSE (strict) | "
+        "score (strict) | runs |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    labels = {
+        "centralised": "centralised",
+        "local": "each site alone (mean)",
+        "federated": "federated",
+        "baseline": "gradient boosting (centralised)",
+    }
+    for subset, rows in report["results"].items():
+        for setup in SETUPS:
+            if setup not in rows:
+                continue
+            mean = rows[setup]["mean"]
+            lit, strict = mean["literature"], mean["strict"]
+            lines.append(
+                f"| {subset} | {labels[setup]} | {lit['rmse']:.2f} ± {mean['rmse_std']:.2f} | "
+                f"{lit['score']:.0f} | {strict['rmse']:.2f} | {strict['score']:.0f} | "
+                f"{mean['runs']} |"
+            )
+    lines += ["", f"Total time: {report['seconds']} s.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""RUL models: a PyTorch sequence network, a gradient-boosting baseline, and their artefact."""

@@ -1,0 +1,124 @@
+"""Recipes that turn training rows into a :class:`RulModel`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from turbofan.data.features import FeaturePipeline
+from turbofan.models.artefact import BASELINE, NETWORK, RulModel
+from turbofan.models.baseline import fit_baseline
+from turbofan.models.training import TrainConfig, seed_everything, train_network
+
+
+@dataclass
+class NetworkRecipe:
+    """Architecture, training settings and ensemble size of a network model."""
+
+    architecture: str = "cnn"
+    net_options: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    ensemble: int = 1
+    val_fraction: float = 0.15
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def split_engines(
+    frame: pd.DataFrame, fraction: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training and validation rows, split by engine (never by row: windows overlap)."""
+    units = frame["unit"].unique()
+    if fraction <= 0 or len(units) < 2:
+        return frame, frame.iloc[0:0]
+    rng = np.random.default_rng(seed)
+    n_val = min(len(units) - 1, max(1, round(fraction * len(units))))
+    val_units = rng.choice(units, size=n_val, replace=False)
+    is_val = frame["unit"].isin(val_units).to_numpy()
+    return frame[~is_val], frame[is_val]
+
+
+def new_network_model(pipeline: FeaturePipeline, recipe: NetworkRecipe) -> RulModel:
+    """An untrained network model on a fitted pipeline (weights filled in by training)."""
+    return RulModel(
+        kind=NETWORK,
+        pipeline=pipeline,
+        architecture=recipe.architecture,
+        net_options=dict(recipe.net_options),
+    )
+
+
+def fit_network_model(
+    frame: pd.DataFrame,
+    pipeline: FeaturePipeline,
+    recipe: NetworkRecipe,
+    *,
+    seed: int = 0,
+    progress: bool = False,
+    description: str = "network",
+) -> RulModel:
+    """Fit the pipeline (if needed) and train ``recipe.ensemble`` networks on ``frame``.
+
+    Each member starts from its own seed and is early-stopped on the same
+    validation engines; predictions average the members.
+    """
+    train_rows, val_rows = split_engines(frame, recipe.val_fraction, seed)
+    if pipeline.regimes is None:
+        pipeline.fit(train_rows)
+    x, y = pipeline.training_windows(train_rows)
+    x_val, y_val = pipeline.training_windows(val_rows) if len(val_rows) else (None, None)
+    model = new_network_model(pipeline, recipe)
+    histories = []
+    for member in range(recipe.ensemble):
+        member_seed = seed * 1000 + member
+        seed_everything(member_seed)
+        net = model.new_net()
+        config = TrainConfig(**{**recipe.train.to_dict(), "seed": member_seed})
+        result = train_network(
+            net,
+            x,
+            y,
+            config,
+            x_val=x_val,
+            y_val=y_val,
+            progress=progress,
+            description=f"{description} {member + 1}/{recipe.ensemble}",
+        )
+        model.members.append(result.weights)
+        histories.append(
+            {
+                "best_epoch": result.best_epoch,
+                "seconds": round(result.seconds, 2),
+                "history": result.history,
+            }
+        )
+    model.meta.update(
+        recipe=recipe.to_dict(),
+        seed=seed,
+        training=histories,
+        train_engines=int(train_rows["unit"].nunique()),
+        val_engines=int(val_rows["unit"].nunique()),
+    )
+    return model
+
+
+def fit_baseline_model(
+    frame: pd.DataFrame, pipeline: FeaturePipeline, *, seed: int = 0, val_fraction: float = 0.15
+) -> RulModel:
+    """Gradient boosting on window summaries, early-stopped on validation engines."""
+    train_rows, val_rows = split_engines(frame, val_fraction, seed)
+    if pipeline.regimes is None:
+        pipeline.fit(train_rows)
+    x, y = pipeline.training_windows(train_rows)
+    x_val, y_val = pipeline.training_windows(val_rows) if len(val_rows) else (None, None)
+    estimator = fit_baseline(x, y, val_windows=x_val, val_labels=y_val, seed=seed)
+    return RulModel(
+        kind=BASELINE,
+        pipeline=pipeline,
+        estimator=estimator,
+        meta={"seed": seed, "iterations": int(estimator.n_iter_)},
+    )

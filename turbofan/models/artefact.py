@@ -61,7 +61,9 @@ class RulModel:
         if self.architecture is None:
             raise ValueError("a baseline model has no network")
         n_features, window = len(self.pipeline.sensors), self.pipeline.window
-        return build_net(self.architecture, n_features, window, **self.net_options)
+        scale = float(self.pipeline.rul_cap or 125)
+        options = {"output_scale": scale, **self.net_options}
+        return build_net(self.architecture, n_features, window, **options)
 
     def predict_windows(self, windows: np.ndarray) -> np.ndarray:
         """RUL in cycles for windows from this model's pipeline, clipped to [0, cap]."""

@@ -26,8 +26,12 @@ class RulCnn(nn.Module):
         n_conv: int = 4,
         hidden: int = 100,
         dropout: float = 0.5,
+        output_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        # The head works in units of output_scale (the RUL cap), so its outputs and
+        # gradients are of order one whatever the label range.
+        self.output_scale = output_scale
         layers: list[nn.Module] = []
         channels = n_features
         for _ in range(n_conv):
@@ -44,7 +48,8 @@ class RulCnn(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x.transpose(1, 2))).squeeze(-1)
+        out = self.head(self.features(x.transpose(1, 2))).squeeze(-1)
+        return out * self.output_scale
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"cnn": RulCnn}

@@ -1,0 +1,168 @@
+"""Models: training, predictions per engine, the saved artefact, the simulation."""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+
+from federation.core.simulation import SimulationConfig, run_simulation
+from tests.helpers import manage
+from turbofan.data.features import FeaturePipeline
+from turbofan.data.files import read_engine_file
+from turbofan.metrics import rmse
+from turbofan.models.artefact import ArtefactError, RulModel
+from turbofan.models.fit import NetworkRecipe, fit_baseline_model, fit_network_model, split_engines
+from turbofan.models.training import TrainConfig, get_weights, seed_everything
+
+SMALL_NET = {"filters": 4, "kernel": 5, "n_conv": 2, "hidden": 16, "dropout": 0.1}
+
+
+@pytest.fixture(scope="module")
+def train(cmapss_dir):
+    frame = read_engine_file(cmapss_dir / "train_FD001.txt")
+    return frame[frame["unit"] <= 24].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def test_frame(cmapss_dir):
+    frame = read_engine_file(cmapss_dir / "test_FD001.txt", "test")
+    # Unit 1 has 31 cycles; cut unit 2 to 12 cycles, shorter than the 30-cycle window.
+    keep = (frame["unit"] == 1) | ((frame["unit"] == 2) & (frame["cycle"] <= 12))
+    return frame[keep].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def network(train):
+    recipe = NetworkRecipe(net_options=SMALL_NET, train=TrainConfig(epochs=3), ensemble=2)
+    return fit_network_model(train, FeaturePipeline.for_subset("FD001"), recipe, seed=1)
+
+
+def test_engines_are_split_for_validation_by_engine_never_by_row(train):
+    fit_rows, val_rows = split_engines(train, 0.25, seed=0)
+
+    assert set(fit_rows["unit"]).isdisjoint(set(val_rows["unit"]))
+    assert val_rows["unit"].nunique() == 6 and len(fit_rows) + len(val_rows) == len(train)
+
+
+def test_a_network_predicts_one_rul_per_engine_including_engines_shorter_than_the_window(
+    network, test_frame
+):
+    predictions = network.predict_frame(test_frame)
+
+    assert list(predictions.columns) == ["unit", "predicted_rul"]
+    assert predictions["unit"].tolist() == [1, 2]
+    assert ((predictions["predicted_rul"] >= 0) & (predictions["predicted_rul"] <= 125)).all()
+
+
+def test_training_is_deterministic_for_a_seed(train, network, test_frame):
+    recipe = NetworkRecipe(net_options=SMALL_NET, train=TrainConfig(epochs=3), ensemble=2)
+
+    again = fit_network_model(train, FeaturePipeline.for_subset("FD001"), recipe, seed=1)
+
+    np.testing.assert_array_equal(
+        again.predict_frame(test_frame)["predicted_rul"],
+        network.predict_frame(test_frame)["predicted_rul"],
+    )
+
+
+def test_a_saved_network_loads_with_its_preprocessing_and_predicts_identically(
+    network, test_frame, tmp_path
+):
+    path = tmp_path / "model.rulmodel"
+
+    digest = network.save(path)
+    loaded = RulModel.load(path)
+
+    assert digest == loaded.hash and len(digest) == 64
+    assert loaded.pipeline.sensors == network.pipeline.sensors
+    assert loaded.pipeline.window == 30 and len(loaded.members) == 2
+    np.testing.assert_array_equal(
+        loaded.predict_frame(test_frame)["predicted_rul"],
+        network.predict_frame(test_frame)["predicted_rul"],
+    )
+
+
+def test_a_saved_baseline_round_trips_too(train, test_frame, tmp_path):
+    baseline = fit_baseline_model(train, FeaturePipeline.for_subset("FD001"))
+    baseline.save(tmp_path / "baseline.rulmodel")
+
+    loaded = RulModel.load(tmp_path / "baseline.rulmodel")
+
+    np.testing.assert_array_equal(
+        loaded.predict_frame(test_frame)["predicted_rul"],
+        baseline.predict_frame(test_frame)["predicted_rul"],
+    )
+
+
+def test_an_altered_model_file_fails_its_hash_check(network, tmp_path):
+    path = tmp_path / "model.rulmodel"
+    network.save(path)
+    with zipfile.ZipFile(path) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    entries["manifest.json"] = entries["manifest.json"].replace(b'"window": 30', b'"window": 31')
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+
+    with pytest.raises(ArtefactError, match="hash check failed"):
+        RulModel.load(path)
+
+
+def test_a_file_that_is_no_model_is_refused_clearly(tmp_path):
+    path = tmp_path / "notes.rulmodel"
+    path.write_text("hello")
+
+    with pytest.raises(ArtefactError, match="not a model file of this app"):
+        RulModel.load(path)
+
+
+def test_a_small_federation_improves_on_its_starting_model(train, test_frame, cmapss_dir):
+    sites = {f"site-{k}": train[train["unit"].between(8 * k - 7, 8 * k)] for k in (1, 2, 3)}
+    recipe = NetworkRecipe(net_options=SMALL_NET)
+    config = SimulationConfig(rounds=4, local_epochs=1, lr=5e-3, lr_final=5e-3, patience=0)
+    validation = read_engine_file(cmapss_dir / "train_FD001.txt")
+    validation = validation[validation["unit"].between(60, 75)]
+
+    result = run_simulation(sites, FeaturePipeline.for_subset("FD001"), recipe, config)
+
+    x, y = result.model.pipeline.training_windows(validation)
+    start = RulModel(**{**result.model.__dict__, "members": []})
+    seed_everything(0)
+    start.members = [get_weights(start.new_net())]
+    assert rmse(result.model.predict_windows(x), y) < 0.8 * rmse(start.predict_windows(x), y)
+    assert [r["round"] for r in result.history] == [1, 2, 3, 4]
+    assert result.model.meta["sites"] == ["site-1", "site-2", "site-3"]
+
+
+def test_predict_prints_unit_and_predicted_rul_as_csv(network, tmp_path, cmapss_dir):
+    network.save(tmp_path / "m.rulmodel")
+
+    result = manage(
+        "predict",
+        "--model",
+        str(tmp_path / "m.rulmodel"),
+        "--test-file",
+        str(cmapss_dir / "test_FD001.txt"),
+    )
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "unit,predicted_rul" and len(lines) == 101
+    assert lines[1].startswith("1,")
+
+
+def test_predict_with_a_bad_model_file_exits_1_without_traceback(tmp_path, cmapss_dir):
+    (tmp_path / "m.rulmodel").write_text("not a model")
+
+    result = manage(
+        "predict",
+        "--model",
+        str(tmp_path / "m.rulmodel"),
+        "--test-file",
+        str(cmapss_dir / "test_FD001.txt"),
+    )
+
+    assert result.returncode == 1
+    assert "not a model file of this app" in result.stderr and "Traceback" not in result.stderr

@@ -6,17 +6,19 @@ import zipfile
 
 import numpy as np
 import pytest
+import torch
 
-from federation.core.simulation import SimulationConfig, run_simulation
+from federation.core.simulation import SimulationConfig, federated_pipeline, run_simulation
 from tests.helpers import manage
 from turbofan.data.features import FeaturePipeline
 from turbofan.data.files import read_engine_file
 from turbofan.metrics import rmse
 from turbofan.models.artefact import ArtefactError, RulModel
 from turbofan.models.fit import NetworkRecipe, fit_baseline_model, fit_network_model, split_engines
+from turbofan.models.nets import build_net
 from turbofan.models.training import TrainConfig, get_weights, seed_everything
 
-SMALL_NET = {"filters": 4, "kernel": 5, "n_conv": 2, "hidden": 16, "dropout": 0.1}
+SMALL_NET = {"hidden": 16}
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +118,30 @@ def test_a_file_that_is_no_model_is_refused_clearly(tmp_path):
 
     with pytest.raises(ArtefactError, match="not a model file of this app"):
         RulModel.load(path)
+
+
+def test_the_federation_fits_the_same_pipeline_as_pooled_rows_would_without_pooling(train):
+    sites = {f"site-{k}": train[train["unit"].between(8 * k - 7, 8 * k)] for k in (1, 2, 3)}
+    template = FeaturePipeline.for_subset("FD001", window=40, cycle_channel=True)
+
+    federated = federated_pipeline(sites, template)
+    pooled = template.unfitted().fit(train)
+
+    assert federated.sensors == pooled.sensors
+    assert (federated.window, federated.cycle_channel) == (40, True)
+    np.testing.assert_allclose(federated.mean, pooled.mean, rtol=1e-12)
+    # Summed squares lose a few digits against two-pass variance: harmless for scaling.
+    np.testing.assert_allclose(federated.std, pooled.std, rtol=1e-5)
+    np.testing.assert_allclose(federated.transform(train), pooled.transform(train), atol=1e-4)
+
+
+def test_the_cnn_architecture_takes_the_same_windows(train):
+    pipeline = FeaturePipeline.for_subset("FD001").fit(train)
+    x, _ = pipeline.training_windows(train)
+
+    net = build_net("cnn", pipeline.n_features, pipeline.window, filters=4, kernel=5)
+
+    assert tuple(net(torch.from_numpy(x[:8])).shape) == (8,)
 
 
 def test_a_small_federation_improves_on_its_starting_model(train, test_frame, cmapss_dir):

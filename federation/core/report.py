@@ -99,7 +99,7 @@ class Report:
     ) -> None:
         plan = plan_iid(subset, train["unit"].to_numpy(), self.config.sites, seed=seed, holdout=0)
         sites = {s.name: train[train["unit"].isin(s.engines[subset])] for s in plan.sites}
-        template = FeaturePipeline.for_subset(subset)
+        template = self.config.recipe.pipeline(subset)
         tests = {subset: test}
         self._step(
             f"{subset} seed {seed}: centralised",
@@ -108,7 +108,7 @@ class Report:
             tests,
             lambda: fit_network_model(
                 train,
-                _fresh(template),
+                template.unfitted(),
                 self.config.recipe,
                 seed=seed,
                 progress=self.progress,
@@ -123,7 +123,7 @@ class Report:
                 tests,
                 lambda frame=frame: fit_network_model(
                     frame,
-                    _fresh(template),
+                    template.unfitted(),
                     self.config.recipe,
                     seed=seed,
                     progress=self.progress,
@@ -142,7 +142,7 @@ class Report:
             seed_index,
             "baseline",
             tests,
-            lambda: fit_baseline_model(train, _fresh(template), seed=seed),
+            lambda: fit_baseline_model(train, template.unfitted(), seed=seed),
         )
 
     def _run_by_subset(
@@ -155,7 +155,7 @@ class Report:
         tests = {s: test for s, (_, test) in data.items()}
         sites = {share.name: trains[subset] for share in plan.sites for subset in share.engines}
         n_regimes = max(REGIMES_BY_SUBSET.get(s, 1) for s in data)
-        template = FeaturePipeline(n_regimes=n_regimes)
+        template = self.config.recipe.pipeline(n_regimes=n_regimes)
         pooled = _pool(trains)
         self._step(
             f"seed {seed}: centralised on all subsets",
@@ -164,7 +164,7 @@ class Report:
             tests,
             lambda: fit_network_model(
                 pooled,
-                _fresh(template),
+                template.unfitted(),
                 self.config.recipe,
                 seed=seed,
                 progress=self.progress,
@@ -180,7 +180,7 @@ class Report:
                 {subset: tests[subset]},
                 lambda subset=subset: fit_network_model(
                     trains[subset],
-                    FeaturePipeline.for_subset(subset),
+                    self.config.recipe.pipeline(subset),
                     self.config.recipe,
                     seed=seed,
                     progress=self.progress,
@@ -199,7 +199,7 @@ class Report:
             seed_index,
             "baseline",
             tests,
-            lambda: fit_baseline_model(pooled, _fresh(template), seed=seed),
+            lambda: fit_baseline_model(pooled, template.unfitted(), seed=seed),
         )
 
     def _federated(
@@ -267,12 +267,6 @@ class Report:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (self.out_dir / "report.md").write_text(markdown_table(report))
-
-
-def _fresh(template: FeaturePipeline) -> FeaturePipeline:
-    return FeaturePipeline(
-        n_regimes=template.n_regimes, window=template.window, rul_cap=template.rul_cap
-    )
 
 
 def _pool(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:

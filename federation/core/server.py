@@ -25,10 +25,7 @@ def merge_pipeline(
     total = site_moments[0]
     for moments in site_moments[1:]:
         total = total + moments
-    pipeline = FeaturePipeline(
-        n_regimes=regimes.n_regimes, window=template.window, rul_cap=template.rul_cap
-    )
-    return pipeline.fit_moments(regimes, total)
+    return template.unfitted().fit_moments(regimes, total)
 
 
 def merge_validation(reports: list[tuple[float, int]]) -> float:

@@ -17,6 +17,8 @@ from turbofan.data.files import SENSOR_COLUMNS, SETTING_COLUMNS
 
 DEFAULT_RUL_CAP = 125
 DEFAULT_WINDOW = 30
+# The cycle channel is cycle / CYCLE_SCALE: of order one over a typical engine life.
+CYCLE_SCALE = 200.0
 # FD002 and FD004 were flown in six operating conditions, FD001 and FD003 in one.
 REGIMES_BY_SUBSET = {"FD001": 1, "FD002": 6, "FD003": 1, "FD004": 6}
 
@@ -179,11 +181,17 @@ class FeaturePipeline:
     n_regimes : operating regimes to find in the settings (1 turns regimes off)
     window : length of the input windows in cycles
     rul_cap : cap of the piecewise-linear training label
+    cycle_channel : add the cycle number (divided by ``CYCLE_SCALE``) as a last input
+        channel: an engine's age is known wherever it is predicted
+    pad_training : also build training windows for cycles with less history than the
+        window, padded like short test engines are (else only full windows)
     """
 
     n_regimes: int = 1
     window: int = DEFAULT_WINDOW
     rul_cap: float | None = DEFAULT_RUL_CAP
+    cycle_channel: bool = False
+    pad_training: bool = False
     regimes: RegimeModel | None = None
     sensors: list[str] = field(default_factory=list)
     mean: np.ndarray | None = None  # (n_regimes, n_sensors)
@@ -192,6 +200,21 @@ class FeaturePipeline:
     @classmethod
     def for_subset(cls, subset: str, **kwargs: Any) -> FeaturePipeline:
         return cls(n_regimes=REGIMES_BY_SUBSET.get(subset.upper(), 1), **kwargs)
+
+    def unfitted(self) -> FeaturePipeline:
+        """A new pipeline with the same settings, to fit on other rows."""
+        return FeaturePipeline(
+            n_regimes=self.n_regimes,
+            window=self.window,
+            rul_cap=self.rul_cap,
+            cycle_channel=self.cycle_channel,
+            pad_training=self.pad_training,
+        )
+
+    @property
+    def n_features(self) -> int:
+        """Input channels per cycle: the kept sensors, and the cycle if asked for."""
+        return len(self.sensors) + int(self.cycle_channel)
 
     def fit(self, frame: pd.DataFrame) -> FeaturePipeline:
         """Fit regimes, sensors and scaling on training rows."""
@@ -213,17 +236,24 @@ class FeaturePipeline:
         return self
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        """Standardised sensors of each row, float32 (rows, sensors)."""
+        """Inputs of each row, float32 (rows, n_features): standardised sensors, then the cycle."""
         if self.regimes is None or self.mean is None or self.std is None:
             raise RuntimeError("FeaturePipeline.fit() must run before transform()")
         regime = self.regimes.assign(frame[SETTING_COLUMNS].to_numpy())
         values = frame[self.sensors].to_numpy(dtype=np.float64)
-        return ((values - self.mean[regime]) / self.std[regime]).astype(np.float32)
+        scaled = (values - self.mean[regime]) / self.std[regime]
+        if self.cycle_channel:
+            cycles = frame["cycle"].to_numpy(dtype=np.float64)[:, None] / CYCLE_SCALE
+            scaled = np.concatenate([scaled, cycles], axis=1)
+        return scaled.astype(np.float32)
 
     def training_windows(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Every full window of every unit and the capped RUL at its last cycle."""
+        """Every window of every unit and the capped RUL at its last cycle.
+
+        Full windows only, unless ``pad_training``: then one window per cycle.
+        """
         features = self.transform(frame)
-        x, ends = windows(features, frame["unit"].to_numpy(), self.window)
+        x, ends = windows(features, frame["unit"].to_numpy(), self.window, pad=self.pad_training)
         return x, rul_labels(frame, self.rul_cap)[ends]
 
     def last_windows(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -243,6 +273,8 @@ class FeaturePipeline:
             "n_regimes": self.n_regimes,
             "window": self.window,
             "rul_cap": self.rul_cap,
+            "cycle_channel": self.cycle_channel,
+            "pad_training": self.pad_training,
             "regimes": self.regimes.to_dict(),
             "sensors": list(self.sensors),
             "mean": self.mean.tolist(),
@@ -255,6 +287,8 @@ class FeaturePipeline:
             n_regimes=data["n_regimes"],
             window=data["window"],
             rul_cap=data["rul_cap"],
+            cycle_channel=data.get("cycle_channel", False),
+            pad_training=data.get("pad_training", False),
             regimes=RegimeModel.from_dict(data["regimes"]),
             sensors=list(data["sensors"]),
             mean=np.array(data["mean"]),

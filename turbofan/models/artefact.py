@@ -60,7 +60,7 @@ class RulModel:
         """An untrained network of this model's architecture and input shape."""
         if self.architecture is None:
             raise ValueError("a baseline model has no network")
-        n_features, window = len(self.pipeline.sensors), self.pipeline.window
+        n_features, window = self.pipeline.n_features, self.pipeline.window
         scale = float(self.pipeline.rul_cap or 125)
         options = {"output_scale": scale, **self.net_options}
         return build_net(self.architecture, n_features, window, **options)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from turbofan.data.features import FeaturePipeline
+from turbofan.data.features import DEFAULT_WINDOW, REGIMES_BY_SUBSET, FeaturePipeline
 from turbofan.models.artefact import BASELINE, NETWORK, RulModel
 from turbofan.models.baseline import fit_baseline
 from turbofan.models.training import TrainConfig, seed_everything, train_network
@@ -16,13 +16,33 @@ from turbofan.models.training import TrainConfig, seed_everything, train_network
 
 @dataclass
 class NetworkRecipe:
-    """Architecture, training settings and ensemble size of a network model."""
+    """Inputs, architecture, training settings and ensemble size of a network model.
 
-    architecture: str = "cnn"
+    ``window``, ``cycle_channel`` and ``pad_training`` set up the feature pipeline
+    (see :class:`FeaturePipeline`); the baseline uses the same inputs.
+    """
+
+    architecture: str = "window-mlp"
     net_options: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     ensemble: int = 1
     val_fraction: float = 0.15
+    window: int = DEFAULT_WINDOW
+    cycle_channel: bool = False
+    pad_training: bool = False
+
+    def pipeline(
+        self, subset: str | None = None, *, n_regimes: int | None = None
+    ) -> FeaturePipeline:
+        """An unfitted pipeline for a subset (its number of regimes) or an explicit count."""
+        if n_regimes is None:
+            n_regimes = REGIMES_BY_SUBSET.get((subset or "").upper(), 1)
+        return FeaturePipeline(
+            n_regimes=n_regimes,
+            window=self.window,
+            cycle_channel=self.cycle_channel,
+            pad_training=self.pad_training,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -100,106 +100,86 @@ class Report:
         plan = plan_iid(subset, train["unit"].to_numpy(), self.config.sites, seed=seed, holdout=0)
         sites = {s.name: train[train["unit"].isin(s.engines[subset])] for s in plan.sites}
         template = self.config.recipe.pipeline(subset)
-        tests = {subset: test}
-        self._step(
-            f"{subset} seed {seed}: centralised",
+        self._run_setups(
+            f"{subset} seed {seed}",
+            seed,
             seed_index,
-            "centralised",
-            tests,
-            lambda: fit_network_model(
-                train,
-                template.unfitted(),
-                self.config.recipe,
-                seed=seed,
-                progress=self.progress,
-                description="centralised",
-            ),
-        )
-        for name, frame in sites.items():
-            self._step(
-                f"{subset} seed {seed}: {name} alone",
-                seed_index,
-                f"local:{name}",
-                tests,
-                lambda frame=frame: fit_network_model(
-                    frame,
-                    template.unfitted(),
-                    self.config.recipe,
-                    seed=seed,
-                    progress=self.progress,
-                    description="local",
-                ),
-            )
-        self._step(
-            f"{subset} seed {seed}: federated over {len(sites)} sites",
-            seed_index,
-            "federated",
-            tests,
-            lambda: self._federated(sites, template, seed),
-        )
-        self._step(
-            f"{subset} seed {seed}: baseline",
-            seed_index,
-            "baseline",
-            tests,
-            lambda: fit_baseline_model(train, template.unfitted(), seed=seed),
+            train,
+            template,
+            {subset: test},
+            {name: (frame, template, {subset: test}) for name, frame in sites.items()},
         )
 
     def _run_by_subset(
         self, data: dict[str, tuple[pd.DataFrame, TestSet]], seed: int, seed_index: int
     ) -> None:
         """Non-IID: one site per subset; each site alone is scored on its own subset."""
-        units = {s: train["unit"].to_numpy() for s, (train, _) in data.items()}
-        plan = plan_by_subset(units, seed=seed, holdout=0)
-        trains = {s: train for s, (train, _) in data.items()}
-        tests = {s: test for s, (_, test) in data.items()}
-        sites = {share.name: trains[subset] for share in plan.sites for subset in share.engines}
+        plan = plan_by_subset(
+            {s: t["unit"].to_numpy() for s, (t, _) in data.items()}, seed=seed, holdout=0
+        )
+        sites = {}
+        for share in plan.sites:
+            (subset,) = share.engines
+            train, test = data[subset]
+            sites[share.name] = (train, self.config.recipe.pipeline(subset), {subset: test})
         n_regimes = max(REGIMES_BY_SUBSET.get(s, 1) for s in data)
         template = self.config.recipe.pipeline(n_regimes=n_regimes)
-        pooled = _pool(trains)
+        pooled = _pool({s: train for s, (train, _) in data.items()})
+        tests = {s: test for s, (_, test) in data.items()}
+        self._run_setups(f"seed {seed}", seed, seed_index, pooled, template, tests, sites)
+
+    def _run_setups(
+        self,
+        title: str,
+        seed: int,
+        seed_index: int,
+        pooled: pd.DataFrame,
+        template: FeaturePipeline,
+        tests: dict[str, TestSet],
+        sites: dict[str, tuple[pd.DataFrame, FeaturePipeline, dict[str, TestSet]]],
+    ) -> None:
+        """The four setups; ``sites`` maps a name to its rows, pipeline and test sets."""
         self._step(
-            f"seed {seed}: centralised on all subsets",
+            f"{title}: centralised",
             seed_index,
             "centralised",
             tests,
-            lambda: fit_network_model(
-                pooled,
-                template.unfitted(),
-                self.config.recipe,
-                seed=seed,
-                progress=self.progress,
-                description="centralised",
-            ),
+            lambda: self._network(pooled, template, seed, "centralised"),
         )
-        for share in plan.sites:
-            (subset,) = share.engines
+        for name, (frame, own_template, own_tests) in sites.items():
             self._step(
-                f"seed {seed}: {share.name} ({subset}) alone",
+                f"{title}: {name} alone",
                 seed_index,
-                f"local:{share.name}",
-                {subset: tests[subset]},
-                lambda subset=subset: fit_network_model(
-                    trains[subset],
-                    self.config.recipe.pipeline(subset),
-                    self.config.recipe,
-                    seed=seed,
-                    progress=self.progress,
-                    description="local",
-                ),
+                f"local:{name}",
+                own_tests,
+                lambda f=frame, t=own_template: self._network(f, t, seed, "local"),
             )
+        site_frames = {name: frame for name, (frame, _, _) in sites.items()}
         self._step(
-            f"seed {seed}: federated over {len(sites)} sites",
+            f"{title}: federated over {len(sites)} sites",
             seed_index,
             "federated",
             tests,
-            lambda: self._federated(sites, template, seed),
+            lambda: self._federated(site_frames, template, seed),
         )
         self._step(
-            f"seed {seed}: baseline on all subsets",
+            f"{title}: baseline",
             seed_index,
             "baseline",
             tests,
             lambda: fit_baseline_model(pooled, template.unfitted(), seed=seed),
+        )
+
+    def _network(
+        self, frame: pd.DataFrame, template: FeaturePipeline, seed: int, description: str
+    ) -> RulModel:
+        return fit_network_model(
+            frame,
+            template.unfitted(),
+            self.config.recipe,
+            seed=seed,
+            progress=self.progress,
+            description=description,
         )
 
     def _federated(

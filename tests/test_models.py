@@ -8,13 +8,20 @@ import numpy as np
 import pytest
 import torch
 
+from federation.core import client
 from federation.core.simulation import SimulationConfig, federated_pipeline, run_simulation
 from tests.helpers import manage
 from turbofan.data.features import FeaturePipeline
 from turbofan.data.files import read_engine_file
 from turbofan.metrics import rmse
 from turbofan.models.artefact import ArtefactError, RulModel
-from turbofan.models.fit import NetworkRecipe, fit_baseline_model, fit_network_model, split_engines
+from turbofan.models.fit import (
+    NetworkRecipe,
+    fit_baseline_model,
+    fit_network_model,
+    new_network_model,
+    split_engines,
+)
 from turbofan.models.nets import build_net
 from turbofan.models.training import TrainConfig, get_weights, seed_everything
 
@@ -192,3 +199,18 @@ def test_predict_with_a_bad_model_file_exits_1_without_traceback(tmp_path, cmaps
 
     assert result.returncode == 1
     assert "not a model file of this app" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_fedprox_keeps_a_site_closer_to_the_global_model(train):
+    pipeline = FeaturePipeline.for_subset("FD001").fit(train)
+    data = client.prepare_local_data(train, pipeline, val_fraction=0.2, seed=0)
+    model = new_network_model(pipeline, NetworkRecipe(net_options=SMALL_NET))
+    seed_everything(0)
+    start = get_weights(model.new_net())
+    config = TrainConfig(epochs=2, lr=1e-2, schedule="constant")
+
+    def drift(mu: float) -> float:
+        result = client.local_update(model, start, data, config, proximal_mu=mu)
+        return sum(float(((w - s) ** 2).sum()) for w, s in zip(result.weights, start, strict=True))
+
+    assert drift(1.0) < 0.5 * drift(0.0)

@@ -131,6 +131,9 @@ def train_network(
     scheduler = _scheduler(optimiser, config, steps_per_epoch)
     anchors = _anchors(net, reference) if config.prox_mu > 0 and reference is not None else None
     loss_fn = nn.MSELoss()
+    # The loss is taken in units of the network's output scale (the RUL cap), so the
+    # proximal weight mu means what it means in the FedProx literature.
+    scale = float(getattr(net, "output_scale", 1.0))
     validate = x_val is not None and y_val is not None and len(x_val) > 0
     best_rmse, best_weights, best_epoch, history = math.inf, get_weights(net), 0, []
     bar = tqdm(range(1, config.epochs + 1), desc=description, disable=not progress, leave=False)
@@ -141,7 +144,7 @@ def train_network(
         for start in range(0, len(x), config.batch_size):
             batch = order[start : start + config.batch_size]
             optimiser.zero_grad()
-            loss = loss_fn(net(x_all[batch]), y_all[batch])
+            loss = loss_fn(net(x_all[batch]) / scale, y_all[batch] / scale)
             if anchors is not None:
                 loss = loss + _proximal_term(net, anchors, config.prox_mu)
             loss.backward()
@@ -149,7 +152,7 @@ def train_network(
             if scheduler is not None:
                 scheduler.step()
             total += float(loss.detach()) * len(batch)
-        record = {"epoch": epoch, "train_rmse": math.sqrt(total / len(x))}
+        record = {"epoch": epoch, "train_rmse": scale * math.sqrt(total / len(x))}
         if validate:
             record["val_rmse"] = float(np.sqrt(np.mean((predict(net, x_val) - y_val) ** 2)))  # type: ignore[arg-type, operator]
             if record["val_rmse"] < best_rmse:

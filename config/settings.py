@@ -101,6 +101,13 @@ TEMPLATES = [
 DATABASE_URL = env_url("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}", DATABASE_SCHEMES)
 DATABASES = {"default": database_config(DATABASE_URL)}  # type: ignore[arg-type]
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 0, minimum=0)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web app, the coordinator and the demo write from separate processes: wait for
+    # a lock instead of failing, and take the write lock up front (no upgrade deadlock).
+    # https://docs.djangoproject.com/en/5.2/ref/databases/#database-is-locked-errors
+    DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
+    # A file, not memory, so worker processes started by tests share the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -129,6 +136,11 @@ STORAGES = {
 }
 # Without collectstatic (local runs), WhiteNoise serves straight from the apps.
 WHITENOISE_USE_FINDERS = not PRODUCTION
+
+# Uploaded contributions and model versions (not served publicly: members download
+# models through the API, which checks membership).
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))  # type: ignore[arg-type]
+MEDIA_URL = "/media/"
 
 # HTTPS behind a reverse proxy that sets X-Forwarded-Proto.
 # https://docs.djangoproject.com/en/5.2/ref/settings/#secure-proxy-ssl-header

@@ -1,49 +1,17 @@
-"""Real worker processes on the configured broker (Redis in CI, file system locally)."""
+"""Worker commands as a user runs them."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import uuid
 
 import pytest
 
-from tests.helpers import ROOT, manage
+from tests.helpers import manage
+from tests.stack import Stack
 from tests.test_data_files import rows
-from worker.celery import COORDINATOR_QUEUE, site_queue
-from worker.tasks import coordinator_health, site_describe_data
-
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def start():
-    """Start management commands as background processes; stop them after the test."""
-    processes: list[subprocess.Popen[str]] = []
-
-    def _start(*args: str) -> subprocess.Popen[str]:
-        process = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), *args],
-            cwd=ROOT,
-            env=os.environ.copy(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        processes.append(process)
-        return process
-
-    yield _start
-    for process in processes:
-        process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+from worker.celery import COORDINATOR_QUEUE
+from worker.tasks import coordinator_health
 
 
 @pytest.fixture(scope="module")
@@ -69,42 +37,65 @@ def test_partition_data_writes_one_folder_per_site_and_a_holdout(partition):
     ]
 
 
-def test_a_site_worker_reports_counts_of_its_own_data_and_nothing_else(start, partition):
-    out, _ = partition
-    site = f"test-{uuid.uuid4().hex[:8]}"
-    start("site_worker", "--site", site, "--data-dir", str(out / "site-2"))
-
-    reply = site_describe_data.apply_async(queue=site_queue(site)).get(timeout=90)
-
-    assert reply["ok"] is True and reply["site"] == site
-    assert (reply["train_engines"], reply["subsets"]) == (30, ["FD001"])
-    assert reply["files"] == [
-        {
-            "path": "train_FD001.txt",
-            "subset": "FD001",
-            "kind": "train",
-            "rows": reply["train_rows"],
-            "units": 30,
-            "cycles": reply["files"][0]["cycles"],
-        }
-    ]
-    assert str(out) not in json.dumps(reply)  # the site's folder stays private
-
-
 def test_a_site_worker_refuses_to_start_on_bad_data(tmp_path):
     (tmp_path / "train_FD001.txt").write_text(rows((1, 1), (1, 3)))
 
-    result = manage("site_worker", "--site", "bad", "--data-dir", str(tmp_path), timeout=60)
+    result = manage(
+        "site_worker",
+        "--coordinator",
+        "http://127.0.0.1:9",
+        "--data-dir",
+        str(tmp_path),
+        env={"SITE_CREDENTIAL": "tfs_x"},
+        timeout=60,
+    )
 
     assert result.returncode == 1
     assert "the site's data is not usable" in result.stderr
     assert "line 2, column 3: skipped cycle" in result.stderr
 
 
-def test_the_coordinator_worker_answers_from_its_own_process(start):
-    start("coordinator_worker")
+def test_a_site_worker_needs_a_credential(tmp_path, partition):
+    out, _ = partition
+    env = {k: v for k, v in os.environ.items() if k != "SITE_CREDENTIAL"}
 
-    reply = coordinator_health.apply_async(queue=COORDINATOR_QUEUE).get(timeout=90)
+    result = manage(
+        "site_worker",
+        "--coordinator",
+        "http://127.0.0.1:9",
+        "--data-dir",
+        str(out / "site-1"),
+        env={**env, "SITE_CREDENTIAL": ""},
+        timeout=60,
+    )
+
+    assert result.returncode == 1
+    assert "no credential: set SITE_CREDENTIAL or pass --credential-file" in result.stderr
+
+
+def test_a_site_worker_says_when_the_coordinator_is_unreachable(partition):
+    out, _ = partition
+
+    result = manage(
+        "site_worker",
+        "--coordinator",
+        "http://127.0.0.1:9",
+        "--data-dir",
+        str(out / "site-1"),
+        env={"SITE_CREDENTIAL": "tfs_x"},
+        timeout=60,
+    )
+
+    assert result.returncode == 1
+    assert "cannot introduce the site to the coordinator" in result.stderr
+
+
+@pytest.mark.integration
+def test_the_coordinator_worker_answers_from_its_own_process(tmp_path):
+    with Stack(tmp_path) as stack:
+        stack.start("coordinator", "coordinator_worker")
+
+        reply = coordinator_health.apply_async(queue=COORDINATOR_QUEUE).get(timeout=90)
 
     assert reply["pid"] != os.getpid()
     assert reply["database"] in {"sqlite", "postgresql"}

@@ -8,7 +8,6 @@ training engines, one folder per site.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -23,16 +22,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from celery.result import AsyncResult
 from django.conf import settings
+from django.contrib.auth import get_user_model
 
+from federation import services
+from federation.models import Federation, ModelVersion, Site
+from federation.specs import default_model_spec
 from turbofan.data.files import read_engine_file
 from turbofan.data.partition import plan_iid, read_manifest, write_partition
 from turbofan.data.source import find_data_dir
-from worker.celery import COORDINATOR_QUEUE, site_queue
-from worker.tasks import coordinator_health, site_describe_data
+from worker.celery import COORDINATOR_QUEUE
+from worker.site_runtime import CREDENTIAL_ENV as SITE_CREDENTIAL_ENV
+from worker.tasks import coordinator_health
 
 MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
+DEMO_FEDERATION = "Demo FD001 fleet"
 
 
 class DemoError(RuntimeError):
@@ -46,6 +50,8 @@ class DemoConfig:
     seed: int = 0
     host: str = "127.0.0.1"
     port: int = 8000
+    rounds: int = 10
+    deadline: int = 120
     timeout: float = 180.0
     root: Path = field(default_factory=lambda: Path(settings.VAR_DIR) / "demo")
 
@@ -90,7 +96,7 @@ class Demo:
         self.roles: list[Role] = []
         self.logs = config.root / "logs"
 
-    def start(self, site_dirs: dict[str, Path]) -> None:
+    def start(self, site_dirs: dict[str, Path], credentials: dict[str, str]) -> None:
         self._check_port_free()
         self.logs.mkdir(parents=True, exist_ok=True)
         _purge_file_broker()
@@ -114,7 +120,18 @@ class Demo:
         for site, folder in site_dirs.items():
             self._spawn(
                 site,
-                [sys.executable, MANAGE, "site_worker", "--site", site, "--data-dir", str(folder)],
+                [
+                    sys.executable,
+                    MANAGE,
+                    "site_worker",
+                    "--coordinator",
+                    self.config.url,
+                    "--data-dir",
+                    str(folder),
+                    "--poll-interval",
+                    "1",
+                ],
+                env={SITE_CREDENTIAL_ENV: credentials[site]},
             )
 
     def _check_port_free(self) -> None:
@@ -125,7 +142,7 @@ class Demo:
                     "there or pick another with --port"
                 )
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = self.logs / f"{name}.log"
         handle: IO[bytes] = log.open("wb")
         process = subprocess.Popen(
@@ -133,35 +150,44 @@ class Demo:
             cwd=settings.BASE_DIR,
             stdout=handle,
             stderr=subprocess.STDOUT,
-            env=os.environ.copy(),
+            env={**os.environ, **(env or {})},
             start_new_session=True,  # Ctrl-C reaches the demo, which stops each role in order
         )
         self.roles.append(Role(name, process, log))
 
-    def wait_until_ready(self) -> dict[str, dict[str, object]]:
-        """Wait for the web app and every worker to answer; their replies by role."""
+    def wait_until_ready(self, federation: Federation) -> None:
+        """Wait for the web app, then for every site to introduce itself with its data."""
         deadline = time.monotonic() + self.config.timeout
         self._wait_for_web(deadline)
-        pending: dict[str, AsyncResult] = {
-            "coordinator": coordinator_health.apply_async(queue=COORDINATOR_QUEUE)
-        }
-        for role in self.roles:
-            if role.name not in ("web", "coordinator"):
-                pending[role.name] = site_describe_data.apply_async(queue=site_queue(role.name))
-        replies: dict[str, dict[str, object]] = {}
-        while pending:
+        health = coordinator_health.apply_async(queue=COORDINATOR_QUEUE)
+        while True:
             self._fail_if_any_died()
-            for name, result in list(pending.items()):
-                if result.ready():
-                    replies[name] = result.get(propagate=True)
-                    del pending[name]
+            waiting = Site.objects.filter(
+                memberships__federation=federation, data_summary__isnull=True
+            ).count()
+            if not waiting and health.ready():
+                health.get(propagate=True)
+                return
             if time.monotonic() > deadline:
                 raise DemoError(
-                    f"no answer within {self.config.timeout:.0f} s from: "
-                    f"{', '.join(sorted(pending))}{self._log_hint()}"
+                    f"{waiting} sites did not report their data within "
+                    f"{self.config.timeout:.0f} s{self._log_hint()}"
                 )
-            time.sleep(0.2)
-        return replies
+            time.sleep(0.3)
+
+    def follow(self, federation: Federation) -> Federation:
+        """Print each round's result as it lands, until the federation ends."""
+        shown: set[int] = set()
+        while True:
+            self._fail_if_any_died()
+            federation.refresh_from_db()
+            for version in federation.versions.filter(version__gt=0).order_by("version"):
+                if version.version not in shown:
+                    shown.add(version.version)
+                    self.say(format_version(version))
+            if federation.status in (Federation.Status.FINISHED, Federation.Status.FAILED):
+                return federation
+            time.sleep(0.5)
 
     def _wait_for_web(self, deadline: float) -> None:
         url = self.config.url + "healthz"
@@ -211,18 +237,46 @@ def _purge_file_broker() -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)
 
 
-def format_site_table(replies: dict[str, dict[str, object]]) -> str:
-    lines = [f"{'site':<10} {'engines':>8} {'rows':>8}  subsets"]
-    for name, reply in sorted(replies.items()):
-        if name == "coordinator":
-            continue
-        if not reply.get("ok"):
-            lines.append(f"{name:<10} data rejected: {reply.get('error')}")
-            continue
-        subsets = ",".join(reply["subsets"])  # type: ignore[arg-type]
-        lines.append(f"{name:<10} {reply['train_engines']:>8} {reply['train_rows']:>8}  {subsets}")
-    return "\n".join(lines)
+def format_version(version: ModelVersion) -> str:
+    test = version.metrics.get("test", {})
+    literature, strict = test.get("literature", {}), test.get("strict", {})
+    round_ = version.round
+    seconds = ""
+    if round_ is not None and round_.finished_at:
+        seconds = f", round took {(round_.finished_at - round_.opened_at).total_seconds():.1f} s"
+    return (
+        f"round {version.version}: global model test RMSE {literature.get('rmse', 0):.2f} "
+        f"(strict {strict.get('rmse', 0):.2f}), NASA score {literature.get('score', 0):.0f}"
+        f"{seconds}"
+    )
 
 
-def summary_json(replies: dict[str, dict[str, object]]) -> str:
-    return json.dumps(replies, sort_keys=True)
+def setup_federation(
+    config: DemoConfig, site_dirs: dict[str, Path]
+) -> tuple[Federation, dict[str, str]]:
+    """A fresh demo federation: an admin, one owner per site, every site approved.
+
+    Returns the federation and each site's credential (issued once, as for a real site).
+    """
+    User = get_user_model()
+    Federation.objects.filter(name=DEMO_FEDERATION).delete()
+    Site.objects.filter(name__in=list(site_dirs)).delete()
+    admin, _ = User.objects.get_or_create(username="demo-admin")
+    federation = Federation.objects.create(
+        name=DEMO_FEDERATION,
+        admin=admin,
+        subset=config.subset,
+        rounds=config.rounds,
+        min_sites=2,
+        round_deadline=config.deadline,
+        model_spec=default_model_spec(),
+    )
+    credentials = {}
+    for name in site_dirs:
+        owner, _ = User.objects.get_or_create(username=f"owner-{name}")
+        site = services.site_create(owner=owner, name=name)
+        membership = services.membership_request(federation=federation, site=site)
+        credential = services.membership_approve(membership=membership)
+        assert credential is not None
+        credentials[name] = credential
+    return federation, credentials

@@ -7,11 +7,14 @@ summed over the site's validation engines.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from federation.core import messages
 from federation.core.strategies import SiteResult, Weights
 from turbofan.data.features import (
     SETTING_COLUMNS,
@@ -21,7 +24,7 @@ from turbofan.data.features import (
     setting_points,
 )
 from turbofan.models.artefact import RulModel
-from turbofan.models.fit import split_engines
+from turbofan.models.fit import NetworkRecipe, new_network_model, split_engines
 from turbofan.models.training import (
     TrainConfig,
     predict,
@@ -92,3 +95,54 @@ def local_evaluate(model: RulModel, weights: Weights, data: LocalData) -> tuple[
     set_weights(net, weights)
     error = predict(net, data.x_val) - data.y_val
     return float(np.sum(error.astype(np.float64) ** 2)), len(data.x_val)
+
+
+def run_work(frame: pd.DataFrame, work: dict[str, Any]) -> dict[str, Any]:
+    """Do one piece of work from the coordinator on this site's rows; the result message.
+
+    ``points``: operating points and counts. ``moments``: per-regime sensor
+    moments under the federation's regimes. ``train``: score the incoming global
+    model on this site's validation engines, then train from it.
+    """
+    kind = work[messages.KEY_KIND]
+    if kind == messages.POINTS:
+        points, counts = operating_points(frame)
+        return {
+            messages.KEY_EXAMPLES: len(frame),
+            messages.KEY_METRICS: {},
+            messages.KEY_PAYLOAD: messages.points_to_json(points, counts),
+        }
+    if kind == messages.MOMENTS:
+        regimes = RegimeModel.from_dict(work[messages.KEY_REGIMES])
+        moments = sensor_moments(frame, regimes)
+        return {
+            messages.KEY_EXAMPLES: len(frame),
+            messages.KEY_METRICS: {},
+            messages.KEY_PAYLOAD: messages.moments_to_json(moments),
+        }
+    if kind == messages.TRAIN:
+        return _train_work(frame, work)
+    raise ValueError(f"unknown kind of work {kind!r}")
+
+
+def _train_work(frame: pd.DataFrame, work: dict[str, Any]) -> dict[str, Any]:
+    recipe = NetworkRecipe.from_dict(work[messages.KEY_RECIPE])
+    pipeline = FeaturePipeline.from_dict(work[messages.KEY_PIPELINE])
+    model = new_network_model(pipeline, recipe)
+    weights = messages.weights_from_bytes(messages.unb64(work[messages.KEY_WEIGHTS]))
+    config = TrainConfig(**work[messages.KEY_LOCAL])
+    data = prepare_local_data(frame, pipeline, val_fraction=recipe.val_fraction, seed=config.seed)
+    started = time.perf_counter()
+    val_sse, val_count = local_evaluate(model, weights, data)
+    result = local_update(model, weights, data, config, proximal_mu=work[messages.KEY_PROXIMAL_MU])
+    metrics = {
+        **result.metrics,
+        "val_sse": val_sse,
+        "val_count": val_count,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    return {
+        messages.KEY_EXAMPLES: result.examples,
+        messages.KEY_METRICS: metrics,
+        messages.KEY_PAYLOAD: messages.b64(messages.weights_to_bytes(result.weights)),
+    }

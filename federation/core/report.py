@@ -19,7 +19,7 @@ import pandas as pd
 
 from federation.core.simulation import SimulationConfig, run_simulation
 from turbofan.data.features import REGIMES_BY_SUBSET, FeaturePipeline
-from turbofan.data.files import read_engine_file, read_rul_file
+from turbofan.data.files import pool_engines, read_engine_file, read_rul_file
 from turbofan.data.partition import plan_by_subset, plan_iid
 from turbofan.metrics import evaluate
 from turbofan.models.artefact import RulModel
@@ -27,8 +27,6 @@ from turbofan.models.fit import NetworkRecipe, fit_baseline_model, fit_network_m
 
 SETUPS = ("centralised", "local", "federated", "baseline")
 SCHEMES = ("iid", "by-subset")
-# Pooled subsets keep their engines apart: unit u of the k-th subset becomes k*UNIT_OFFSET + u.
-UNIT_OFFSET = 10_000
 
 
 @dataclass
@@ -124,7 +122,7 @@ class Report:
             sites[share.name] = (train, self.config.recipe.pipeline(subset), {subset: test})
         n_regimes = max(REGIMES_BY_SUBSET.get(s, 1) for s in data)
         template = self.config.recipe.pipeline(n_regimes=n_regimes)
-        pooled = _pool({s: train for s, (train, _) in data.items()})
+        pooled = pool_engines([train for _, (train, _) in sorted(data.items())])
         tests = {s: test for s, (_, test) in data.items()}
         self._run_setups(f"seed {seed}", seed, seed_index, pooled, template, tests, sites)
 
@@ -247,15 +245,6 @@ class Report:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (self.out_dir / "report.md").write_text(markdown_table(report))
-
-
-def _pool(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    parts = []
-    for k, (_, frame) in enumerate(sorted(frames.items()), start=1):
-        part = frame.copy()
-        part["unit"] = part["unit"] + k * UNIT_OFFSET
-        parts.append(part)
-    return pd.concat(parts, ignore_index=True)
 
 
 def _mean_scores(entries: list[dict[str, Any]]) -> dict[str, Any]:

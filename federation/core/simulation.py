@@ -55,8 +55,23 @@ class SimulationConfig:
         progress = (round_number - 1) / max(1, self.rounds - 1)
         return self.lr_final + 0.5 * (self.lr - self.lr_final) * (1 + math.cos(math.pi * progress))
 
+    def local_config(self, round_number: int, seed: int) -> TrainConfig:
+        """What every site trains with in a round (the same for all sites)."""
+        return TrainConfig(
+            epochs=self.local_epochs,
+            batch_size=self.batch_size,
+            lr=self.round_lr(round_number),
+            weight_decay=self.weight_decay,
+            schedule="constant",
+            seed=seed * 100 + round_number,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SimulationConfig:
+        return cls(**data)
 
 
 @dataclass
@@ -137,14 +152,7 @@ def _train_member(
     history = []
     bar = tqdm(range(1, config.rounds + 1), desc=description, disable=not progress, leave=False)
     for round_number in bar:
-        local = TrainConfig(
-            epochs=config.local_epochs,
-            batch_size=config.batch_size,
-            lr=config.round_lr(round_number),
-            weight_decay=config.weight_decay,
-            schedule="constant",
-            seed=seed * 100 + round_number,
-        )
+        local = config.local_config(round_number, seed)
         results = [
             client.local_update(model, weights, site, local, proximal_mu=strategy.proximal_mu)
             for site in data.values()

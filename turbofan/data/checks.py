@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from turbofan.data.files import (
     KIND_RUL,
     KIND_TEST,
     KIND_TRAIN,
     DataFileError,
     detect_kind,
+    pool_engines,
     read_engine_file,
     read_rul_file,
     subset_of,
@@ -97,3 +100,11 @@ def describe_folder(folder: Path) -> dict[str, object]:
         "train_engines": sum(int(f["units"]) for f in train),  # type: ignore[call-overload]
         "subsets": sorted({str(f["subset"]) for f in train if f["subset"]}),
     }
+
+
+def training_rows(folder: Path) -> pd.DataFrame:
+    """Every training file of a site's folder as one frame (engines kept apart per file)."""
+    paths = sorted(Path(folder).glob("train_*.txt"))
+    if not paths:
+        raise DataFileError(folder, "holds no training file (train_FD00x.txt)")
+    return pool_engines([read_engine_file(path) for path in paths])

@@ -344,6 +344,24 @@ def read_rul_file(path: Path | str, *, expected_units: int | None = None) -> np.
     return np.array(values, dtype=np.int64)
 
 
+# --- several files ----------------------------------------------------------------
+
+# Pooled files keep their engines apart: unit u of the k-th file becomes k * UNIT_OFFSET + u.
+UNIT_OFFSET = 10_000
+
+
+def pool_engines(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Rows of several engine files as one frame, unit ids made distinct per file."""
+    if len(frames) == 1:
+        return frames[0]
+    parts = []
+    for k, frame in enumerate(frames, start=1):
+        part = frame.copy()
+        part["unit"] = part["unit"] + k * UNIT_OFFSET
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
 # --- summaries ----------------------------------------------------------------
 
 

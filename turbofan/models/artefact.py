@@ -108,47 +108,61 @@ class RulModel:
             return "weights.npz", buffer.getvalue()
         return "estimator.pkl", pickle.dumps(self.estimator)
 
-    def save(self, path: Path | str) -> str:
-        """Write the model to ``path`` (atomically) and return its hash."""
+    def to_bytes(self) -> tuple[bytes, str]:
+        """The model file's bytes and its hash."""
         manifest = self._manifest()
         name, payload = self._payload()
         manifest["payload"] = name
         manifest["sha256"] = _digest(manifest, payload)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
+            archive.writestr(name, payload)
+        return buffer.getvalue(), str(manifest["sha256"])
+
+    def save(self, path: Path | str) -> str:
+        """Write the model to ``path`` (atomically) and return its hash."""
+        content, digest = self.to_bytes()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
-            with os.fdopen(fd, "wb") as handle, zipfile.ZipFile(handle, "w") as archive:
-                archive.writestr("manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
-                archive.writestr(name, payload)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content)
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)
             raise
-        return str(manifest["sha256"])
+        return digest
 
     @classmethod
     def load(cls, path: Path | str) -> RulModel:
         """Read a model file, checking its format, version and hash."""
-        path = Path(path)
         try:
-            with zipfile.ZipFile(path) as archive:
-                manifest = json.loads(archive.read("manifest.json"))
-                payload = archive.read(manifest["payload"])
+            data = Path(path).read_bytes()
         except FileNotFoundError:
             raise ArtefactError(f"{path}: no such model file") from None
+        return cls.from_bytes(data, source=str(path))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, source: str = "model") -> RulModel:
+        """A model from the bytes of a model file, checking format, version and hash."""
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                manifest = json.loads(archive.read("manifest.json"))
+                payload = archive.read(manifest["payload"])
         except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as error:
-            raise ArtefactError(f"{path}: not a model file of this app ({error})") from None
+            raise ArtefactError(f"{source}: not a model file of this app ({error})") from None
         if manifest.get("format") != FORMAT:
-            raise ArtefactError(f"{path}: not a model file of this app")
+            raise ArtefactError(f"{source}: not a model file of this app")
         if manifest.get("version") != VERSION:
             raise ArtefactError(
-                f"{path}: model format version {manifest.get('version')}, this app reads "
+                f"{source}: model format version {manifest.get('version')}, this app reads "
                 f"version {VERSION}: retrain or convert the model"
             )
         expected = manifest.pop("sha256", None)
         if _digest(manifest, payload) != expected:
-            raise ArtefactError(f"{path}: hash check failed: the file is damaged or was altered")
+            raise ArtefactError(f"{source}: hash check failed: the file is damaged or was altered")
         model = cls(
             kind=manifest["kind"],
             pipeline=FeaturePipeline.from_dict(manifest["pipeline"]),

@@ -47,6 +47,12 @@ class NetworkRecipe:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NetworkRecipe:
+        fields = dict(data)
+        fields["train"] = TrainConfig(**fields.get("train", {}))
+        return cls(**fields)
+
 
 def split_engines(
     frame: pd.DataFrame, fraction: float, seed: int

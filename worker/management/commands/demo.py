@@ -1,4 +1,4 @@
-"""Run the whole product locally: ``python manage.py demo [--headless]``."""
+"""Run the whole product locally: ``python manage.py demo [--headless] [--rounds N]``."""
 
 from __future__ import annotations
 
@@ -10,24 +10,28 @@ from typing import Any
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from federation import services
+from federation.models import Federation
 from turbofan.data.files import DataFileError
 from turbofan.data.source import DataSourceError
-from worker.demo import Demo, DemoConfig, DemoError, format_site_table, prepare_sites
+from worker.demo import Demo, DemoConfig, DemoError, prepare_sites, setup_federation
 
 
 class Command(BaseCommand):
     help = (
         "Migrate, prepare demo sites from C-MAPSS engines, start the web app, the "
-        "coordinator worker and one worker per site, and print the URL. With "
-        "--headless, stop everything and exit once the work is done."
+        "coordinator worker and one site worker per site, run a federation for --rounds "
+        "rounds printing the global model's RMSE per round, and print the URL. With "
+        "--headless, stop everything and exit once the federation is done."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--headless",
             action="store_true",
-            help="exit when the work is done (for CI and scripts)",
+            help="exit when the federation is done (for CI and scripts)",
         )
+        parser.add_argument("--rounds", type=int, default=10, help="training rounds")
         parser.add_argument("--sites", type=int, default=4, help="number of demo sites")
         parser.add_argument(
             "--subset", default="FD001", choices=["FD001", "FD002", "FD003", "FD004"]
@@ -36,10 +40,13 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument(
+            "--deadline", type=int, default=120, help="seconds a round waits for its sites"
+        )
+        parser.add_argument(
             "--timeout",
             type=float,
             default=180.0,
-            help="seconds to wait for every process to answer",
+            help="seconds to wait for every process to start",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -49,6 +56,8 @@ class Command(BaseCommand):
             seed=options["seed"],
             host=options["host"],
             port=options["port"],
+            rounds=options["rounds"],
+            deadline=options["deadline"],
             timeout=options["timeout"],
         )
         say = self.stdout.write
@@ -59,18 +68,24 @@ class Command(BaseCommand):
             site_dirs = prepare_sites(config)
         except (DataSourceError, DataFileError, ValueError) as error:
             raise CommandError(str(error)) from None
+        federation, credentials = setup_federation(config, site_dirs)
         demo = Demo(config, say)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
-            demo.start(site_dirs)
+            demo.start(site_dirs, credentials)
             say(
                 f"Starting the web app, the coordinator and {config.sites} site workers "
                 f"(logs in {demo.logs}) ..."
             )
-            replies = demo.wait_until_ready()
-            say(format_site_table(replies))
+            demo.wait_until_ready(federation)
             say(self.style.SUCCESS(f"The federation is up at {config.url}"))
+            services.federation_start(federation=federation)
+            say(f"Running {config.rounds} rounds of '{federation.name}' ...")
+            federation = demo.follow(federation)
+            if federation.status == Federation.Status.FAILED:
+                raise DemoError(f"the federation stopped: {federation.reason}")
+            say(self.style.SUCCESS(f"Done: {config.rounds} rounds. Browse {config.url}"))
             if not options["headless"]:
                 say("Press Ctrl-C to stop.")
                 while not stop.is_set():

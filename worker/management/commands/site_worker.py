@@ -1,16 +1,21 @@
-"""Start a site's Celery worker: ``python manage.py site_worker --site NAME --data-dir PATH``."""
+"""Start a site's worker: ``python manage.py site_worker --coordinator URL --data-dir PATH``.
+
+The credential comes from ``SITE_CREDENTIAL`` or ``--credential-file``, never from
+the command line (where other users of the machine could read it).
+"""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from turbofan.data.checks import describe_folder
 from turbofan.data.files import DataFileError
+from worker import site_runtime
 from worker.celery import site_queue
 from worker.runtime import start_worker
 from worker.tasks import SITE_DATA_DIR_ENV, SITE_NAME_ENV
@@ -18,29 +23,90 @@ from worker.tasks import SITE_DATA_DIR_ENV, SITE_NAME_ENV
 
 class Command(BaseCommand):
     help = (
-        "Validate this site's data folder, then run the site's Celery worker on its own "
-        "queue. The data stays in the folder; only counts are ever reported."
+        "Check this site's data, introduce the site to the coordinator (counts only), then "
+        "run the site's Celery worker: it pulls work from the coordinator's API, trains "
+        "where the data is, and posts results. Every message sent is logged in "
+        "<state-dir>/outbox.jsonl."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--site", required=True, help="the site's name, e.g. site-1")
+        parser.add_argument("--coordinator", required=True, help="the coordinator's URL")
         parser.add_argument("--data-dir", type=Path, required=True)
+        parser.add_argument(
+            "--credential-file",
+            type=Path,
+            help=f"file holding the credential (else ${site_runtime.CREDENTIAL_ENV})",
+        )
+        parser.add_argument(
+            "--state-dir",
+            type=Path,
+            help="where the outbound log and worker state go (default: var/sites/<site name>)",
+        )
+        parser.add_argument("--poll-interval", type=float, default=5.0, help="seconds")
         parser.add_argument("--concurrency", type=int, default=1)
         parser.add_argument("--loglevel", default="INFO")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        credential = self._credential(options["credential_file"])
         data_dir: Path = options["data_dir"].resolve()
         try:
             summary = describe_folder(data_dir)
         except DataFileError as error:
             raise CommandError(f"the site's data is not usable: {error}") from None
-        self.stdout.write(f"site {options['site']}: data checked: {json.dumps(summary)}")
-        # Tasks run in child processes of this one: they find their site here.
-        os.environ[SITE_NAME_ENV] = options["site"]
-        os.environ[SITE_DATA_DIR_ENV] = str(data_dir)
+        runtime = site_runtime.SiteRuntime(
+            options["coordinator"],
+            credential,
+            data_dir,
+            state_dir=Path(settings.VAR_DIR) / "sites" / "_new",
+        )
+        try:
+            _, site = runtime.request("GET", "/api/v1/site")
+        except (site_runtime.CoordinatorRefused, site_runtime.CoordinatorUnreachable) as error:
+            raise CommandError(f"cannot introduce the site to the coordinator: {error}") from None
+        name = site["name"]
+        state_dir = (options["state_dir"] or Path(settings.VAR_DIR) / "sites" / name).resolve()
+        runtime.state_dir = state_dir
+        counts = {k: summary[k] for k in ("train_rows", "train_engines", "subsets")}
+        runtime.request("PUT", "/api/v1/site/data", counts)
+        self.stdout.write(f"site {name}: data checked and reported: {counts}")
+        # Tasks run in child processes of this one: they find their configuration here.
+        os.environ.update(
+            {
+                SITE_NAME_ENV: name,
+                SITE_DATA_DIR_ENV: str(data_dir),
+                site_runtime.COORDINATOR_ENV: options["coordinator"],
+                site_runtime.CREDENTIAL_ENV: credential,
+                site_runtime.DATA_DIR_ENV: str(data_dir),
+                site_runtime.STATE_DIR_ENV: str(state_dir),
+            }
+        )
+        interval = options["poll_interval"]
         start_worker(
-            queue=site_queue(options["site"]),
-            name=options["site"],
+            queue=site_queue(name),
+            name=name,
             concurrency=options["concurrency"],
             loglevel=options["loglevel"],
+            # A poll that waited longer than one interval is stale: the next one replaces it.
+            beat_schedule={
+                "pull-work": {
+                    "task": "site.poll",
+                    "schedule": interval,
+                    "options": {"queue": site_queue(name), "expires": interval},
+                }
+            },
+            state_dir=state_dir,
         )
+
+    def _credential(self, path: Path | None) -> str:
+        if path is not None:
+            try:
+                return path.read_text().strip()
+            except OSError as error:
+                raise CommandError(f"cannot read the credential file: {error}") from None
+        credential = os.environ.get(site_runtime.CREDENTIAL_ENV, "").strip()
+        if not credential:
+            raise CommandError(
+                f"no credential: set {site_runtime.CREDENTIAL_ENV} or pass --credential-file "
+                "(the federation admin's approval shows it once)"
+            )
+        return credential

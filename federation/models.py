@@ -1,0 +1,172 @@
+"""Federations, the sites that join them, their rounds and the models they produce."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class Federation(models.Model):
+    """A group of sites training one RUL model together, run by its admin."""
+
+    class Strategy(models.TextChoices):
+        FEDAVG = "fedavg", "FedAvg"
+        FEDPROX = "fedprox", "FedProx"
+        FEDADAM = "fedadam", "FedAdam"
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "not started"
+        RUNNING = "running", "running"
+        FINISHED = "finished", "finished"
+        FAILED = "failed", "stopped on a failure"
+
+    name = models.CharField(max_length=100, unique=True)
+    admin = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="administered"
+    )
+    subset = models.CharField(max_length=5, default="FD001", help_text="C-MAPSS task")
+    # Network recipe and federated-training settings, as the Django-free core reads them.
+    model_spec = models.JSONField(default=dict, blank=True)
+    strategy = models.CharField(max_length=10, choices=Strategy.choices, default=Strategy.FEDAVG)
+    strategy_settings = models.JSONField(default=dict, blank=True)
+    rounds = models.PositiveIntegerField(default=10)
+    local_epochs = models.PositiveIntegerField(default=2)
+    min_sites = models.PositiveIntegerField(default=2)
+    round_deadline = models.PositiveIntegerField(default=300, help_text="seconds")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    reason = models.TextField(blank=True)
+    # The shared feature pipeline, fitted from the sites' statistics in the setup rounds.
+    pipeline = models.JSONField(null=True, blank=True)
+    regimes = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Site(models.Model):
+    """An equipment owner's installation: its data stays with its worker."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "active"
+        PAUSED = "paused", "paused by its owner"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sites"
+    )
+    name = models.SlugField(max_length=50, unique=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    # SHA-256 of the credential; the credential itself is shown once and never stored.
+    credential_hash = models.CharField(max_length=64, blank=True, db_index=True)
+    credential_issued_at = models.DateTimeField(null=True, blank=True)
+    data_summary = models.JSONField(null=True, blank=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    class Status(models.TextChoices):
+        REQUESTED = "requested", "requested"
+        APPROVED = "approved", "approved"
+        SUSPENDED = "suspended", "suspended"
+        LEFT = "left", "left"
+
+    federation = models.ForeignKey(Federation, on_delete=models.CASCADE, related_name="memberships")
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="memberships")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.REQUESTED)
+    requested_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["federation", "site"], name="one_membership_per_site")
+        ]
+
+
+class Round(models.Model):
+    """One collection step of a federation, as an explicit state machine.
+
+    ``points`` and ``moments`` rounds fit the shared preprocessing from the sites'
+    statistics; ``train`` rounds train the model.
+    """
+
+    class Kind(models.TextChoices):
+        POINTS = "points", "operating points"
+        MOMENTS = "moments", "sensor moments"
+        TRAIN = "train", "training"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "open"
+        COLLECTING = "collecting", "collecting"
+        AGGREGATING = "aggregating", "aggregating"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+
+    federation = models.ForeignKey(Federation, on_delete=models.CASCADE, related_name="round_set")
+    number = models.PositiveIntegerField()
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.TRAIN)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.OPEN)
+    reason = models.TextField(blank=True)
+    opened_at = models.DateTimeField(auto_now_add=True)
+    deadline = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    timings = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["federation", "id"]
+        constraints = [
+            # A failed round may be run again (after a restart); any other twice, never.
+            models.UniqueConstraint(
+                fields=["federation", "kind", "number"],
+                condition=~models.Q(status="failed"),
+                name="one_live_round_per_kind_and_number",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.federation} {self.kind} round {self.number}"
+
+
+class Contribution(models.Model):
+    """A site's part in a round: metadata only; the payload is a file the coordinator keeps."""
+
+    class Status(models.TextChoices):
+        ASSIGNED = "assigned", "assigned"
+        RECEIVED = "received", "received"
+        DROPPED = "dropped", "dropped (no answer by the deadline)"
+
+    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="contributions")
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="contributions")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ASSIGNED)
+    examples = models.PositiveIntegerField(default=0)
+    metrics = models.JSONField(default=dict, blank=True)
+    payload = models.FileField(upload_to="contributions/", blank=True)
+    fetched_at = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["round", "site"], name="one_contribution_per_site")
+        ]
+
+
+class ModelVersion(models.Model):
+    """The global model after a round (version 0: the initial weights)."""
+
+    federation = models.ForeignKey(Federation, on_delete=models.CASCADE, related_name="versions")
+    round = models.OneToOneField(Round, null=True, blank=True, on_delete=models.SET_NULL)
+    version = models.PositiveIntegerField()
+    file = models.FileField(upload_to="models/")
+    sha256 = models.CharField(max_length=64)
+    metrics = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["federation", "version"]
+        constraints = [
+            models.UniqueConstraint(fields=["federation", "version"], name="one_model_per_version")
+        ]

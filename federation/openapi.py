@@ -1,0 +1,164 @@
+"""The OpenAPI description of the site API, served at /api/v1/openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {
+    "description": "What is wrong and what to change",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Turbofan federation site API",
+        "version": "1",
+        "description": "Sites pull work, return results and download models. Authenticate "
+        "with the site's credential: 'Authorization: Bearer <credential>'. Raw sensor rows "
+        "are never accepted: only counts, statistics and model weights.",
+    },
+    "servers": [{"url": "/api/v1"}],
+    "security": [{"siteCredential": []}],
+    "components": {
+        "securitySchemes": {"siteCredential": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {"error": {"type": "string"}},
+            },
+            "Site": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "status": {"enum": ["active", "paused"]},
+                    "data_summary": {"type": ["object", "null"]},
+                    "memberships": {"type": "array", "items": {"type": "object"}},
+                },
+            },
+            "DataSummary": {
+                "type": "object",
+                "required": ["train_rows", "train_engines", "subsets"],
+                "properties": {
+                    "train_rows": {"type": "integer"},
+                    "train_engines": {"type": "integer"},
+                    "subsets": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+            "Work": {
+                "type": "object",
+                "properties": {
+                    "contribution": {"type": "integer"},
+                    "federation": {"type": "object"},
+                    "round": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "integer"},
+                            "number": {"type": "integer"},
+                            "kind": {"enum": ["points", "moments", "train"]},
+                            "deadline": {"type": "string", "format": "date-time"},
+                        },
+                    },
+                    "work": {
+                        "type": "object",
+                        "description": "kind-specific inputs: regimes, "
+                        "pipeline, recipe, base64 .npz weights, local training settings",
+                    },
+                },
+            },
+            "Result": {
+                "type": "object",
+                "required": ["examples", "payload"],
+                "properties": {
+                    "examples": {"type": "integer"},
+                    "metrics": {"type": "object"},
+                    "payload": {"description": "points/counts, moments, or base64 .npz weights"},
+                },
+            },
+        },
+    },
+    "paths": {
+        "/openapi.json": {
+            "get": {
+                "summary": "This description",
+                "security": [],
+                "responses": {"200": {"description": "OK"}},
+            }
+        },
+        "/site": {
+            "get": {
+                "summary": "Your own site",
+                "responses": {"200": _json({"$ref": "#/components/schemas/Site"}), "401": _ERROR},
+            }
+        },
+        "/site/data": {
+            "put": {
+                "summary": "Report what data your site holds (counts only)",
+                "requestBody": {
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/DataSummary"}}
+                    }
+                },
+                "responses": {"200": {"description": "Stored"}, "400": _ERROR, "401": _ERROR},
+            }
+        },
+        "/work": {
+            "get": {
+                "summary": "Your next piece of work",
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/Work"}),
+                    "204": {"description": "Nothing to do now"},
+                    "401": _ERROR,
+                },
+            }
+        },
+        "/contributions/{id}": {
+            "post": {
+                "summary": "Your result for a piece of work",
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+                ],
+                "requestBody": {
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Result"}}
+                    }
+                },
+                "responses": {
+                    "200": {"description": "Received"},
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "404": _ERROR,
+                    "409": _ERROR,
+                },
+            }
+        },
+        "/federations/{id}/models/{version}": {
+            "get": {
+                "summary": "Download a global model version (members only)",
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}},
+                    {
+                        "name": "version",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer"},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The .rulmodel file",
+                        "content": {"application/zip": {}},
+                    },
+                    "401": _ERROR,
+                    "404": _ERROR,
+                },
+            }
+        },
+    },
+}

@@ -1,0 +1,46 @@
+"""A federation's settings as the Django-free core takes them, and its evaluation."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from federation.core.recipes import default_recipe, default_simulation
+from federation.core.report import TestSet, load_subset
+from federation.core.simulation import SimulationConfig
+from federation.models import Federation
+from turbofan.data.source import find_data_dir
+from turbofan.metrics import evaluate
+from turbofan.models.artefact import RulModel
+from turbofan.models.fit import NetworkRecipe
+
+
+def default_model_spec() -> dict[str, Any]:
+    """The tuned recipe with one network (a live federation trains one global model)."""
+    recipe = default_recipe()
+    recipe.ensemble = 1
+    return {"recipe": recipe.to_dict(), "simulation": default_simulation().to_dict()}
+
+
+def federation_recipe(federation: Federation) -> NetworkRecipe:
+    spec = federation.model_spec or default_model_spec()
+    return NetworkRecipe.from_dict(spec.get("recipe", default_model_spec()["recipe"]))
+
+
+def federation_simulation(federation: Federation) -> SimulationConfig:
+    spec = federation.model_spec or default_model_spec()
+    settings = {**spec.get("simulation", default_model_spec()["simulation"])}
+    settings.update(rounds=federation.rounds, local_epochs=federation.local_epochs)
+    return SimulationConfig.from_dict(settings)
+
+
+@lru_cache(maxsize=4)
+def _test_set(subset: str) -> TestSet:
+    return load_subset(find_data_dir(), subset)[1]
+
+
+def evaluate_version(model: RulModel, subset: str) -> dict[str, Any]:
+    """Scores of a global model on the subset's public test engines (both label variants)."""
+    test = _test_set(subset)
+    predicted = model.predict_frame(test.frame)["predicted_rul"].to_numpy()
+    return {"test": evaluate(predicted, test.rul, cap=model.pipeline.rul_cap or 125)}

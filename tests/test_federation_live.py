@@ -1,0 +1,141 @@
+"""Whole federations over HTTP and Celery: real processes, real broker, real database."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from federation import services
+from federation.models import Contribution, Federation, ModelVersion, Round
+from federation.specs import default_model_spec
+from tests.stack import Stack
+from turbofan.data.files import read_engine_file
+from turbofan.data.partition import plan_iid, write_partition
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(scope="module")
+def site_dirs(tmp_path_factory, cmapss_dir):
+    units = read_engine_file(cmapss_dir / "train_FD001.txt")["unit"].to_numpy()
+    plan = plan_iid("FD001", units, 3, seed=3)
+    out = write_partition(plan, cmapss_dir, tmp_path_factory.mktemp("data") / "sites")
+    return [out / share.name for share in plan.sites]
+
+
+def make_federation(
+    name: str, *, rounds: int, min_sites: int, deadline: int, sites: list[str]
+) -> tuple[Federation, dict[str, str]]:
+    users = get_user_model()
+    admin = users.objects.create(username=f"admin-{name}")
+    spec = default_model_spec()
+    federation = Federation.objects.create(
+        name=name,
+        admin=admin,
+        rounds=rounds,
+        min_sites=min_sites,
+        round_deadline=deadline,
+        local_epochs=1,
+        model_spec=spec,
+    )
+    credentials = {}
+    for site_name in sites:
+        site = services.site_create(
+            owner=users.objects.create(username=f"owner-{site_name}"), name=site_name
+        )
+        credential = services.membership_approve(
+            membership=services.membership_request(federation=federation, site=site)
+        )
+        credentials[site_name] = credential
+    return federation, credentials
+
+
+def wait_for(federation: Federation, stack: Stack, seconds: float) -> Federation:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        federation.refresh_from_db()
+        if federation.status in (Federation.Status.FINISHED, Federation.Status.FAILED):
+            return federation
+        time.sleep(0.5)
+    logs = "\n".join(f"--- {n}\n{stack.log(n)}" for n in stack.processes)
+    raise AssertionError(f"the federation did not finish in {seconds} s:\n{logs}")
+
+
+def names(count: int) -> list[str]:
+    tag = uuid.uuid4().hex[:6]
+    return [f"site-{tag}-{i}" for i in range(1, count + 1)]
+
+
+def test_three_sites_run_three_rounds_and_the_global_model_improves(tmp_path, site_dirs):
+    sites = names(3)
+    federation, credentials = make_federation(
+        "live", rounds=3, min_sites=2, deadline=120, sites=sites
+    )
+    with Stack(tmp_path) as stack:
+        stack.start_web()
+        stack.start("coordinator", "coordinator_worker")
+        for name, folder in zip(sites, site_dirs, strict=True):
+            stack.start_site(name, folder, credentials[name])
+
+        services.federation_start(federation=federation)
+        federation = wait_for(federation, stack, 300)
+
+    assert federation.status == Federation.Status.FINISHED, federation.reason
+    versions = list(ModelVersion.objects.filter(federation=federation).order_by("version"))
+    assert [v.version for v in versions] == [0, 1, 2, 3]
+    for version in versions:
+        assert hashlib.sha256(version.file.read()).hexdigest() != ""  # the file is there
+    # Each site scores the incoming global model on its own validation engines.
+    val = [v.metrics["federated_val_rmse"] for v in versions[:3]]
+    assert val[0] > val[1] > val[2]
+    assert versions[3].metrics["test"]["literature"]["rmse"] < 30
+    rounds = Round.objects.filter(federation=federation)
+    assert [r.kind for r in rounds] == ["points", "moments", "train", "train", "train"]
+    assert all(r.status == Round.Status.DONE for r in rounds)
+    assert (
+        Contribution.objects.filter(
+            round__federation=federation, status=Contribution.Status.RECEIVED
+        ).count()
+        == 15
+    )
+
+
+def test_a_site_killed_mid_round_is_dropped_at_the_deadline(tmp_path, site_dirs):
+    sites = names(3)
+    tolerant, credentials = make_federation(
+        "tolerant", rounds=2, min_sites=2, deadline=25, sites=sites
+    )
+    strict, _ = make_federation("strict", rounds=1, min_sites=3, deadline=15, sites=[])
+    for name in sites:  # the same three sites, all approved in the strict federation too
+        membership = services.membership_request(
+            federation=strict, site=tolerant.memberships.get(site__name=name).site
+        )
+        services.membership_approve(membership=membership)
+    with Stack(tmp_path) as stack:
+        stack.start_web()
+        stack.start("coordinator", "coordinator_worker")
+        for name, folder in zip(sites, site_dirs, strict=True):
+            stack.start_site(name, folder, credentials[name])
+        services.federation_start(federation=tolerant)
+        while not Round.objects.filter(federation=tolerant, kind="train").exists():
+            time.sleep(0.2)
+        stack.kill(sites[2])
+
+        tolerant = wait_for(tolerant, stack, 240)
+        services.federation_start(federation=strict)
+        strict = wait_for(strict, stack, 120)
+        failed_status, failed_reason = strict.status, strict.reason
+        services.federation_start(federation=strict)  # the admin may try again at once
+
+        assert strict.round_set.filter(status=Round.Status.COLLECTING).exists()
+
+    assert tolerant.status == Federation.Status.FINISHED, tolerant.reason
+    first = Round.objects.get(federation=tolerant, kind="train", number=1)
+    assert first.contributions.filter(status="dropped").get().site.name == sites[2]
+    assert first.contributions.filter(status="received").count() == 2
+    assert failed_status == Federation.Status.FAILED
+    assert "2 of 3 sites answered by the deadline; the federation needs 3" in failed_reason

@@ -1,0 +1,151 @@
+"""A site's side of the federation: pull work over HTTP, compute locally, post results.
+
+Everything the site sends is also appended to its outbound log
+(``<state-dir>/outbox.jsonl``), which the site's owner can read: what was sent,
+when, to which endpoint, how many bytes, and with which keys. Rows never leave.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from federation.core.client import run_work
+from turbofan.data.checks import training_rows
+
+COORDINATOR_ENV = "SITE_COORDINATOR"
+CREDENTIAL_ENV = "SITE_CREDENTIAL"
+DATA_DIR_ENV = "SITE_DATA_DIR"
+STATE_DIR_ENV = "SITE_STATE_DIR"
+OUTBOX = "outbox.jsonl"
+
+
+class CoordinatorUnreachable(Exception):
+    """No answer from the coordinator (network, timeout, 5xx): try again later."""
+
+
+class CoordinatorRefused(Exception):
+    """A 4xx answer: the request is wrong or not allowed; retrying will not help."""
+
+
+@dataclass
+class SiteRuntime:
+    coordinator: str
+    credential: str
+    data_dir: Path
+    state_dir: Path
+    timeout: float = 60.0
+    _rows: pd.DataFrame | None = field(default=None, repr=False)
+
+    def rows(self) -> pd.DataFrame:
+        if self._rows is None:
+            self._rows = training_rows(self.data_dir)
+        return self._rows
+
+    def request(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        url = self.coordinator.rstrip("/") + path
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            url,
+            data=data,
+            method=method,
+            headers={
+                "Authorization": f"Bearer {self.credential}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+        )
+        status = 0
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                status = response.status
+                raw = response.read()
+        except urllib.error.HTTPError as error:
+            status = error.code
+            raw = error.read()
+            if status >= 500:
+                raise CoordinatorUnreachable(f"{method} {path}: HTTP {status}") from None
+            message = _error_message(raw)
+            raise CoordinatorRefused(f"{method} {path}: HTTP {status}: {message}") from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+            raise CoordinatorUnreachable(f"{method} {path}: {error}") from None
+        finally:
+            self._log(method, path, body, data, status)
+        return status, (json.loads(raw) if raw else {})
+
+    def _log(
+        self, method: str, path: str, body: dict[str, Any] | None, data: bytes | None, status: int
+    ) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        entry = {
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "method": method,
+            "path": path,
+            "status": status,
+            "bytes": len(data or b""),
+            "keys": sorted(body) if body else [],
+            "summary": {k: v for k, v in (body or {}).items() if k in ("examples", "metrics")},
+        }
+        with (self.state_dir / OUTBOX).open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+    def poll_once(self) -> str:
+        """One pull: do the next piece of work if there is one. Returns what happened."""
+        status, work = self.request("GET", "/api/v1/work")
+        if status == 204 or not work:
+            return "idle"
+        cached = self.state_dir / f"result-{work['contribution']}.json"
+        if cached.exists():  # computed before a failed post: send it again, do not retrain
+            result = json.loads(cached.read_text())
+        else:
+            result = run_work(self.rows(), work["work"])
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            cached.write_text(json.dumps(result))
+        try:
+            self.request("POST", f"/api/v1/contributions/{work['contribution']}", result)
+            outcome = f"{work['work']['kind']} round {work['round']['number']} done"
+        except CoordinatorRefused as refused:  # e.g. the round closed meanwhile: drop it
+            outcome = f"result refused: {refused}"
+        cached.unlink(missing_ok=True)
+        return outcome
+
+
+def read_outbox(state_dir: Path) -> list[dict[str, Any]]:
+    """The site's outbound log, oldest first."""
+    path = Path(state_dir) / OUTBOX
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _error_message(raw: bytes) -> str:
+    try:
+        return str(json.loads(raw).get("error", raw[:200]))
+    except (ValueError, AttributeError):
+        return raw[:200].decode(errors="replace")
+
+
+_runtime: SiteRuntime | None = None
+
+
+def runtime_from_env() -> SiteRuntime:
+    """The runtime of this worker process, configured by ``site_worker``."""
+    global _runtime
+    if _runtime is None:
+        _runtime = SiteRuntime(
+            coordinator=os.environ[COORDINATOR_ENV],
+            credential=os.environ[CREDENTIAL_ENV],
+            data_dir=Path(os.environ[DATA_DIR_ENV]),
+            state_dir=Path(os.environ[STATE_DIR_ENV]),
+        )
+    return _runtime

@@ -4,5 +4,7 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("federation.urls")),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("", include("federation.page_urls")),
     path("", include("dashboard.urls")),
 ]

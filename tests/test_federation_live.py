@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 
@@ -15,6 +14,7 @@ from federation.specs import default_model_spec
 from tests.stack import Stack
 from turbofan.data.files import read_engine_file
 from turbofan.data.partition import plan_iid, write_partition
+from turbofan.models.artefact import RulModel
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -87,8 +87,8 @@ def test_three_sites_run_three_rounds_and_the_global_model_improves(tmp_path, si
     assert federation.status == Federation.Status.FINISHED, federation.reason
     versions = list(ModelVersion.objects.filter(federation=federation).order_by("version"))
     assert [v.version for v in versions] == [0, 1, 2, 3]
-    for version in versions:
-        assert hashlib.sha256(version.file.read()).hexdigest() != ""  # the file is there
+    for version in versions:  # each is a whole model file whose hash matches the record
+        assert RulModel.from_bytes(version.file.read()).hash == version.sha256
     # Each site scores the incoming global model on its own validation engines.
     val = [v.metrics["federated_val_rmse"] for v in versions[:3]]
     assert val[0] > val[1] > val[2]

@@ -1,0 +1,287 @@
+"""The browser pages: browse federations, run one as its admin, manage your own sites.
+
+Each view parses its input, calls one service, and renders or redirects. A site's
+pages answer 404 to anyone but its owner, so names cannot be probed; a federation's
+admin actions answer 403 to other signed-in users (the federation itself is public).
+Credentials are rendered once, in the response to the POST that made them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import UserCreationForm
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Prefetch, Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.cache import add_never_cache_headers
+from django.views.decorators.http import require_POST
+
+from federation import services
+from federation.forms import JoinForm, ParticipationForm, SiteForm
+from federation.models import Federation, Membership, ModelVersion, Round, Site
+from federation.selectors import federation_progress
+from federation.services import FederationError
+
+PRIVACY_MODE = "plain aggregation (no secure aggregation yet)"
+# The variable site_worker reads the credential from (worker.site_runtime.CREDENTIAL_ENV;
+# not imported here, as that module pulls in the training stack).
+CREDENTIAL_ENV = "SITE_CREDENTIAL"
+
+
+# --- helpers: lookups that enforce who may see what --------------------------------
+
+
+def _owned_site(request: HttpRequest, name: str) -> Site:
+    """The signed-in user's site of that name; 404 for everyone else's."""
+    return get_object_or_404(Site, name=name, owner=request.user)  # type: ignore[misc]
+
+
+def _administered(request: HttpRequest, federation_id: int) -> Federation:
+    federation = get_object_or_404(Federation, id=federation_id)
+    if federation.admin_id != request.user.pk:  # type: ignore[attr-defined]
+        raise PermissionDenied("only the federation's admin can do this")
+    return federation
+
+
+def _test_rmse(metrics: Any) -> float | None:
+    """The model's RMSE on the public test engines (literature variant), if scored."""
+    try:
+        value = metrics["test"]["literature"]["rmse"]
+    except (KeyError, TypeError):
+        return None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _credential_page(
+    request: HttpRequest, *, site: Site, credential: str, replaced: bool
+) -> HttpResponse:
+    coordinator = request.build_absolute_uri("/")
+    command = (
+        f"{CREDENTIAL_ENV}={credential} python manage.py site_worker "
+        f"--coordinator {coordinator} --data-dir PATH"
+    )
+    context = {"site": site, "credential": credential, "command": command, "replaced": replaced}
+    response = render(request, "federation/credential.html", context)
+    add_never_cache_headers(response)
+    return response
+
+
+# --- accounts -----------------------------------------------------------------------
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        return redirect("pages:my-sites")
+    form = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        login(request, form.save())
+        return redirect("pages:my-sites")
+    return render(request, "registration/signup.html", {"form": form})
+
+
+# --- federations --------------------------------------------------------------------
+
+
+def federation_list(request: HttpRequest) -> HttpResponse:
+    federations = (
+        Federation.objects.annotate(
+            approved_sites=Count(
+                "memberships", filter=Q(memberships__status=Membership.Status.APPROVED)
+            )
+        )
+        .prefetch_related(
+            Prefetch("versions", queryset=ModelVersion.objects.order_by("-version"))
+        )
+        .order_by("name")
+    )
+    rows = [
+        {
+            "federation": f,
+            "approved_sites": f.approved_sites,  # type: ignore[attr-defined]
+            "rmse": _test_rmse(f.versions.all()[0].metrics) if f.versions.all() else None,
+        }
+        for f in federations
+    ]
+    return render(request, "federation/federation_list.html", {"rows": rows})
+
+
+def federation_detail(request: HttpRequest, federation_id: int) -> HttpResponse:
+    federation = get_object_or_404(Federation, id=federation_id)
+    progress = federation_progress(federation=federation)
+    is_admin = federation.admin_id == request.user.pk  # type: ignore[attr-defined]
+    context = {
+        "federation": federation,
+        "progress": progress,
+        "rounds": [
+            {
+                **r,
+                "kind_label": Round.Kind(r["kind"]).label,
+                "status_label": Round.Status(r["status"]).label,
+            }
+            for r in progress["rounds"]
+        ],
+        "versions": [{**v, "rmse": _test_rmse(v["metrics"])} for v in progress["versions"]],
+        "approved_sites": federation.memberships.filter(
+            status=Membership.Status.APPROVED
+        ).count(),
+        "privacy_mode": PRIVACY_MODE,
+        "is_admin": is_admin,
+        "memberships": (
+            federation.memberships.select_related("site")
+            .exclude(status=Membership.Status.LEFT)
+            .order_by("status", "requested_at")
+            if is_admin
+            else []
+        ),
+    }
+    return render(request, "federation/federation_detail.html", context)
+
+
+@login_required
+@require_POST
+def federation_start(request: HttpRequest, federation_id: int) -> HttpResponse:
+    federation = _administered(request, federation_id)
+    try:
+        services.federation_start(federation=federation)
+    except FederationError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, "Start requested: the status and rounds below show how it goes.")
+    return redirect("pages:federation", federation_id=federation.id)
+
+
+@login_required
+@require_POST
+def membership_approve(request: HttpRequest, federation_id: int, membership_id: int) -> HttpResponse:
+    federation = _administered(request, federation_id)
+    membership = get_object_or_404(
+        Membership.objects.select_related("site"), id=membership_id, federation=federation
+    )
+    try:
+        credential = services.membership_approve(membership=membership)
+    except FederationError as error:
+        messages.error(request, str(error))
+        return redirect("pages:federation", federation_id=federation.id)
+    if credential is None:
+        messages.success(
+            request, f"{membership.site.name} is approved; it keeps its current credential."
+        )
+        return redirect("pages:federation", federation_id=federation.id)
+    return _credential_page(request, site=membership.site, credential=credential, replaced=False)
+
+
+@login_required
+@require_POST
+def membership_suspend(request: HttpRequest, federation_id: int, membership_id: int) -> HttpResponse:
+    federation = _administered(request, federation_id)
+    membership = get_object_or_404(
+        Membership.objects.select_related("site"),
+        id=membership_id,
+        federation=federation,
+        status__in=[Membership.Status.REQUESTED, Membership.Status.APPROVED],
+    )
+    services.membership_set_status(membership=membership, status=Membership.Status.SUSPENDED)
+    messages.success(request, f"{membership.site.name} is suspended from this federation.")
+    return redirect("pages:federation", federation_id=federation.id)
+
+
+# --- sites --------------------------------------------------------------------------
+
+
+@login_required
+def my_sites(request: HttpRequest) -> HttpResponse:
+    sites = (
+        Site.objects.filter(owner=request.user)  # type: ignore[misc]
+        .prefetch_related(
+            Prefetch(
+                "memberships",
+                queryset=Membership.objects.select_related("federation").order_by(
+                    "federation__name"
+                ),
+            )
+        )
+        .order_by("name")
+    )
+    return render(request, "federation/my_sites.html", {"sites": sites})
+
+
+@login_required
+def site_new(request: HttpRequest) -> HttpResponse:
+    form = SiteForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            site = services.site_create(owner=request.user, name=form.cleaned_data["name"])  # type: ignore[arg-type]
+        except FederationError as error:
+            form.add_error("name", str(error))
+        else:
+            messages.success(request, f"Site {site.name} created: ask a federation to join.")
+            return redirect("pages:site", name=site.name)
+    return render(request, "federation/site_new.html", {"form": form})
+
+
+@login_required
+def site_detail(request: HttpRequest, name: str) -> HttpResponse:
+    site = _owned_site(request, name)
+    context = {
+        "site": site,
+        "memberships": site.memberships.select_related("federation").order_by(
+            "federation__name"
+        ),
+        "join_form": JoinForm(site=site),
+        "Status": Site.Status,
+    }
+    return render(request, "federation/site_detail.html", context)
+
+
+@login_required
+@require_POST
+def site_join(request: HttpRequest, name: str) -> HttpResponse:
+    site = _owned_site(request, name)
+    form = JoinForm(request.POST, site=site)
+    if not form.is_valid():
+        messages.error(request, "Pick one of the listed federations to join.")
+        return redirect("pages:site", name=site.name)
+    federation = form.cleaned_data["federation"]
+    services.membership_request(federation=federation, site=site)
+    messages.success(request, f"Asked to join {federation.name}; its admin decides.")
+    return redirect("pages:site", name=site.name)
+
+
+@login_required
+@require_POST
+def site_participation(request: HttpRequest, name: str) -> HttpResponse:
+    site = _owned_site(request, name)
+    form = ParticipationForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose to pause or to resume participation.")
+        return redirect("pages:site", name=site.name)
+    services.site_set_status(site=site, status=form.cleaned_data["status"])
+    messages.success(request, f"{site.name} is now {site.get_status_display()}.")
+    return redirect("pages:site", name=site.name)
+
+
+@login_required
+@require_POST
+def membership_leave(request: HttpRequest, name: str, membership_id: int) -> HttpResponse:
+    site = _owned_site(request, name)
+    membership = get_object_or_404(
+        Membership.objects.select_related("federation").exclude(status=Membership.Status.LEFT),
+        id=membership_id,
+        site=site,
+    )
+    services.membership_set_status(membership=membership, status=Membership.Status.LEFT)
+    messages.success(request, f"{site.name} left {membership.federation.name}.")
+    return redirect("pages:site", name=site.name)
+
+
+@login_required
+@require_POST
+def site_credential(request: HttpRequest, name: str) -> HttpResponse:
+    site = _owned_site(request, name)
+    credential = services.site_issue_credential(site=site)
+    return _credential_page(request, site=site, credential=credential, replaced=True)

@@ -48,3 +48,23 @@ def federation_progress(*, federation: Federation) -> dict[str, Any]:
         "rounds": rounds,
         "versions": versions,
     }
+
+
+def round_timing(*, round_: Round) -> dict[str, float]:
+    """Where a round's time went: sites training, waiting and transfer, aggregation.
+
+    ``collecting`` runs from opening to closing; the slowest site's training is part
+    of it, the rest is polling, downloading, uploading and waiting. ``aggregating``
+    includes scoring the new global model on the test engines.
+    """
+    received = round_.contributions.filter(status="received")
+    training = [float(c.metrics.get("seconds", 0.0)) for c in received]
+    collecting = (round_.closed_at - round_.opened_at).total_seconds() if round_.closed_at else 0.0
+    slowest = max(training, default=0.0)
+    return {
+        "collecting": round(collecting, 2),
+        "training_slowest_site": round(slowest, 2),
+        "training_mean": round(sum(training) / len(training), 2) if training else 0.0,
+        "waiting_and_transfer": round(max(0.0, collecting - slowest), 2),
+        "aggregating": float(round_.timings.get("aggregate_seconds", 0.0)),
+    }

@@ -94,9 +94,7 @@ def federation_list(request: HttpRequest) -> HttpResponse:
                 "memberships", filter=Q(memberships__status=Membership.Status.APPROVED)
             )
         )
-        .prefetch_related(
-            Prefetch("versions", queryset=ModelVersion.objects.order_by("-version"))
-        )
+        .prefetch_related(Prefetch("versions", queryset=ModelVersion.objects.order_by("-version")))
         .order_by("name")
     )
     rows = [
@@ -126,9 +124,7 @@ def federation_detail(request: HttpRequest, federation_id: int) -> HttpResponse:
             for r in progress["rounds"]
         ],
         "versions": [{**v, "rmse": _test_rmse(v["metrics"])} for v in progress["versions"]],
-        "approved_sites": federation.memberships.filter(
-            status=Membership.Status.APPROVED
-        ).count(),
+        "approved_sites": federation.memberships.filter(status=Membership.Status.APPROVED).count(),
         "privacy_mode": PRIVACY_MODE,
         "is_admin": is_admin,
         "memberships": (
@@ -157,7 +153,9 @@ def federation_start(request: HttpRequest, federation_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def membership_approve(request: HttpRequest, federation_id: int, membership_id: int) -> HttpResponse:
+def membership_approve(
+    request: HttpRequest, federation_id: int, membership_id: int
+) -> HttpResponse:
     federation = _administered(request, federation_id)
     membership = get_object_or_404(
         Membership.objects.select_related("site"), id=membership_id, federation=federation
@@ -177,7 +175,9 @@ def membership_approve(request: HttpRequest, federation_id: int, membership_id: 
 
 @login_required
 @require_POST
-def membership_suspend(request: HttpRequest, federation_id: int, membership_id: int) -> HttpResponse:
+def membership_suspend(
+    request: HttpRequest, federation_id: int, membership_id: int
+) -> HttpResponse:
     federation = _administered(request, federation_id)
     membership = get_object_or_404(
         Membership.objects.select_related("site"),
@@ -229,9 +229,7 @@ def site_detail(request: HttpRequest, name: str) -> HttpResponse:
     site = _owned_site(request, name)
     context = {
         "site": site,
-        "memberships": site.memberships.select_related("federation").order_by(
-            "federation__name"
-        ),
+        "memberships": site.memberships.select_related("federation").order_by("federation__name"),
         "join_form": JoinForm(site=site),
         "Status": Site.Status,
     }

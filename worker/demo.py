@@ -27,6 +27,7 @@ from django.contrib.auth import get_user_model
 
 from federation import services
 from federation.models import Federation, ModelVersion, Site
+from federation.selectors import round_timing
 from federation.specs import default_model_spec
 from turbofan.data.files import read_engine_file
 from turbofan.data.partition import plan_iid, read_manifest, write_partition
@@ -238,17 +239,20 @@ def _purge_file_broker() -> None:
 
 
 def format_version(version: ModelVersion) -> str:
-    test = version.metrics.get("test", {})
-    literature, strict = test.get("literature", {}), test.get("strict", {})
-    round_ = version.round
-    seconds = ""
-    if round_ is not None and round_.finished_at:
-        seconds = f", round took {(round_.finished_at - round_.opened_at).total_seconds():.1f} s"
-    return (
+    literature = version.metrics.get("test", {}).get("literature", {})
+    strict = version.metrics.get("test", {}).get("strict", {})
+    line = (
         f"round {version.version}: global model test RMSE {literature.get('rmse', 0):.2f} "
         f"(strict {strict.get('rmse', 0):.2f}), NASA score {literature.get('score', 0):.0f}"
-        f"{seconds}"
     )
+    if version.round is not None:
+        t = round_timing(round_=version.round)
+        line += (
+            f"; {t['collecting'] + t['aggregating']:.1f} s: sites training "
+            f"{t['training_slowest_site']:.1f} s (slowest), waiting and transfer "
+            f"{t['waiting_and_transfer']:.1f} s, aggregation {t['aggregating']:.1f} s"
+        )
+    return line
 
 
 def setup_federation(

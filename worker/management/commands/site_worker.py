@@ -7,6 +7,8 @@ the command line (where other users of the machine could read it).
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +55,11 @@ class Command(BaseCommand):
             summary = describe_folder(data_dir)
         except DataFileError as error:
             raise CommandError(f"the site's data is not usable: {error}") from None
+        # The site's name (and so its default state folder) comes from the coordinator:
+        # the first request is logged in a scratch folder and moved over below.
+        scratch = Path(tempfile.mkdtemp(prefix="site-intro-"))
         runtime = site_runtime.SiteRuntime(
-            options["coordinator"],
-            credential,
-            data_dir,
-            state_dir=Path(settings.VAR_DIR) / "sites" / "_new",
+            options["coordinator"], credential, data_dir, state_dir=scratch
         )
         try:
             _, site = runtime.request("GET", "/api/v1/site")
@@ -66,6 +68,10 @@ class Command(BaseCommand):
         name = site["name"]
         state_dir = (options["state_dir"] or Path(settings.VAR_DIR) / "sites" / name).resolve()
         runtime.state_dir = state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        with (state_dir / site_runtime.OUTBOX).open("a") as outbox:
+            outbox.write((scratch / site_runtime.OUTBOX).read_text())
+        shutil.rmtree(scratch, ignore_errors=True)
         counts = {k: summary[k] for k in ("train_rows", "train_engines", "subsets")}
         runtime.request("PUT", "/api/v1/site/data", counts)
         self.stdout.write(f"site {name}: data checked and reported: {counts}")

@@ -1,0 +1,433 @@
+"""The browser pages: who may see and do what, and the journey of a site joining."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from federation.models import Federation, Membership, ModelVersion, Round, Site
+
+pytestmark = pytest.mark.django_db
+
+PASSWORD = "a-long-unusual-passphrase-42"
+CREDENTIAL = re.compile(r"tfs_[A-Za-z0-9_-]{20,}")
+LOGIN = "login"  # expected outcome: a redirect to the login page
+
+
+@pytest.fixture(autouse=True)
+def auth_settings(settings):
+    # The values config/settings.py sets for the pages.
+    settings.LOGIN_URL = "/accounts/login/"
+    settings.LOGIN_REDIRECT_URL = "/sites/"
+    settings.LOGOUT_REDIRECT_URL = "/"
+
+
+@dataclass
+class Cast:
+    admin: object
+    owner: object
+    other: object
+    federation: Federation
+    site: Site
+    other_site: Site
+    membership: Membership
+
+
+@pytest.fixture
+def cast(django_user_model) -> Cast:
+    """A federation run by its admin; one owner's site asked to join; another owner's site."""
+    admin = django_user_model.objects.create_user("ada", password=PASSWORD)
+    owner = django_user_model.objects.create_user("olga", password=PASSWORD)
+    other = django_user_model.objects.create_user("otto", password=PASSWORD)
+    federation = Federation.objects.create(name="fd001-fleet", admin=admin)
+    site = Site.objects.create(owner=owner, name="north-hangar")
+    other_site = Site.objects.create(owner=other, name="south-hangar")
+    membership = Membership.objects.create(federation=federation, site=site)
+    return Cast(admin, owner, other, federation, site, other_site, membership)
+
+
+def signed_in(client: Client, cast: Cast, actor: str) -> Client:
+    if actor != "anonymous":
+        client.force_login(getattr(cast, actor))
+    return client
+
+
+PAGES = {
+    "signup": lambda c: reverse("pages:signup"),
+    "login": lambda c: reverse("login"),
+    "logout": lambda c: reverse("logout"),
+    "federations": lambda c: reverse("pages:federations"),
+    "federation": lambda c: reverse("pages:federation", args=[c.federation.id]),
+    "start": lambda c: reverse("pages:federation-start", args=[c.federation.id]),
+    "approve": lambda c: reverse(
+        "pages:membership-approve", args=[c.federation.id, c.membership.id]
+    ),
+    "suspend": lambda c: reverse(
+        "pages:membership-suspend", args=[c.federation.id, c.membership.id]
+    ),
+    "my sites": lambda c: reverse("pages:my-sites"),
+    "new site": lambda c: reverse("pages:site-new"),
+    "site": lambda c: reverse("pages:site", args=[c.site.name]),
+    "join": lambda c: reverse("pages:site-join", args=[c.site.name]),
+    "pause": lambda c: reverse("pages:site-participation", args=[c.site.name]),
+    "leave": lambda c: reverse("pages:membership-leave", args=[c.site.name, c.membership.id]),
+    "credential": lambda c: reverse("pages:site-credential", args=[c.site.name]),
+}
+
+# page, method, and the expected answer for: anonymous, site owner, other owner, admin.
+# Sites answer 404 to all but their owner; admin actions answer 403 to other users.
+MATRIX = [
+    ("signup", "GET", (200, 302, 302, 302)),
+    ("login", "GET", (200, 200, 200, 200)),
+    ("logout", "POST", (302, 302, 302, 302)),
+    ("federations", "GET", (200, 200, 200, 200)),
+    ("federation", "GET", (200, 200, 200, 200)),
+    ("start", "POST", (LOGIN, 403, 403, 302)),
+    ("approve", "POST", (LOGIN, 403, 403, 200)),
+    ("suspend", "POST", (LOGIN, 403, 403, 302)),
+    ("my sites", "GET", (LOGIN, 200, 200, 200)),
+    ("new site", "GET", (LOGIN, 200, 200, 200)),
+    ("site", "GET", (LOGIN, 200, 404, 404)),
+    ("join", "POST", (LOGIN, 302, 404, 404)),
+    ("pause", "POST", (LOGIN, 302, 404, 404)),
+    ("leave", "POST", (LOGIN, 302, 404, 404)),
+    ("credential", "POST", (LOGIN, 200, 404, 404)),
+]
+ACTORS = ("anonymous", "owner", "other", "admin")
+CASES = [
+    pytest.param(page, method, actor, expected, id=f"{page}-{actor}")
+    for page, method, answers in MATRIX
+    for actor, expected in zip(ACTORS, answers, strict=True)
+]
+POST_DATA = {"join": {"federation": "{federation}"}, "pause": {"status": "paused"}}
+
+
+@pytest.mark.parametrize(("page", "method", "actor", "expected"), CASES)
+def test_each_page_answers_each_actor_as_the_matrix_says(
+    client, cast, page, method, actor, expected
+):
+    url = PAGES[page](cast)
+    data = {k: v.format(federation=cast.federation.id) for k, v in POST_DATA.get(page, {}).items()}
+    if page == "join":
+        cast.membership.delete()  # so the owner's site can ask again
+    signed_in(client, cast, actor)
+
+    response = client.get(url) if method == "GET" else client.post(url, data)
+
+    if expected == LOGIN:
+        assert response.status_code == 302
+        assert response["Location"].startswith("/accounts/login/?next=")
+    else:
+        assert response.status_code == expected
+
+
+@pytest.mark.parametrize("page", ["start", "approve", "suspend", "join", "pause", "leave"])
+def test_actions_refuse_get_so_a_link_cannot_trigger_them(client, cast, page):
+    client.force_login(cast.admin if page in {"start", "approve", "suspend"} else cast.owner)
+
+    response = client.get(PAGES[page](cast))
+
+    assert response.status_code == 405
+
+
+def test_another_owner_cannot_leave_a_membership_through_their_own_site(client, cast):
+    url = reverse("pages:membership-leave", args=[cast.other_site.name, cast.membership.id])
+    client.force_login(cast.other)
+
+    response = client.post(url)
+
+    assert response.status_code == 404
+    cast.membership.refresh_from_db()
+    assert cast.membership.status == Membership.Status.REQUESTED
+
+
+def test_the_admin_cannot_approve_a_membership_of_another_federation(client, cast):
+    elsewhere = Federation.objects.create(name="fd002-fleet", admin=cast.other)
+    foreign = Membership.objects.create(federation=elsewhere, site=cast.other_site)
+    client.force_login(cast.admin)
+
+    response = client.post(
+        reverse("pages:membership-approve", args=[cast.federation.id, foreign.id])
+    )
+
+    assert response.status_code == 404
+    foreign.refresh_from_db()
+    assert foreign.status == Membership.Status.REQUESTED
+
+
+# --- the journey ---------------------------------------------------------------------
+
+
+def test_a_new_user_signs_up_creates_a_site_joins_gets_approved_pauses_and_leaves(cast):
+    owner, admin = Client(), Client()
+    admin.force_login(cast.admin)
+
+    signup = owner.post(
+        reverse("pages:signup"),
+        {"username": "nina", "password1": PASSWORD, "password2": PASSWORD},
+    )
+    created = owner.post(reverse("pages:site-new"), {"name": "east-hangar"})
+    site = Site.objects.get(name="east-hangar")
+    joined = owner.post(
+        reverse("pages:site-join", args=[site.name]), {"federation": cast.federation.id}
+    )
+    membership = Membership.objects.get(site=site, federation=cast.federation)
+    approved = admin.post(
+        reverse("pages:membership-approve", args=[cast.federation.id, membership.id])
+    )
+
+    assert signup.status_code == 302 and signup["Location"] == reverse("pages:my-sites")
+    assert site.owner.username == "nina"
+    assert created["Location"] == reverse("pages:site", args=[site.name])
+    assert joined.status_code == 302
+    assert approved.status_code == 200
+    shown = CREDENTIAL.findall(approved.content.decode())
+    assert len(set(shown)) == 1
+    credential = shown[0]
+    site.refresh_from_db()
+    assert site.credential_hash == hashlib.sha256(credential.encode()).hexdigest()
+    assert "hand it to the site" in approved.content.decode().lower()
+    command = (
+        f"SITE_CREDENTIAL={credential} python manage.py site_worker "
+        "--coordinator http://testserver/ --data-dir PATH"
+    )
+    assert command in approved.content.decode()
+    assert "no-store" in approved["Cache-Control"]
+    assert credential not in approved.request["PATH_INFO"]
+
+    federation_page = admin.get(reverse("pages:federation", args=[cast.federation.id]))
+    site_page = owner.get(reverse("pages:site", args=[site.name]))
+
+    assert credential not in federation_page.content.decode()
+    assert credential not in site_page.content.decode()
+    assert not CREDENTIAL.search(federation_page.content.decode())
+
+    paused = owner.post(
+        reverse("pages:site-participation", args=[site.name]), {"status": "paused"}, follow=True
+    )
+    left = owner.post(
+        reverse("pages:membership-leave", args=[site.name, membership.id]), follow=True
+    )
+
+    site.refresh_from_db()
+    membership.refresh_from_db()
+    assert site.status == Site.Status.PAUSED
+    assert membership.status == Membership.Status.LEFT
+    assert "paused by its owner" in paused.content.decode()
+    assert f"left {cast.federation.name}" in left.content.decode()
+
+
+def test_a_second_approval_shows_no_credential_and_keeps_the_first(client, cast):
+    client.force_login(cast.admin)
+    approve = reverse("pages:membership-approve", args=[cast.federation.id, cast.membership.id])
+    suspend = reverse("pages:membership-suspend", args=[cast.federation.id, cast.membership.id])
+    client.post(approve)
+    cast.site.refresh_from_db()
+    first_hash = cast.site.credential_hash
+
+    client.post(suspend)
+    again = client.post(approve, follow=True)
+
+    cast.site.refresh_from_db()
+    assert not CREDENTIAL.search(again.content.decode())
+    assert "keeps its current credential" in again.content.decode()
+    assert cast.site.credential_hash == first_hash
+
+
+def test_a_new_credential_is_shown_once_and_replaces_the_old_one(client, cast):
+    client.force_login(cast.owner)
+    url = reverse("pages:site-credential", args=[cast.site.name])
+
+    first = CREDENTIAL.search(client.post(url).content.decode()).group()
+    response = client.post(url)
+
+    second = CREDENTIAL.search(response.content.decode()).group()
+    cast.site.refresh_from_db()
+    assert first != second
+    assert cast.site.credential_hash == hashlib.sha256(second.encode()).hexdigest()
+    assert "stopped working" in response.content.decode()
+
+
+# --- federations -----------------------------------------------------------------------
+
+
+def test_the_list_shows_approved_sites_and_the_latest_models_test_rmse(client, cast):
+    Membership.objects.filter(id=cast.membership.id).update(status=Membership.Status.APPROVED)
+    for version, rmse in [(0, 40.0), (1, 17.25)]:
+        ModelVersion.objects.create(
+            federation=cast.federation,
+            version=version,
+            sha256="0" * 64,
+            metrics={"test": {"literature": {"rmse": rmse}}},
+        )
+
+    response = client.get(reverse("pages:federations"))
+
+    rows = response.context["rows"]
+    assert [(r["federation"].name, r["approved_sites"], r["rmse"]) for r in rows] == [
+        ("fd001-fleet", 1, 17.25)
+    ]
+    assert "17.25" in response.content.decode()
+
+
+def test_the_detail_shows_rounds_versions_and_the_privacy_mode(client, cast):
+    round_ = Round.objects.create(
+        federation=cast.federation,
+        number=0,
+        kind=Round.Kind.POINTS,
+        status=Round.Status.FAILED,
+        reason="only 0 approved, active sites",
+        deadline="2030-01-01T00:00Z",
+    )
+    ModelVersion.objects.create(
+        federation=cast.federation, round=round_, version=0, sha256="a" * 64, metrics={}
+    )
+
+    page = client.get(reverse("pages:federation", args=[cast.federation.id])).content.decode()
+
+    assert "operating points" in page and "only 0 approved, active sites" in page
+    assert "not scored" in page
+    assert "plain aggregation (no secure aggregation yet)" in page
+    assert "north-hangar" not in page  # memberships are for the admin's eyes
+
+
+def test_the_admin_sees_pending_requests_with_their_buttons(client, cast):
+    client.force_login(cast.admin)
+
+    page = client.get(reverse("pages:federation", args=[cast.federation.id])).content.decode()
+
+    assert "north-hangar" in page
+    assert "Approve north-hangar" in page and "Suspend north-hangar" in page
+    assert "Start the federation" in page
+
+
+def test_starting_without_enough_sites_fails_the_first_round_with_its_reason(client, cast):
+    client.force_login(cast.admin)
+
+    response = client.post(
+        reverse("pages:federation-start", args=[cast.federation.id]), follow=True
+    )
+
+    cast.federation.refresh_from_db()
+    assert cast.federation.status == Federation.Status.FAILED
+    assert "the federation needs 2 per round" in response.content.decode()
+
+
+def test_a_refused_start_shows_the_reason_as_a_message(client, cast):
+    Federation.objects.filter(id=cast.federation.id).update(status=Federation.Status.RUNNING)
+    client.force_login(cast.admin)
+
+    response = client.post(
+        reverse("pages:federation-start", args=[cast.federation.id]), follow=True
+    )
+
+    assert "the federation is running: it cannot start" in response.content.decode()
+
+
+def test_approving_twice_shows_the_refusal_as_a_message(client, cast):
+    Membership.objects.filter(id=cast.membership.id).update(status=Membership.Status.APPROVED)
+    client.force_login(cast.admin)
+
+    response = client.post(
+        reverse("pages:membership-approve", args=[cast.federation.id, cast.membership.id]),
+        follow=True,
+    )
+
+    assert "nothing to approve" in response.content.decode()
+
+
+# --- sites ------------------------------------------------------------------------------
+
+
+def test_my_sites_lists_only_the_users_own_sites(client, cast):
+    Site.objects.filter(id=cast.site.id).update(
+        data_summary={"train_rows": 1234, "train_engines": 7, "subsets": ["FD001"]}
+    )
+    client.force_login(cast.owner)
+
+    page = client.get(reverse("pages:my-sites")).content.decode()
+
+    assert "north-hangar" in page and "south-hangar" not in page
+    assert "1234 rows, 7 engines" in page
+    assert "fd001-fleet (requested)" in page
+
+
+def test_a_duplicate_site_name_is_reported_on_the_form(client, cast):
+    client.force_login(cast.other)
+
+    response = client.post(reverse("pages:site-new"), {"name": "north-hangar"})
+
+    assert response.status_code == 200
+    assert "exists already: pick another name" in response.content.decode()
+    assert Site.objects.filter(name="north-hangar").count() == 1
+
+
+@pytest.mark.parametrize("name", ["new", "not a slug", ""])
+def test_reserved_or_malformed_site_names_are_refused(client, cast, name):
+    client.force_login(cast.owner)
+
+    response = client.post(reverse("pages:site-new"), {"name": name})
+
+    assert response.status_code == 200
+    assert response.context["form"].errors["name"]
+    assert not Site.objects.filter(name=name).exists()
+
+
+def test_the_join_form_lists_only_federations_the_site_is_not_in(client, cast):
+    Federation.objects.create(name="fd002-fleet", admin=cast.admin)
+    client.force_login(cast.owner)
+
+    response = client.get(reverse("pages:site", args=[cast.site.name]))
+
+    choices = [f.name for f in response.context["join_form"].fields["federation"].queryset]
+    assert choices == ["fd002-fleet"]
+
+
+def test_a_site_that_left_can_ask_to_join_again(client, cast):
+    Membership.objects.filter(id=cast.membership.id).update(status=Membership.Status.LEFT)
+    client.force_login(cast.owner)
+
+    client.post(
+        reverse("pages:site-join", args=[cast.site.name]), {"federation": cast.federation.id}
+    )
+
+    cast.membership.refresh_from_db()
+    assert cast.membership.status == Membership.Status.REQUESTED
+
+
+def test_a_paused_site_can_resume(client, cast):
+    Site.objects.filter(id=cast.site.id).update(status=Site.Status.PAUSED)
+    client.force_login(cast.owner)
+
+    page = client.get(reverse("pages:site", args=[cast.site.name])).content.decode()
+    client.post(reverse("pages:site-participation", args=[cast.site.name]), {"status": "active"})
+
+    cast.site.refresh_from_db()
+    assert "Resume participation" in page
+    assert cast.site.status == Site.Status.ACTIVE
+
+
+# --- accounts ---------------------------------------------------------------------------
+
+
+def test_logging_in_lands_on_my_sites_and_logging_out_on_the_home_page(client, cast):
+    logged_in = client.post(reverse("login"), {"username": "olga", "password": PASSWORD})
+    logged_out = client.post(reverse("logout"))
+
+    assert logged_in["Location"] == "/sites/"
+    assert logged_out["Location"] == "/"
+    assert client.get(reverse("pages:my-sites")).status_code == 302
+
+
+def test_every_page_carries_the_link_bar(client, cast):
+    anonymous = client.get(reverse("pages:federations")).content.decode()
+    client.force_login(cast.owner)
+    signed = client.get(reverse("pages:site", args=[cast.site.name])).content.decode()
+
+    assert "Log in" in anonymous and "Sign up" in anonymous and "Log out" not in anonymous
+    assert "Log out (olga)" in signed and "My sites" in signed and "Federations" in signed

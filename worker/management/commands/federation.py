@@ -1,0 +1,113 @@
+"""Run a federation from the command line: ``python manage.py federation <action> ...``.
+
+The same services as the pages: create a federation, add a site and ask to join,
+approve (prints the site's credential once, with the command that starts its
+worker), start, and show progress.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from federation import selectors, services
+from federation.models import Federation, Membership, Site
+from federation.specs import default_model_spec
+
+
+class Command(BaseCommand):
+    help = "Create and run federations and let sites join them, from the command line."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        actions = parser.add_subparsers(dest="action", required=True)
+        create = actions.add_parser("create", help="create a federation")
+        create.add_argument("name")
+        create.add_argument("--admin", required=True, help="user name of its admin")
+        create.add_argument("--subset", default="FD001")
+        create.add_argument("--rounds", type=int, default=10)
+        create.add_argument("--min-sites", type=int, default=2)
+        create.add_argument("--deadline", type=int, default=300, help="seconds per round")
+        join = actions.add_parser("join", help="create a site (if new) and ask to join")
+        join.add_argument("federation")
+        join.add_argument("site")
+        join.add_argument("--owner", required=True, help="user name of the site's owner")
+        approve = actions.add_parser("approve", help="approve a site; prints its credential once")
+        approve.add_argument("federation")
+        approve.add_argument("site")
+        approve.add_argument(
+            "--coordinator",
+            default="http://127.0.0.1:8000/",
+            help="the URL sites reach the coordinator at",
+        )
+        for name in ("start", "status"):
+            action = actions.add_parser(name, help=f"{name} a federation")
+            action.add_argument("federation")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            getattr(self, f"_{options['action']}")(options)
+        except services.FederationError as error:
+            raise CommandError(str(error)) from None
+
+    def _federation(self, name: str) -> Federation:
+        federation = Federation.objects.filter(name=name).first()
+        if federation is None:
+            raise CommandError(f"no federation named {name!r}")
+        return federation
+
+    def _user(self, username: str) -> Any:
+        user = get_user_model().objects.filter(username=username).first()
+        if user is None:
+            raise CommandError(f"no user {username!r}: create it with createsuperuser or sign up")
+        return user
+
+    def _create(self, options: dict[str, Any]) -> None:
+        federation = Federation.objects.create(
+            name=options["name"],
+            admin=self._user(options["admin"]),
+            subset=options["subset"],
+            rounds=options["rounds"],
+            min_sites=options["min_sites"],
+            round_deadline=options["deadline"],
+            model_spec=default_model_spec(),
+        )
+        self.stdout.write(f"created federation {federation.name!r} (id {federation.id})")
+
+    def _join(self, options: dict[str, Any]) -> None:
+        federation = self._federation(options["federation"])
+        owner = self._user(options["owner"])
+        site = Site.objects.filter(name=options["site"]).first()
+        if site is None:
+            site = services.site_create(owner=owner, name=options["site"])
+        elif site.owner_id != owner.pk:
+            raise CommandError(f"site {site.name!r} belongs to another owner")
+        membership = services.membership_request(federation=federation, site=site)
+        self.stdout.write(f"site {site.name!r}: membership {membership.status}")
+
+    def _approve(self, options: dict[str, Any]) -> None:
+        federation = self._federation(options["federation"])
+        membership = Membership.objects.filter(
+            federation=federation, site__name=options["site"]
+        ).first()
+        if membership is None:
+            raise CommandError(f"site {options['site']!r} has not asked to join")
+        credential = services.membership_approve(membership=membership)
+        self.stdout.write(f"approved {options['site']!r} in {federation.name!r}")
+        if credential:
+            self.stdout.write(
+                "The site's credential (shown once; hand it over securely):\n"
+                f"  {credential}\nThe site starts its worker with:\n"
+                f"  SITE_CREDENTIAL={credential} python manage.py site_worker "
+                f"--coordinator {options['coordinator']} --data-dir PATH"
+            )
+
+    def _start(self, options: dict[str, Any]) -> None:
+        round_ = services.federation_start(federation=self._federation(options["federation"]))
+        self.stdout.write(f"started: {round_.kind} round {round_.number} is {round_.status}")
+
+    def _status(self, options: dict[str, Any]) -> None:
+        progress = selectors.federation_progress(federation=self._federation(options["federation"]))
+        self.stdout.write(json.dumps(progress, indent=2, default=str))

@@ -1,0 +1,70 @@
+"""``manage.py federation``: joining from the command line, the same services as the pages."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from federation.models import Membership, Site
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args: str) -> str:
+    out = io.StringIO()
+    call_command("federation", *args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.fixture
+def users(django_user_model):
+    return [django_user_model.objects.create_user(name) for name in ("boss", "ann", "bob")]
+
+
+def test_a_site_joins_and_gets_its_credential_once_with_the_command_to_run(users):
+    run("create", "fleet", "--admin", "boss", "--min-sites", "1")
+    run("join", "fleet", "ann-site", "--owner", "ann")
+
+    printed = run("approve", "fleet", "ann-site", "--coordinator", "https://fleet.example.com/")
+
+    credential = re.search(r"SITE_CREDENTIAL=(\S+) python manage.py site_worker", printed)[1]
+    assert "--coordinator https://fleet.example.com/ --data-dir PATH" in printed
+    site = Site.objects.get(name="ann-site")
+    assert site.credential_hash == hashlib.sha256(credential.encode()).hexdigest()
+    assert Membership.objects.get(site=site).status == "approved"
+
+
+def test_approving_twice_is_refused_and_shows_no_credential(users):
+    run("create", "fleet", "--admin", "boss")
+    run("join", "fleet", "ann-site", "--owner", "ann")
+    run("approve", "fleet", "ann-site")
+
+    with pytest.raises(CommandError, match="the membership is approved: nothing to approve"):
+        run("approve", "fleet", "ann-site")
+
+
+def test_nobody_joins_with_someone_elses_site(users):
+    run("create", "fleet", "--admin", "boss")
+    run("join", "fleet", "ann-site", "--owner", "ann")
+
+    with pytest.raises(CommandError, match="belongs to another owner"):
+        run("join", "fleet", "ann-site", "--owner", "bob")
+
+
+def test_a_federation_below_its_minimum_fails_its_first_round_with_the_reason(users):
+    run("create", "fleet", "--admin", "boss", "--min-sites", "2")
+    run("join", "fleet", "ann-site", "--owner", "ann")
+    run("approve", "fleet", "ann-site")
+
+    run("start", "fleet")
+
+    status = json.loads(run("status", "fleet"))
+    assert status["status"] == "failed"
+    assert status["rounds"][0]["reason"] == (
+        "only 1 approved, active sites; the federation needs 2 per round"
+    )

@@ -57,6 +57,14 @@ def _test_rmse(metrics: Any) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+def _memberships(federation: Federation, statuses: list[str]) -> list[Membership]:
+    return list(
+        federation.memberships.select_related("site")
+        .filter(status__in=statuses)
+        .order_by("requested_at")
+    )
+
+
 def _credential_page(
     request: HttpRequest, *, site: Site, credential: str, replaced: bool
 ) -> HttpResponse:
@@ -127,10 +135,10 @@ def federation_detail(request: HttpRequest, federation_id: int) -> HttpResponse:
         "approved_sites": federation.memberships.filter(status=Membership.Status.APPROVED).count(),
         "privacy_mode": PRIVACY_MODE,
         "is_admin": is_admin,
-        "memberships": (
-            federation.memberships.select_related("site")
-            .exclude(status=Membership.Status.LEFT)
-            .order_by("status", "requested_at")
+        "can_start": federation.status in {Federation.Status.DRAFT, Federation.Status.FAILED},
+        "pending": _memberships(federation, [Membership.Status.REQUESTED]) if is_admin else [],
+        "members": (
+            _memberships(federation, [Membership.Status.APPROVED, Membership.Status.SUSPENDED])
             if is_admin
             else []
         ),
@@ -214,8 +222,9 @@ def my_sites(request: HttpRequest) -> HttpResponse:
 def site_new(request: HttpRequest) -> HttpResponse:
     form = SiteForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
+        name = form.cleaned_data["name"]
         try:
-            site = services.site_create(owner=request.user, name=form.cleaned_data["name"])  # type: ignore[arg-type]
+            site = services.site_create(owner=request.user, name=name)  # type: ignore[arg-type]
         except FederationError as error:
             form.add_error("name", str(error))
         else:

@@ -21,10 +21,12 @@ LOGIN = "login"  # expected outcome: a redirect to the login page
 
 @pytest.fixture(autouse=True)
 def auth_settings(settings):
-    # The values config/settings.py sets for the pages.
+    # The values config/settings.py sets for the pages (LOGIN_URL is Django's default).
     settings.LOGIN_URL = "/accounts/login/"
     settings.LOGIN_REDIRECT_URL = "/sites/"
     settings.LOGOUT_REDIRECT_URL = "/"
+    # A fast hash: the default costs a third of a second per user.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @dataclass
@@ -299,11 +301,34 @@ def test_the_detail_shows_rounds_versions_and_the_privacy_mode(client, cast):
 def test_the_admin_sees_pending_requests_with_their_buttons(client, cast):
     client.force_login(cast.admin)
 
-    page = client.get(reverse("pages:federation", args=[cast.federation.id])).content.decode()
+    response = client.get(reverse("pages:federation", args=[cast.federation.id]))
 
-    assert "north-hangar" in page
+    page = response.content.decode()
+    assert [m.site.name for m in response.context["pending"]] == ["north-hangar"]
+    assert response.context["members"] == []
     assert "Approve north-hangar" in page and "Suspend north-hangar" in page
     assert "Start the federation" in page
+
+
+def test_approved_sites_move_to_the_members_with_only_a_suspend_button(client, cast):
+    Membership.objects.filter(id=cast.membership.id).update(status=Membership.Status.APPROVED)
+    client.force_login(cast.admin)
+
+    response = client.get(reverse("pages:federation", args=[cast.federation.id]))
+
+    page = response.content.decode()
+    assert response.context["pending"] == []
+    assert [m.site.name for m in response.context["members"]] == ["north-hangar"]
+    assert "Suspend north-hangar" in page and "Approve north-hangar" not in page
+
+
+def test_a_running_federation_offers_no_start_button(client, cast):
+    Federation.objects.filter(id=cast.federation.id).update(status=Federation.Status.RUNNING)
+    client.force_login(cast.admin)
+
+    page = client.get(reverse("pages:federation", args=[cast.federation.id])).content.decode()
+
+    assert "Start the federation" not in page
 
 
 def test_starting_without_enough_sites_fails_the_first_round_with_its_reason(client, cast):

@@ -74,8 +74,35 @@ def membership_approve(*, membership: Membership) -> str | None:
     return site_issue_credential(site=membership.site)
 
 
-def membership_set_status(*, membership: Membership, status: str) -> None:
-    Membership.objects.filter(id=membership.id).update(status=status, decided_at=timezone.now())
+def membership_suspend(*, membership: Membership) -> None:
+    """The admin stops a site's participation (it can be approved again)."""
+    _membership_move(
+        membership,
+        [Membership.Status.REQUESTED, Membership.Status.APPROVED],
+        Membership.Status.SUSPENDED,
+    )
+
+
+def membership_leave(*, membership: Membership) -> None:
+    """The owner takes the site out; its unanswered work in open rounds is dropped."""
+    _membership_move(
+        membership,
+        [Membership.Status.REQUESTED, Membership.Status.APPROVED, Membership.Status.SUSPENDED],
+        Membership.Status.LEFT,
+    )
+    Contribution.objects.filter(
+        site=membership.site,
+        round__federation=membership.federation,
+        status=Contribution.Status.ASSIGNED,
+    ).update(status=Contribution.Status.DROPPED)
+
+
+def _membership_move(membership: Membership, sources: list[str], target: str) -> None:
+    changed = Membership.objects.filter(id=membership.id, status__in=sources).update(
+        status=target, decided_at=timezone.now()
+    )
+    if not changed:
+        raise FederationError(f"the membership is {membership.status}: it cannot become {target}")
     membership.refresh_from_db()
 
 

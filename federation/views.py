@@ -193,7 +193,7 @@ def membership_suspend(
         federation=federation,
         status__in=[Membership.Status.REQUESTED, Membership.Status.APPROVED],
     )
-    services.membership_set_status(membership=membership, status=Membership.Status.SUSPENDED)
+    services.membership_suspend(membership=membership)
     messages.success(request, f"{membership.site.name} is suspended from this federation.")
     return redirect("pages:federation", federation_id=federation.id)
 
@@ -281,7 +281,7 @@ def membership_leave(request: HttpRequest, name: str, membership_id: int) -> Htt
         id=membership_id,
         site=site,
     )
-    services.membership_set_status(membership=membership, status=Membership.Status.LEFT)
+    services.membership_leave(membership=membership)
     messages.success(request, f"{site.name} left {membership.federation.name}.")
     return redirect("pages:site", name=site.name)
 

@@ -90,11 +90,17 @@ def membership_leave(*, membership: Membership) -> None:
         [Membership.Status.REQUESTED, Membership.Status.APPROVED, Membership.Status.SUSPENDED],
         Membership.Status.LEFT,
     )
-    Contribution.objects.filter(
+    open_work = Contribution.objects.filter(
         site=membership.site,
         round__federation=membership.federation,
         status=Contribution.Status.ASSIGNED,
-    ).update(status=Contribution.Status.DROPPED)
+    )
+    round_ids = list(open_work.values_list("round_id", flat=True))
+    open_work.update(status=Contribution.Status.DROPPED)
+    from worker.tasks import enqueue_close
+
+    for round_id in round_ids:  # the round need not wait for a site that left
+        transaction.on_commit(lambda round_id=round_id: enqueue_close(round_id))
 
 
 def _membership_move(membership: Membership, sources: list[str], target: str) -> None:

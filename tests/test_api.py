@@ -214,3 +214,14 @@ def test_the_openapi_description_lists_every_endpoint_and_needs_no_credential(cl
         "/contributions/{id}",
         "/federations/{id}/models/{version}",
     }
+
+
+def test_a_site_that_leaves_gets_no_more_work_and_its_open_work_is_dropped(client, cast):
+    membership = cast["federation"].memberships.get(site=cast["sites"]["alpha"])
+
+    services.membership_leave(membership=membership)
+
+    assert contribution_of(cast, "alpha").status == Contribution.Status.DROPPED
+    assert call(client, "get", "/api/v1/work", cast["credentials"]["alpha"]).status_code == 204
+    with pytest.raises(services.FederationError, match="the membership is left"):
+        services.membership_leave(membership=membership)

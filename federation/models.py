@@ -38,6 +38,8 @@ class Federation(models.Model):
     # The shared feature pipeline, fitted from the sites' statistics in the setup rounds.
     pipeline = models.JSONField(null=True, blank=True)
     regimes = models.JSONField(null=True, blank=True)
+    # A server optimiser's state between rounds (FedAdam's moments), as .npz arrays.
+    strategy_state = models.FileField(upload_to="strategy/", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

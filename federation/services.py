@@ -408,7 +408,15 @@ def _aggregate_training(round_: Round, received: list[Contribution], payloads: l
         for c, p in zip(received, payloads, strict=True)
     ]
     strategy = make_strategy(federation.strategy, **federation.strategy_settings)
+    if federation.strategy_state:
+        with federation.strategy_state.open("rb") as handle:
+            strategy.load_state(messages.weights_from_bytes(handle.read()))
     weights = strategy.aggregate(_version_weights_arrays(current), results)
+    if strategy.state():
+        federation.strategy_state.save(
+            f"{federation.id}-r{round_.number}.npz",
+            ContentFile(messages.weights_to_bytes(strategy.state())),
+        )
     # The incoming model's validation error, summed over the sites' own validation engines.
     val = server.merge_validation(
         [

@@ -45,3 +45,18 @@ def test_strategies_are_made_by_name_and_an_unknown_name_is_refused():
     assert make_strategy("fedprox", proximal_mu=0.5).proximal_mu == 0.5
     with pytest.raises(ValueError, match="unknown strategy 'fedsgd'"):
         make_strategy("fedsgd")
+
+
+def test_fedadam_resumed_from_its_saved_state_continues_where_it_left_off():
+    site = [SiteResult(arrays(1.0, -2.0), examples=5)]
+    running = FedAdam(server_lr=0.3)
+    first = running.aggregate(arrays(0.0, 0.0), site)
+    saved = running.state()  # what the coordinator stores between rounds
+    expected = running.aggregate(first, site)
+
+    resumed = FedAdam(server_lr=0.3)
+    resumed.load_state(saved)
+
+    np.testing.assert_array_equal(
+        np.concatenate(resumed.aggregate(first, site)), np.concatenate(expected)
+    )

@@ -45,6 +45,10 @@ class Strategy(Protocol):
 
     def aggregate(self, current: Weights, results: list[SiteResult]) -> Weights: ...
 
+    def state(self) -> Weights: ...
+
+    def load_state(self, arrays: Weights) -> None: ...
+
 
 @dataclass
 class FedAvg:
@@ -55,6 +59,12 @@ class FedAvg:
 
     def aggregate(self, current: Weights, results: list[SiteResult]) -> Weights:
         return weighted_average(results)
+
+    def state(self) -> Weights:
+        return []  # stateless: each round's average depends on that round only
+
+    def load_state(self, arrays: Weights) -> None:
+        pass
 
 
 @dataclass
@@ -77,6 +87,15 @@ class FedAdam:
     tau: float = 1e-3
     _m: Weights | None = field(default=None, repr=False)
     _v: Weights | None = field(default=None, repr=False)
+
+    def state(self) -> Weights:
+        """The server optimiser's moments, to keep between rounds (empty before the first)."""
+        return [*self._m, *self._v] if self._m is not None and self._v is not None else []
+
+    def load_state(self, arrays: Weights) -> None:
+        if arrays:
+            half = len(arrays) // 2
+            self._m, self._v = list(arrays[:half]), list(arrays[half:])
 
     def aggregate(self, current: Weights, results: list[SiteResult]) -> Weights:
         mean = weighted_average(results)

@@ -1,0 +1,74 @@
+"""The site's HTTP client: what it does when the coordinator is away or says no."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tests.stack import free_port
+from worker.site_runtime import (
+    CoordinatorRefused,
+    CoordinatorUnreachable,
+    SiteRuntime,
+    read_outbox,
+)
+
+
+class Refusing(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 - the http.server hook name
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = json.dumps({"error": "this result was received already"}).encode()
+        self.send_response(409 if self.path.endswith("/1") else 503)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def coordinator():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def runtime(url: str, tmp_path) -> SiteRuntime:
+    return SiteRuntime(url, "tfs_secret", tmp_path / "data", tmp_path / "state", timeout=5)
+
+
+def test_an_unreachable_coordinator_is_told_apart_so_the_worker_retries(tmp_path):
+    site = runtime(f"http://127.0.0.1:{free_port()}", tmp_path)
+
+    with pytest.raises(CoordinatorUnreachable):
+        site.request("GET", "/api/v1/work")
+
+
+def test_a_5xx_answer_counts_as_unreachable(coordinator, tmp_path):
+    with pytest.raises(CoordinatorUnreachable, match="HTTP 503"):
+        runtime(coordinator, tmp_path).request("POST", "/api/v1/contributions/2", {"a": 1})
+
+
+def test_a_refusal_carries_the_coordinators_reason(coordinator, tmp_path):
+    with pytest.raises(CoordinatorRefused, match="HTTP 409: this result was received already"):
+        runtime(coordinator, tmp_path).request("POST", "/api/v1/contributions/1", {"a": 1})
+
+
+def test_every_message_sent_is_in_the_owners_log_without_the_credential(coordinator, tmp_path):
+    site = runtime(coordinator, tmp_path)
+    body = {"examples": 7, "metrics": {"train_rmse": 3.5}, "payload": "AAAA"}
+
+    with pytest.raises(CoordinatorRefused):
+        site.request("POST", "/api/v1/contributions/1", body)
+
+    (entry,) = read_outbox(tmp_path / "state")
+    assert entry["method"] == "POST" and entry["path"] == "/api/v1/contributions/1"
+    assert entry["status"] == 409 and entry["bytes"] == len(json.dumps(body))
+    assert entry["keys"] == ["examples", "metrics", "payload"]
+    assert entry["summary"] == {"examples": 7, "metrics": {"train_rmse": 3.5}}
+    assert "tfs_secret" not in (tmp_path / "state" / "outbox.jsonl").read_text()

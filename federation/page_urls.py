@@ -22,6 +22,11 @@ urlpatterns = [
         views.membership_suspend,
         name="membership-suspend",
     ),
+    path(
+        "federations/<int:federation_id>/models/<int:version>/",
+        views.model_download,
+        name="model-download",
+    ),
     path("sites/", views.my_sites, name="my-sites"),
     # Before <slug:name>: forms.RESERVED_SITE_NAMES keeps a site from being called "new".
     path("sites/new/", views.site_new, name="site-new"),

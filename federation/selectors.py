@@ -68,3 +68,13 @@ def round_timing(*, round_: Round) -> dict[str, float]:
         "waiting_and_transfer": round(max(0.0, collecting - slowest), 2),
         "aggregating": float(round_.timings.get("aggregate_seconds", 0.0)),
     }
+
+
+def can_download_models(*, federation: Federation, user: Any) -> bool:
+    """The admin and the owners of approved member sites may download its models."""
+    if not getattr(user, "is_authenticated", False):
+        return False
+    return (
+        federation.admin_id == user.pk
+        or federation.memberships.filter(status="approved", site__owner=user).exists()
+    )

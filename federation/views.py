@@ -16,7 +16,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Prefetch, Q
-from django.http import HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST
@@ -24,7 +24,7 @@ from django.views.decorators.http import require_POST
 from federation import services
 from federation.forms import JoinForm, ParticipationForm, SiteForm
 from federation.models import Federation, Membership, ModelVersion, Round, Site
-from federation.selectors import federation_progress
+from federation.selectors import can_download_models, federation_progress
 from federation.services import FederationError
 
 PRIVACY_MODE = "plain aggregation (no secure aggregation yet)"
@@ -135,6 +135,7 @@ def federation_detail(request: HttpRequest, federation_id: int) -> HttpResponse:
         "approved_sites": federation.memberships.filter(status=Membership.Status.APPROVED).count(),
         "privacy_mode": PRIVACY_MODE,
         "is_admin": is_admin,
+        "can_download": can_download_models(federation=federation, user=request.user),
         "can_start": federation.status in {Federation.Status.DRAFT, Federation.Status.FAILED},
         "pending": _memberships(federation, [Membership.Status.REQUESTED]) if is_admin else [],
         "members": (
@@ -292,3 +293,19 @@ def site_credential(request: HttpRequest, name: str) -> HttpResponse:
     site = _owned_site(request, name)
     credential = services.site_issue_credential(site=site)
     return _credential_page(request, site=site, credential=credential, replaced=True)
+
+
+@login_required
+def model_download(request: HttpRequest, federation_id: int, version: int) -> HttpResponse:
+    """A model version's file, for the admin and owners of member sites (404 for others)."""
+    federation = get_object_or_404(Federation, id=federation_id)
+    if not can_download_models(federation=federation, user=request.user):
+        raise Http404("no such model")
+    model = get_object_or_404(ModelVersion, federation=federation, version=version)
+    response = FileResponse(
+        model.file.open("rb"),
+        as_attachment=True,
+        filename=f"federation-{federation.id}-v{version}.rulmodel",
+    )
+    response["X-Model-SHA256"] = model.sha256
+    return response

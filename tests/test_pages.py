@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 import pytest
+from django.core.files.base import ContentFile
 from django.test import Client
 from django.urls import reverse
 
@@ -456,3 +457,21 @@ def test_every_page_carries_the_link_bar(client, cast):
 
     assert "Log in" in anonymous and "Sign up" in anonymous and "Log out" not in anonymous
     assert "Log out (olga)" in signed and "My sites" in signed and "Federations" in signed
+
+
+@pytest.mark.parametrize(
+    ("actor", "expected"),
+    [("anonymous", 302), ("owner", 200), ("other", 404), ("admin", 200)],
+)
+def test_model_files_go_to_the_admin_and_owners_of_member_sites_only(client, cast, actor, expected):
+    Membership.objects.filter(id=cast.membership.id).update(status=Membership.Status.APPROVED)
+    version = ModelVersion.objects.create(federation=cast.federation, version=0, sha256="a" * 64)
+    version.file.save("v0.rulmodel", ContentFile(b"weights"))
+    url = reverse("pages:model-download", args=[cast.federation.id, 0])
+
+    response = signed_in(client, cast, actor).get(url)
+
+    assert response.status_code == expected
+    if expected == 200:
+        assert b"".join(response.streaming_content) == b"weights"
+        assert response["X-Model-SHA256"] == "a" * 64

@@ -115,6 +115,8 @@ class Round(models.Model):
     opened_at = models.DateTimeField(auto_now_add=True)
     deadline = models.DateTimeField()
     closed_at = models.DateTimeField(null=True, blank=True)
+    # Set by the one task that aggregates the round (a guarded UPDATE from NULL).
+    aggregation_claimed_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     timings = models.JSONField(default=dict, blank=True)
 

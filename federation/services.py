@@ -7,16 +7,20 @@ count a result twice or aggregate a round twice.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import json
 import logging
+import math
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -61,17 +65,16 @@ def membership_request(*, federation: Federation, site: Site) -> Membership:
     return membership
 
 
-def membership_approve(*, membership: Membership) -> str | None:
-    """Approve a request; return the site's credential if this is its first approval."""
+def membership_approve(*, membership: Membership) -> None:
+    """Approve a request. The credential is the owner's to get, never the admin's to see:
+    a credential is site-wide, and an admin of one federation must not hold a site's key
+    to others."""
     changed = Membership.objects.filter(
         id=membership.id, status__in=[Membership.Status.REQUESTED, Membership.Status.SUSPENDED]
     ).update(status=Membership.Status.APPROVED, decided_at=timezone.now())
     if not changed:
         raise FederationError(f"the membership is {membership.status}: nothing to approve")
     membership.refresh_from_db()
-    if membership.site.credential_hash:
-        return None
-    return site_issue_credential(site=membership.site)
 
 
 def membership_suspend(*, membership: Membership) -> None:
@@ -81,15 +84,21 @@ def membership_suspend(*, membership: Membership) -> None:
         [Membership.Status.REQUESTED, Membership.Status.APPROVED],
         Membership.Status.SUSPENDED,
     )
+    _drop_open_work(membership)
 
 
 def membership_leave(*, membership: Membership) -> None:
-    """The owner takes the site out; its unanswered work in open rounds is dropped."""
+    """The owner takes the site out of the federation."""
     _membership_move(
         membership,
         [Membership.Status.REQUESTED, Membership.Status.APPROVED, Membership.Status.SUSPENDED],
         Membership.Status.LEFT,
     )
+    _drop_open_work(membership)
+
+
+def _drop_open_work(membership: Membership) -> None:
+    """The site's unanswered work in open rounds is dropped; those rounds need not wait."""
     open_work = Contribution.objects.filter(
         site=membership.site,
         round__federation=membership.federation,
@@ -99,7 +108,7 @@ def membership_leave(*, membership: Membership) -> None:
     open_work.update(status=Contribution.Status.DROPPED)
     from worker.tasks import enqueue_close
 
-    for round_id in round_ids:  # the round need not wait for a site that left
+    for round_id in round_ids:
         transaction.on_commit(lambda round_id=round_id: enqueue_close(round_id))
 
 
@@ -132,7 +141,10 @@ def site_authenticate(credential: str) -> Site | None:
         return None
     site = Site.objects.filter(credential_hash=hash_credential(credential)).first()
     if site is not None:
-        Site.objects.filter(id=site.id).update(last_seen=timezone.now())
+        # At most one write a minute per site: reads should not queue behind writes.
+        now = timezone.now()
+        if site.last_seen is None or now - site.last_seen > timedelta(seconds=60):
+            Site.objects.filter(id=site.id).update(last_seen=now)
     return site
 
 
@@ -149,17 +161,19 @@ def site_report_data(*, site: Site, summary: dict[str, Any]) -> None:
 
 
 def federation_start(*, federation: Federation) -> Round:
-    changed = Federation.objects.filter(
-        id=federation.id, status__in=[Federation.Status.DRAFT, Federation.Status.FAILED]
-    ).update(status=Federation.Status.RUNNING, reason="")
-    if not changed:
-        raise FederationError(f"the federation is {federation.status}: it cannot start")
-    federation.refresh_from_db()
-    # After a failure, training goes on from the failed round with the latest model.
-    failed = federation.round_set.filter(status=Round.Status.FAILED).order_by("-id").first()
-    if failed is not None and failed.kind == Round.Kind.TRAIN:
-        return round_open(federation=federation, kind=Round.Kind.TRAIN, number=failed.number)
-    return round_open(federation=federation, kind=Round.Kind.POINTS, number=0)
+    """Start (or, after a failure, resume) a federation from its first unfinished step."""
+    with transaction.atomic():
+        changed = Federation.objects.filter(
+            id=federation.id, status__in=[Federation.Status.DRAFT, Federation.Status.FAILED]
+        ).update(status=Federation.Status.RUNNING, reason="")
+        if not changed:
+            raise FederationError(f"the federation is {federation.status}: it cannot start")
+        federation.refresh_from_db()
+        # After a failure, the failed step runs again (training from the latest model).
+        failed = federation.round_set.filter(status=Round.Status.FAILED).order_by("-id").first()
+        if failed is not None:
+            return round_open(federation=federation, kind=failed.kind, number=failed.number)
+        return round_open(federation=federation, kind=Round.Kind.POINTS, number=0)
 
 
 def _participants(federation: Federation) -> list[Site]:
@@ -230,7 +244,12 @@ def work_next(*, site: Site) -> Contribution | None:
     contribution = (
         Contribution.objects.select_related("round", "round__federation")
         .filter(
-            site=site, status=Contribution.Status.ASSIGNED, round__status=Round.Status.COLLECTING
+            site=site,
+            status=Contribution.Status.ASSIGNED,
+            round__status=Round.Status.COLLECTING,
+            # Only while the site is an approved member (not suspended, not gone).
+            round__federation__memberships__site=site,
+            round__federation__memberships__status=Membership.Status.APPROVED,
         )
         .order_by("round__opened_at")
         .first()
@@ -269,53 +288,81 @@ def work_message(contribution: Contribution) -> dict[str, Any]:
 
 
 def contribution_submit(*, contribution: Contribution, result: dict[str, Any]) -> None:
-    """Store a site's result once; a second delivery of the same result is refused."""
-    payload = result.get(messages.KEY_PAYLOAD)
-    if contribution.round.status != Round.Status.COLLECTING:
-        raise FederationError(f"the round is {contribution.round.status}: results are closed")
-    data = _payload_bytes(contribution.round.kind, payload)
+    """Store a site's result once; a second delivery of the same result is refused.
+
+    The payload file is written before the result is marked received, so whoever sees
+    the contribution as received can read its file.
+    """
+    round_ = contribution.round
+    if round_.status != Round.Status.COLLECTING:
+        raise FederationError(f"the round is {round_.status}: results are closed")
+    examples, metrics = _result_metadata(result)
+    data = _payload_bytes(round_, result.get(messages.KEY_PAYLOAD))
+    name = default_storage.save(
+        f"contributions/{round_.id}-{contribution.site_id}.bin", ContentFile(data)
+    )
     changed = Contribution.objects.filter(
         id=contribution.id,
         status=Contribution.Status.ASSIGNED,
         round__status=Round.Status.COLLECTING,
     ).update(
         status=Contribution.Status.RECEIVED,
-        examples=int(result.get(messages.KEY_EXAMPLES, 0)),
-        metrics=result.get(messages.KEY_METRICS) or {},
+        examples=examples,
+        metrics=metrics,
+        payload=name,
         received_at=timezone.now(),
     )
     if not changed:
+        default_storage.delete(name)
         raise FederationError("this result was received already, or the round has closed")
     contribution.refresh_from_db()
-    contribution.payload.save(
-        f"{contribution.round_id}-{contribution.site_id}.bin", ContentFile(data)
-    )
     pending = Contribution.objects.filter(
-        round=contribution.round, status=Contribution.Status.ASSIGNED
+        round=round_, status=Contribution.Status.ASSIGNED
     ).exists()
     if not pending:
         from worker.tasks import enqueue_close
 
-        round_id = contribution.round_id
-        transaction.on_commit(lambda: enqueue_close(round_id))
+        transaction.on_commit(lambda: enqueue_close(round_.id))
 
 
-def _payload_bytes(kind: str, payload: Any) -> bytes:
-    """Validate a result's payload for its kind; the bytes to keep."""
+def _result_metadata(result: dict[str, Any]) -> tuple[int, dict[str, float]]:
+    """``examples`` a whole number >= 0; ``metrics`` finite numbers by name."""
+    examples = result.get(messages.KEY_EXAMPLES)
+    if isinstance(examples, bool) or not isinstance(examples, int) or examples < 0:
+        raise FederationError("'examples' must be a whole number >= 0", status=400)
+    metrics = result.get(messages.KEY_METRICS) or {}
+    if not isinstance(metrics, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        for v in metrics.values()
+    ):
+        raise FederationError("'metrics' must map names to finite numbers", status=400)
+    return examples, metrics
+
+
+def _payload_bytes(round_: Round, payload: Any) -> bytes:
+    """Validate a result's payload for its round; the bytes to keep."""
+    kind = round_.kind
     try:
         if kind == Round.Kind.TRAIN:
             data = messages.unb64(payload)
-            messages.weights_from_bytes(data)
+            _check_shapes(round_, messages.weights_from_bytes(data))
             return data
         if kind == Round.Kind.POINTS:
             messages.points_from_json(payload)
         else:
             messages.moments_from_json(payload)
         return json.dumps(payload).encode()
-    except (ValueError, TypeError, KeyError) as error:
+    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error) as error:
         raise FederationError(
             f"the result's payload is not valid for a {kind} round: {error}", status=400
         ) from None
+
+
+def _check_shapes(round_: Round, weights: list) -> None:  # type: ignore[type-arg]
+    current = round_.federation.versions.order_by("-version").first()
+    expected = [a.shape for a in _version_weights_arrays(current)] if current else []
+    if [w.shape for w in weights] != expected:
+        raise ValueError(f"weights of shapes {[w.shape for w in weights]}, expected {expected}")
 
 
 def round_close(*, round_: Round) -> bool:
@@ -357,49 +404,90 @@ def round_close(*, round_: Round) -> bool:
 
 
 def round_aggregate(*, round_: Round) -> None:
-    """Aggregate a closed round, store what it produced, and open the next round."""
-    if round_.status != Round.Status.AGGREGATING:
+    """Aggregate a closed round, store what it produced, and open the next round.
+
+    The aggregation is claimed first (a guarded UPDATE), so a second task for the same
+    round does nothing; the work runs outside any transaction (SQLite would block the
+    API meanwhile) and its results are written in one short transaction at the end.
+    """
+    claimed = Round.objects.filter(
+        id=round_.id, status=Round.Status.AGGREGATING, aggregation_claimed_at=None
+    ).update(aggregation_claimed_at=timezone.now())
+    if not claimed:
         return
+    round_.refresh_from_db()
     started = time.perf_counter()
     federation = round_.federation
     received = list(
         round_.contributions.filter(status=Contribution.Status.RECEIVED).order_by("site__name")
     )
     payloads = [c.payload.read() for c in received]
+    template = federation_recipe(federation).pipeline(federation.subset)
+    federation_fields: dict[str, Any] = {}
+    version: _NewVersion | None = None
+    strategy_state: bytes | None = None
     if round_.kind == Round.Kind.POINTS:
         points = [messages.points_from_json(json.loads(p)) for p in payloads]
-        template = federation_recipe(federation).pipeline(federation.subset)
-        regimes = server.merge_regimes(points, template.n_regimes)
-        Federation.objects.filter(id=federation.id).update(regimes=regimes.to_dict())
+        federation_fields["regimes"] = server.merge_regimes(points, template.n_regimes).to_dict()
         next_round = (Round.Kind.MOMENTS, 0)
     elif round_.kind == Round.Kind.MOMENTS:
         moments = [messages.moments_from_json(json.loads(p)) for p in payloads]
-        template = federation_recipe(federation).pipeline(federation.subset)
         regimes = RegimeModel.from_dict(federation.regimes)
         pipeline = server.merge_pipeline(template, regimes, moments)
-        Federation.objects.filter(id=federation.id).update(pipeline=pipeline.to_dict())
-        federation.refresh_from_db()
-        _save_version(federation, None, _initial_weights(federation))
+        federation_fields["pipeline"] = pipeline.to_dict()
+        version = _new_version(federation, pipeline, 0, _initial_weights(federation, pipeline))
         next_round = (Round.Kind.TRAIN, 1)
     else:
-        _aggregate_training(round_, received, payloads)
+        version, strategy_state = _aggregate_training(round_, received, payloads)
         next_round = (Round.Kind.TRAIN, round_.number + 1)
     timings = {**round_.timings, "aggregate_seconds": round(time.perf_counter() - started, 3)}
-    changed = Round.objects.filter(id=round_.id, status=Round.Status.AGGREGATING).update(
-        status=Round.Status.DONE, finished_at=timezone.now(), timings=timings
-    )
-    if not changed:
-        return
-    federation.refresh_from_db()
-    kind, number = next_round
-    if kind == Round.Kind.TRAIN and number > federation.rounds:
-        Federation.objects.filter(id=federation.id).update(status=Federation.Status.FINISHED)
-        log.info("federation finished federation=%s", federation.id)
-        return
-    round_open(federation=federation, kind=kind, number=number)
+    with transaction.atomic():
+        changed = Round.objects.filter(id=round_.id, status=Round.Status.AGGREGATING).update(
+            status=Round.Status.DONE, finished_at=timezone.now(), timings=timings
+        )
+        if not changed:
+            return
+        if strategy_state is not None:
+            name = default_storage.save(
+                f"strategy/{federation.id}-r{round_.number}.npz", ContentFile(strategy_state)
+            )
+            federation_fields["strategy_state"] = name
+        if federation_fields:
+            Federation.objects.filter(id=federation.id).update(**federation_fields)
+        if version is not None:
+            version.store(federation, None if round_.kind != Round.Kind.TRAIN else round_)
+        federation.refresh_from_db()
+        kind, number = next_round
+        if kind == Round.Kind.TRAIN and number > federation.rounds:
+            Federation.objects.filter(id=federation.id).update(status=Federation.Status.FINISHED)
+            log.info("federation finished federation=%s", federation.id)
+            return
+        round_open(federation=federation, kind=kind, number=number)
 
 
-def _aggregate_training(round_: Round, received: list[Contribution], payloads: list[bytes]) -> None:
+@dataclass
+class _NewVersion:
+    """A global model computed by an aggregation, written once the round is done."""
+
+    number: int
+    content: bytes
+    sha256: str
+    metrics: dict[str, Any]
+
+    def store(self, federation: Federation, round_: Round | None) -> ModelVersion:
+        version, created = ModelVersion.objects.get_or_create(
+            federation=federation,
+            version=self.number,
+            defaults={"round": round_, "sha256": self.sha256, "metrics": self.metrics},
+        )
+        if created:
+            version.file.save(f"{federation.id}-v{self.number}.rulmodel", ContentFile(self.content))
+        return version
+
+
+def _aggregate_training(
+    round_: Round, received: list[Contribution], payloads: list[bytes]
+) -> tuple[_NewVersion, bytes | None]:
     federation = round_.federation
     current = federation.versions.order_by("-version").first()
     assert current is not None
@@ -412,11 +500,7 @@ def _aggregate_training(round_: Round, received: list[Contribution], payloads: l
         with federation.strategy_state.open("rb") as handle:
             strategy.load_state(messages.weights_from_bytes(handle.read()))
     weights = strategy.aggregate(_version_weights_arrays(current), results)
-    if strategy.state():
-        federation.strategy_state.save(
-            f"{federation.id}-r{round_.number}.npz",
-            ContentFile(messages.weights_to_bytes(strategy.state())),
-        )
+    state = messages.weights_to_bytes(strategy.state()) if strategy.state() else None
     # The incoming model's validation error, summed over the sites' own validation engines.
     val = server.merge_validation(
         [
@@ -424,36 +508,31 @@ def _aggregate_training(round_: Round, received: list[Contribution], payloads: l
             for c in received
         ]
     )
-    current.metrics = {**current.metrics, "federated_val_rmse": val}
-    current.save(update_fields=["metrics"])
-    _save_version(federation, round_, weights)
-
-
-def _initial_weights(federation: Federation) -> list:  # type: ignore[type-arg]
-    model = new_network_model(
-        FeaturePipeline.from_dict(federation.pipeline), federation_recipe(federation)
+    ModelVersion.objects.filter(id=current.id).update(
+        metrics={**current.metrics, "federated_val_rmse": val}
     )
+    pipeline = FeaturePipeline.from_dict(federation.pipeline)
+    return _new_version(federation, pipeline, round_.number, weights), state
+
+
+def _initial_weights(federation: Federation, pipeline: FeaturePipeline) -> list:  # type: ignore[type-arg]
+    model = new_network_model(pipeline, federation_recipe(federation))
     seed_everything(federation_simulation(federation).seed)
     return get_weights(model.new_net())
 
 
-def _save_version(federation: Federation, round_: Round | None, weights: list) -> ModelVersion:  # type: ignore[type-arg]
-    number = 0 if round_ is None else round_.number
-    model = new_network_model(
-        FeaturePipeline.from_dict(federation.pipeline), federation_recipe(federation)
-    )
+def _new_version(
+    federation: Federation,
+    pipeline: FeaturePipeline,
+    number: int,
+    weights: list,  # type: ignore[type-arg]
+) -> _NewVersion:
+    """The global model file and its scores on the public test engines."""
+    model = new_network_model(pipeline, federation_recipe(federation))
     model.members = [weights]
     model.meta.update(federation=federation.name, version=number, setup="federated")
     content, digest = model.to_bytes()
-    metrics = evaluate_version(model, federation.subset)
-    version, _ = ModelVersion.objects.get_or_create(
-        federation=federation,
-        version=number,
-        defaults={"round": round_, "sha256": digest, "metrics": metrics},
-    )
-    if not version.file:
-        version.file.save(f"{federation.id}-v{number}.rulmodel", ContentFile(content))
-    return version
+    return _NewVersion(number, content, digest, evaluate_version(model, federation.subset))
 
 
 def _version_weights_arrays(version: ModelVersion) -> list:  # type: ignore[type-arg]
@@ -478,6 +557,8 @@ def rounds_resume() -> list[int]:
         schedule_deadline(round_)
         touched.append(round_.id)
     for round_ in Round.objects.filter(status=Round.Status.AGGREGATING):
+        # Run at the coordinator's start: a claimed aggregation died with the old process.
+        Round.objects.filter(id=round_.id).update(aggregation_claimed_at=None)
         enqueue_aggregate(round_.id)
         touched.append(round_.id)
     for round_ in Round.objects.filter(status=Round.Status.OPEN):

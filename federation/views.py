@@ -170,16 +170,16 @@ def membership_approve(
         Membership.objects.select_related("site"), id=membership_id, federation=federation
     )
     try:
-        credential = services.membership_approve(membership=membership)
+        services.membership_approve(membership=membership)
     except FederationError as error:
         messages.error(request, str(error))
-        return redirect("pages:federation", federation_id=federation.id)
-    if credential is None:
+    else:
         messages.success(
-            request, f"{membership.site.name} is approved; it keeps its current credential."
+            request,
+            f"{membership.site.name} is approved. Its owner gets the site's credential on the "
+            "site's own page: it is never shown to anyone else.",
         )
-        return redirect("pages:federation", federation_id=federation.id)
-    return _credential_page(request, site=membership.site, credential=credential, replaced=False)
+    return redirect("pages:federation", federation_id=federation.id)
 
 
 @login_required
@@ -291,8 +291,9 @@ def membership_leave(request: HttpRequest, name: str, membership_id: int) -> Htt
 @require_POST
 def site_credential(request: HttpRequest, name: str) -> HttpResponse:
     site = _owned_site(request, name)
+    replaced = bool(site.credential_hash)
     credential = services.site_issue_credential(site=site)
-    return _credential_page(request, site=site, credential=credential, replaced=True)
+    return _credential_page(request, site=site, credential=credential, replaced=replaced)
 
 
 @login_required

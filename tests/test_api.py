@@ -22,9 +22,10 @@ def cast(django_user_model):
     for name in ("alpha", "beta"):
         owner = django_user_model.objects.create_user(f"owner-{name}", password="pw-123-xyz")
         site = services.site_create(owner=owner, name=name)
-        credentials[name] = services.membership_approve(
+        services.membership_approve(
             membership=services.membership_request(federation=federation, site=site)
         )
+        credentials[name] = services.site_issue_credential(site=site)
         sites[name] = site
     outsider = services.site_create(
         owner=django_user_model.objects.create_user("outsider"), name="gamma"

@@ -26,17 +26,29 @@ def users(django_user_model):
     return [django_user_model.objects.create_user(name) for name in ("boss", "ann", "bob")]
 
 
-def test_a_site_joins_and_gets_its_credential_once_with_the_command_to_run(users):
+def test_a_site_joins_and_its_owner_gets_the_credential_once_with_the_command(users):
     run("create", "fleet", "--admin", "boss", "--min-sites", "1")
     run("join", "fleet", "ann-site", "--owner", "ann")
+    approved = run("approve", "fleet", "ann-site")
 
-    printed = run("approve", "fleet", "ann-site", "--coordinator", "https://fleet.example.com/")
+    printed = run(
+        "credential", "ann-site", "--owner", "ann", "--coordinator", "https://fleet.example.com/"
+    )
 
+    assert "tfs_" not in approved  # the admin never sees a site's credential
     credential = re.search(r"SITE_CREDENTIAL=(\S+) python manage.py site_worker", printed)[1]
     assert "--coordinator https://fleet.example.com/ --data-dir PATH" in printed
     site = Site.objects.get(name="ann-site")
     assert site.credential_hash == hashlib.sha256(credential.encode()).hexdigest()
     assert Membership.objects.get(site=site).status == "approved"
+
+
+def test_only_the_owner_can_get_a_sites_credential(users):
+    run("create", "fleet", "--admin", "boss")
+    run("join", "fleet", "ann-site", "--owner", "ann")
+
+    with pytest.raises(CommandError, match="'bob' owns no site named 'ann-site'"):
+        run("credential", "ann-site", "--owner", "bob")
 
 
 def test_approving_twice_is_refused_and_shows_no_credential(users):

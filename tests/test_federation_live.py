@@ -47,10 +47,10 @@ def make_federation(
         site = services.site_create(
             owner=users.objects.create(username=f"owner-{site_name}"), name=site_name
         )
-        credential = services.membership_approve(
+        services.membership_approve(
             membership=services.membership_request(federation=federation, site=site)
         )
-        credentials[site_name] = credential
+        credentials[site_name] = services.site_issue_credential(site=site)
     return federation, credentials
 
 

@@ -8,12 +8,14 @@ training engines, one folder per site.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -176,19 +178,28 @@ class Demo:
                 )
             time.sleep(0.3)
 
-    def follow(self, federation: Federation) -> Federation:
-        """Print each round's result as it lands, until the federation ends."""
+    def follow(self, federation: Federation, stop: threading.Event) -> Federation:
+        """Print each round's result as it lands, until the federation ends.
+
+        Gives up when a round stays open twice its deadline past the last progress.
+        """
         shown: set[int] = set()
-        while True:
+        patience = 2 * self.config.deadline + self.config.timeout
+        last_progress = time.monotonic()
+        while not stop.is_set():
             self._fail_if_any_died()
             federation.refresh_from_db()
             for version in federation.versions.filter(version__gt=0).order_by("version"):
                 if version.version not in shown:
                     shown.add(version.version)
+                    last_progress = time.monotonic()
                     self.say(format_version(version))
             if federation.status in (Federation.Status.FINISHED, Federation.Status.FAILED):
                 return federation
+            if time.monotonic() - last_progress > patience:
+                raise DemoError(f"no progress for {patience:.0f} s{self._log_hint()}")
             time.sleep(0.5)
+        raise DemoError("stopped before the federation finished")
 
     def _wait_for_web(self, deadline: float) -> None:
         url = self.config.url + "healthz"
@@ -218,14 +229,16 @@ class Demo:
     def stop(self) -> None:
         """Ask every process to stop (warm shutdown), then make sure they did."""
         for role in self.roles:
-            if role.process.poll() is None:
-                role.process.send_signal(signal.SIGTERM)
+            # The whole group: a worker's pool processes too, even if its main one died.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(role.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + 20
         for role in self.roles:
             try:
                 role.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                os.killpg(role.process.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(role.process.pid, signal.SIGKILL)
                 role.process.wait()
 
 
@@ -280,7 +293,7 @@ def setup_federation(
         owner, _ = User.objects.get_or_create(username=f"owner-{name}")
         site = services.site_create(owner=owner, name=name)
         membership = services.membership_request(federation=federation, site=site)
-        credential = services.membership_approve(membership=membership)
-        assert credential is not None
-        credentials[name] = credential
+        services.membership_approve(membership=membership)
+        # Each demo owner gets their site's credential, as a real owner does on the site page.
+        credentials[name] = services.site_issue_credential(site=site)
     return federation, credentials

@@ -105,12 +105,13 @@ class SiteRuntime:
         if status == 204 or not work:
             return "idle"
         cached = self.state_dir / f"result-{work['contribution']}.json"
-        if cached.exists():  # computed before a failed post: send it again, do not retrain
-            result = json.loads(cached.read_text())
-        else:
+        result = _read_cached(cached)  # computed before a failed post: send it, do not retrain
+        if result is None:
             result = run_work(self.rows(), work["work"])
             self.state_dir.mkdir(parents=True, exist_ok=True)
-            cached.write_text(json.dumps(result))
+            partial = cached.with_suffix(".tmp")
+            partial.write_text(json.dumps(result))
+            os.replace(partial, cached)  # a crash mid-write leaves no half a result
         try:
             self.request("POST", f"/api/v1/contributions/{work['contribution']}", result)
             outcome = f"{work['work']['kind']} round {work['round']['number']} done"
@@ -118,6 +119,13 @@ class SiteRuntime:
             outcome = f"result refused: {refused}"
         cached.unlink(missing_ok=True)
         return outcome
+
+
+def _read_cached(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
 
 
 def read_outbox(state_dir: Path) -> list[dict[str, Any]]:

@@ -60,6 +60,11 @@ def round_deadline(round_id: int) -> bool:
         closed = services.round_close(round_=round_)
     if closed:
         enqueue_aggregate(round_id)
+    else:
+        round_.refresh_from_db()
+        if round_.status == Round.Status.COLLECTING:
+            # Delivered early (clock skew, a premature redelivery): check again at the deadline.
+            schedule_deadline(round_)
     return closed
 
 
@@ -72,8 +77,7 @@ def round_aggregate(round_id: int) -> None:
     if round_ is None:
         return
     try:
-        with transaction.atomic():
-            services.round_aggregate(round_=round_)
+        services.round_aggregate(round_=round_)
     except Exception as error:  # a failed aggregation fails the round, visibly
         log.exception("aggregation failed round=%s", round_id)
         services.round_fail(round_=round_, reason=f"aggregation failed: {error}")

@@ -82,7 +82,7 @@ class Command(BaseCommand):
             say(self.style.SUCCESS(f"The federation is up at {config.url}"))
             services.federation_start(federation=federation)
             say(f"Running {config.rounds} rounds of '{federation.name}' ...")
-            federation = demo.follow(federation)
+            federation = demo.follow(federation, stop)
             if federation.status == Federation.Status.FAILED:
                 raise DemoError(f"the federation stopped: {federation.reason}")
             say(self.style.SUCCESS(f"Done: {config.rounds} rounds. Browse {config.url}"))

@@ -1,8 +1,8 @@
 """Run a federation from the command line: ``python manage.py federation <action> ...``.
 
 The same services as the pages: create a federation, add a site and ask to join,
-approve (prints the site's credential once, with the command that starts its
-worker), start, and show progress.
+approve, issue the site's credential to its owner (shown once, with the command
+that starts its worker), start, and show progress.
 """
 
 from __future__ import annotations
@@ -34,14 +34,20 @@ class Command(BaseCommand):
         join.add_argument("federation")
         join.add_argument("site")
         join.add_argument("--owner", required=True, help="user name of the site's owner")
-        approve = actions.add_parser("approve", help="approve a site; prints its credential once")
+        approve = actions.add_parser("approve", help="approve a site's request (the admin)")
         approve.add_argument("federation")
         approve.add_argument("site")
-        approve.add_argument(
+        credential = actions.add_parser(
+            "credential", help="issue a site's credential, shown once (the site's owner)"
+        )
+        credential.add_argument("site")
+        credential.add_argument("--owner", required=True, help="user name of the site's owner")
+        credential.add_argument(
             "--coordinator",
             default="http://127.0.0.1:8000/",
             help="the URL sites reach the coordinator at",
         )
+
         for name in ("start", "status"):
             action = actions.add_parser(name, help=f"{name} a federation")
             action.add_argument("federation")
@@ -94,15 +100,25 @@ class Command(BaseCommand):
         ).first()
         if membership is None:
             raise CommandError(f"site {options['site']!r} has not asked to join")
-        credential = services.membership_approve(membership=membership)
-        self.stdout.write(f"approved {options['site']!r} in {federation.name!r}")
-        if credential:
-            self.stdout.write(
-                "The site's credential (shown once; hand it over securely):\n"
-                f"  {credential}\nThe site starts its worker with:\n"
-                f"  SITE_CREDENTIAL={credential} python manage.py site_worker "
-                f"--coordinator {options['coordinator']} --data-dir PATH"
-            )
+        services.membership_approve(membership=membership)
+        self.stdout.write(
+            f"approved {options['site']!r} in {federation.name!r}; its owner gets the "
+            f"credential with: manage.py federation credential {options['site']} --owner USER"
+        )
+
+    def _credential(self, options: dict[str, Any]) -> None:
+        site = Site.objects.filter(name=options["site"], owner=self._user(options["owner"])).first()
+        if site is None:
+            raise CommandError(f"{options['owner']!r} owns no site named {options['site']!r}")
+        replaced = bool(site.credential_hash)
+        credential = services.site_issue_credential(site=site)
+        self.stdout.write(
+            ("The old credential has stopped working. " if replaced else "")
+            + "The site's credential (shown once; keep it where the worker runs):\n"
+            f"  {credential}\nStart the site's worker with:\n"
+            f"  SITE_CREDENTIAL={credential} python manage.py site_worker "
+            f"--coordinator {options['coordinator']} --data-dir PATH"
+        )
 
     def _start(self, options: dict[str, Any]) -> None:
         round_ = services.federation_start(federation=self._federation(options["federation"]))

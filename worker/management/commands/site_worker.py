@@ -45,7 +45,6 @@ class Command(BaseCommand):
             help="where the outbound log and worker state go (default: var/sites/<site name>)",
         )
         parser.add_argument("--poll-interval", type=float, default=5.0, help="seconds")
-        parser.add_argument("--concurrency", type=int, default=1)
         parser.add_argument("--loglevel", default="INFO")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -90,7 +89,8 @@ class Command(BaseCommand):
         start_worker(
             queue=site_queue(name),
             name=name,
-            concurrency=options["concurrency"],
+            # One poll at a time: two would fetch and train the same work twice.
+            concurrency=1,
             loglevel=options["loglevel"],
             # A poll that waited longer than one interval is stale: the next one replaces it.
             beat_schedule={

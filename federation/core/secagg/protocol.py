@@ -1,0 +1,110 @@
+"""What client and server of secure aggregation agree on: stages, keys, the graph.
+
+Four stages (Bonawitz et al. 2017):
+
+1. ``ADVERTISE_KEYS``: each site signs and sends two X25519 public keys, one to
+   encrypt shares to it, one to derive pairwise masks with it;
+2. ``SHARE_KEYS``: each site Shamir-shares its self-mask seed and its mask private
+   key among its neighbours, each share encrypted to its addressee;
+3. ``MASKED_INPUT``: each site sends its quantised input plus its self mask plus
+   pairwise masks that cancel in the sum;
+4. ``UNMASK``: survivors reveal, per neighbour, either the self-mask share (the
+   neighbour sent its input) or the mask-key share (it dropped out), never both.
+
+Neighbours form the complete graph (classic SecAgg) or a random k-regular graph
+with k = O(log n) (SecAgg+, Bell et al. 2020), derived from a seed all agree on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+ADVERTISE_KEYS = "advertise_keys"
+SHARE_KEYS = "share_keys"
+MASKED_INPUT = "masked_input"
+UNMASK = "unmask"
+STAGES = (ADVERTISE_KEYS, SHARE_KEYS, MASKED_INPUT, UNMASK)
+
+# Message keys.
+SITE = "site"
+ROUND = "round"
+SHARE_PUBLIC = "share_public"
+MASK_PUBLIC = "mask_public"
+SIGNATURE = "signature"
+SEALED = "sealed"
+MASKED = "masked"
+SEED_SHARES = "seed_shares"
+KEY_SHARES = "key_shares"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Parameters of one secure sum.
+
+    Parameters
+    ----------
+    round_id : binds every signature, share and key to this round (no replays)
+    sites : ids of the sites invited (positive integers, also the Shamir points)
+    threshold : shares needed to rebuild a secret, per neighbourhood
+    neighbours : 0 for the complete graph, else the degree k of a random regular graph
+    graph_seed : seeds the graph; public, the same for everyone
+    """
+
+    round_id: str
+    sites: tuple[int, ...]
+    threshold: int
+    neighbours: int = 0
+    graph_seed: int = 0
+
+    def graph(self) -> dict[int, tuple[int, ...]]:
+        return neighbour_graph(self.sites, self.neighbours, self.graph_seed)
+
+
+def secagg_plus_degree(n: int) -> int:
+    """An even k = O(log n) for SecAgg+'s graph, at least 4 and below n."""
+    k = 2 * math.ceil(1.5 * math.log2(max(n, 2)))
+    return min(max(k, 4), n - 1 if (n - 1) % 2 == 0 else n - 2)
+
+
+def neighbour_graph(sites: tuple[int, ...], k: int, seed: int) -> dict[int, tuple[int, ...]]:
+    """Each site's neighbours: all others (k = 0), or a k-regular circulant graph
+    over a seeded random order of the sites (k even)."""
+    ordered = sorted(sites)
+    n = len(ordered)
+    if k == 0 or k >= n - 1:
+        return {s: tuple(o for o in ordered if o != s) for s in ordered}
+    if k % 2:
+        raise ValueError(f"the neighbour degree must be even, got {k}")
+    order = [ordered[i] for i in np.random.default_rng(seed).permutation(n)]
+    position = {s: i for i, s in enumerate(order)}
+    graph = {}
+    for s in ordered:
+        i = position[s]
+        around = [order[(i + d) % n] for d in range(1, k // 2 + 1)]
+        around += [order[(i - d) % n] for d in range(1, k // 2 + 1)]
+        graph[s] = tuple(sorted(around))
+    return graph
+
+
+def signed_keys(round_id: str, site: int, share_public: bytes, mask_public: bytes) -> bytes:
+    """The bytes a site signs to bind its round keys to its identity and this round."""
+    return b"|".join(
+        [b"secagg-keys", round_id.encode(), str(site).encode(), share_public, mask_public]
+    )
+
+
+def share_associated_data(round_id: str, sender: int, receiver: int) -> bytes:
+    return f"secagg-share|{round_id}|{sender}->{receiver}".encode()
+
+
+def pair_info(round_id: str, a: int, b: int) -> bytes:
+    low, high = sorted((a, b))
+    return f"secagg-mask|{round_id}|{low}-{high}".encode()
+
+
+def share_info(round_id: str, a: int, b: int) -> bytes:
+    low, high = sorted((a, b))
+    return f"secagg-enc|{round_id}|{low}-{high}".encode()

@@ -17,6 +17,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from federation.core import client, server
+from federation.core.secagg.aggregate import secure_average
 from federation.core.strategies import make_strategy
 from turbofan.data.features import FeaturePipeline
 from turbofan.models.artefact import RulModel
@@ -50,6 +51,8 @@ class SimulationConfig:
     val_fraction: float = 0.15
     patience: int = 10
     seed: int = 0
+    # Aggregate through the secure-aggregation protocol (False: plain sums, for debugging).
+    secure: bool = True
 
     def round_lr(self, round_number: int) -> float:
         progress = (round_number - 1) / max(1, self.rounds - 1)
@@ -148,6 +151,8 @@ def _train_member(
     seed_everything(seed)
     weights = get_weights(model.new_net())
     strategy = make_strategy(config.strategy, **config.strategy_settings)
+    if config.secure:
+        strategy.average = secure_average()  # type: ignore[attr-defined]
     best = (math.inf, weights, 0)
     history = []
     bar = tqdm(range(1, config.rounds + 1), desc=description, disable=not progress, leave=False)

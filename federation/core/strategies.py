@@ -7,6 +7,7 @@ simulation and the coordinator of a real federation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,15 +51,23 @@ class Strategy(Protocol):
     def load_state(self, arrays: Weights) -> None: ...
 
 
+Average = Callable[[list[SiteResult]], Weights]
+
+
 @dataclass
 class FedAvg:
-    """McMahan et al. 2017: the example-weighted mean of the sites' models."""
+    """McMahan et al. 2017: the example-weighted mean of the sites' models.
+
+    ``average`` computes that mean: in the clear by default, or as a secure sum
+    (:func:`federation.core.secagg.aggregate.secure_average`).
+    """
 
     name: str = "fedavg"
     proximal_mu: float = 0.0
+    average: Average = field(default=weighted_average, repr=False)
 
     def aggregate(self, current: Weights, results: list[SiteResult]) -> Weights:
-        return weighted_average(results)
+        return self.average(results)
 
     def state(self) -> Weights:
         return []  # stateless: each round's average depends on that round only
@@ -85,6 +94,7 @@ class FedAdam:
     beta1: float = 0.9
     beta2: float = 0.99
     tau: float = 1e-3
+    average: Average = field(default=weighted_average, repr=False)
     _m: Weights | None = field(default=None, repr=False)
     _v: Weights | None = field(default=None, repr=False)
 
@@ -98,7 +108,7 @@ class FedAdam:
             self._m, self._v = list(arrays[:half]), list(arrays[half:])
 
     def aggregate(self, current: Weights, results: list[SiteResult]) -> Weights:
-        mean = weighted_average(results)
+        mean = self.average(results)
         delta = [m.astype(np.float64) - c for m, c in zip(mean, current, strict=True)]
         if self._m is None or self._v is None:
             self._m = [np.zeros_like(d) for d in delta]

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from federation import selectors, services
@@ -137,10 +137,4 @@ def model_download(
     model = selectors.model_version(federation_id=federation_id, version=version)
     if model is None:
         return error(404, f"federation {federation_id} has no model version {version}")
-    response = FileResponse(
-        model.file.open("rb"),
-        as_attachment=True,
-        filename=f"federation-{federation_id}-v{version}.rulmodel",
-    )
-    response["X-Model-SHA256"] = model.sha256
-    return response
+    return selectors.model_file_response(model)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import FileResponse
+
 from federation.models import Federation, ModelVersion, Round, Site
 
 
@@ -78,3 +80,14 @@ def can_download_models(*, federation: Federation, user: Any) -> bool:
         federation.admin_id == user.pk
         or federation.memberships.filter(status="approved", site__owner=user).exists()
     )
+
+
+def model_file_response(model: ModelVersion) -> FileResponse:
+    """A model version as a download, with its hash for the receiver to check."""
+    response = FileResponse(
+        model.file.open("rb"),
+        as_attachment=True,
+        filename=f"federation-{model.federation_id}-v{model.version}.rulmodel",
+    )
+    response["X-Model-SHA256"] = model.sha256
+    return response

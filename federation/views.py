@@ -16,7 +16,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Prefetch, Q
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST
@@ -24,7 +24,7 @@ from django.views.decorators.http import require_POST
 from federation import services
 from federation.forms import JoinForm, ParticipationForm, SiteForm
 from federation.models import Federation, Membership, ModelVersion, Round, Site
-from federation.selectors import can_download_models, federation_progress
+from federation.selectors import can_download_models, federation_progress, model_file_response
 from federation.services import FederationError
 
 PRIVACY_MODE = "plain aggregation (no secure aggregation yet)"
@@ -303,10 +303,4 @@ def model_download(request: HttpRequest, federation_id: int, version: int) -> Ht
     if not can_download_models(federation=federation, user=request.user):
         raise Http404("no such model")
     model = get_object_or_404(ModelVersion, federation=federation, version=version)
-    response = FileResponse(
-        model.file.open("rb"),
-        as_attachment=True,
-        filename=f"federation-{federation.id}-v{version}.rulmodel",
-    )
-    response["X-Model-SHA256"] = model.sha256
-    return response
+    return model_file_response(model)

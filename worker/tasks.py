@@ -5,22 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from pathlib import Path
 from typing import Any
 
 from celery import shared_task
 from celery.signals import worker_ready
 from django.db import connection, transaction
 
-from turbofan.data.checks import describe_folder
-from turbofan.data.files import DataFileError
 from worker.celery import COORDINATOR_QUEUE
 
 log = logging.getLogger(__name__)
 
 ROLE_ENV = "TURBOFAN_ROLE"
-SITE_NAME_ENV = "SITE_NAME"
-SITE_DATA_DIR_ENV = "SITE_DATA_DIR"
 
 
 # --- coordinator ------------------------------------------------------------------------
@@ -96,23 +91,6 @@ def _resume_rounds(**kwargs: Any) -> None:
 
 
 # --- site -------------------------------------------------------------------------------
-
-
-@shared_task(name="site.describe_data")
-def site_describe_data() -> dict[str, object]:
-    """Validate this site's data folder and report aggregate metadata only.
-
-    The folder is the worker's own setting (``site_worker --data-dir``): the
-    coordinator never learns where a site keeps its data.
-    """
-    site, data_dir = os.environ.get(SITE_NAME_ENV), os.environ.get(SITE_DATA_DIR_ENV)
-    if not site or not data_dir:
-        raise RuntimeError("site.describe_data runs only on a site worker (manage.py site_worker)")
-    try:
-        summary = describe_folder(Path(data_dir))
-    except DataFileError as error:
-        return {"site": site, "ok": False, "error": error.problem}
-    return {"site": site, "ok": True, **summary}
 
 
 @shared_task(name="site.poll", bind=True, max_retries=None)

@@ -20,7 +20,6 @@ from turbofan.data.files import DataFileError
 from worker import site_runtime
 from worker.celery import site_queue
 from worker.runtime import start_worker
-from worker.tasks import SITE_DATA_DIR_ENV, SITE_NAME_ENV
 
 
 class Command(BaseCommand):
@@ -77,8 +76,6 @@ class Command(BaseCommand):
         # Tasks run in child processes of this one: they find their configuration here.
         os.environ.update(
             {
-                SITE_NAME_ENV: name,
-                SITE_DATA_DIR_ENV: str(data_dir),
                 site_runtime.COORDINATOR_ENV: options["coordinator"],
                 site_runtime.CREDENTIAL_ENV: credential,
                 site_runtime.DATA_DIR_ENV: str(data_dir),

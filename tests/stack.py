@@ -6,6 +6,7 @@ configured broker (Redis in CI, the file-system broker locally).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 
 from tests.helpers import ROOT
@@ -43,7 +45,12 @@ class Stack:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.env = {**os.environ, "DATABASE_URL": database_url(), "MEDIA_ROOT": str(tmp / "media")}
+        # The same database and media folder as the test process, which reads what they write.
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        }
 
     def __enter__(self) -> Stack:
         # Tasks left on the coordinator's queue by an earlier run must not reach this one.
@@ -51,46 +58,47 @@ class Stack:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        # Each process leads its own group: signalling the group stops its pool and beat
+        # children too, even where the leader is already gone.
         for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
         for process in self.processes.values():
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
 
-    def start(
-        self, name: str, *args: str, env: dict[str, str] | None = None
-    ) -> subprocess.Popen[bytes]:
-        log = (self.tmp / f"{name}.log").open("wb")
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), *args],
+            argv,
             cwd=ROOT,
-            env={**self.env, **(env or {})},
-            stdout=log,
+            env=env,
+            stdout=(self.tmp / f"{name}.log").open("wb"),
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.processes[name] = process
         return process
 
+    def start(
+        self, name: str, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        argv = [sys.executable, str(ROOT / "manage.py"), *args]
+        return self._spawn(name, argv, {**self.env, **(env or {})})
+
     def start_web(self) -> None:
-        self.processes["web"] = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "config.wsgi",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                "2",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=(self.tmp / "web.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+        argv = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "config.wsgi",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            "2",
+        ]
+        self._spawn("web", argv, self.env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -116,13 +124,10 @@ class Stack:
         )
 
     def kill(self, name: str) -> None:
-        """Kill a worker and its pool without warning, as a crash or power cut would."""
+        """Kill a worker with its pool and beat, without warning, as a crash would."""
         process = self.processes[name]
-        os.kill(process.pid, signal.SIGKILL)
+        os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-        subprocess.run(
-            ["pkill", "-KILL", "-f", f"--state-dir {self.tmp / 'sites' / name}"], check=False
-        )
 
     def log(self, name: str) -> str:
         return (self.tmp / f"{name}.log").read_text(errors="replace")[-3000:]

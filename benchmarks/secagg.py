@@ -38,43 +38,35 @@ def one_round(n: int, d: int, dropout: float, seed: int = 0) -> dict[str, float]
     rng = np.random.default_rng(seed)
     dropped = set(rng.choice(sites, size=round(dropout * n), replace=False).tolist())
     values = rng.uniform(-1, 1, d)
-    client_time = 0.0
-    server_time = 0.0
+    seconds = {"client": 0.0, "server": 0.0}
 
-    def clients_do(work):  # type: ignore[no-untyped-def]
-        nonlocal client_time
+    def timed(side, work):  # type: ignore[no-untyped-def]
         started = time.perf_counter()
         out = work()
-        client_time += time.perf_counter() - started
+        seconds[side] += time.perf_counter() - started
         return out
 
-    def server_does(work):  # type: ignore[no-untyped-def]
-        nonlocal server_time
-        started = time.perf_counter()
-        out = work()
-        server_time += time.perf_counter() - started
-        return out
-
-    clients = clients_do(
-        lambda: {s: SecAggClient(settings, s, keys[s], identities, quantiser) for s in sites}
+    clients = timed(
+        "client",
+        lambda: {s: SecAggClient(settings, s, keys[s], identities, quantiser) for s in sites},
     )
     server = SecAggServer(settings, identities, quantiser)
-    messages = clients_do(lambda: [c.advertise() for c in clients.values()])
-    advertised = server_does(lambda: server.collect_keys(messages))
-    shares = clients_do(lambda: [c.share(advertised) for c in clients.values()])
-    routed = server_does(lambda: server.collect_shares(shares))
+    messages = timed("client", lambda: [c.advertise() for c in clients.values()])
+    advertised = timed("server", lambda: server.collect_keys(messages))
+    shares = timed("client", lambda: [c.share(advertised) for c in clients.values()])
+    routed = timed("server", lambda: server.collect_shares(shares))
     live = [s for s in sites if s not in dropped]
-    masked = clients_do(lambda: [clients[s].mask(values, routed.get(s, {})) for s in live])
-    alive, gone = server_does(lambda: server.collect_masked(masked))
-    answers = clients_do(lambda: [clients[s].unmask(alive, gone) for s in sorted(alive)])
+    masked = timed("client", lambda: [clients[s].mask(values, routed.get(s, {})) for s in live])
+    alive, gone = timed("server", lambda: server.collect_masked(masked))
+    answers = timed("client", lambda: [clients[s].unmask(alive, gone) for s in sorted(alive)])
     started = time.perf_counter()
     total = server.finish(answers)
     unmask_time = time.perf_counter() - started
-    server_time += unmask_time
+    seconds["server"] += unmask_time
     error = float(np.abs(total - len(alive) * values).max())
     return {
-        "client_per_site": client_time / n,
-        "server": server_time,
+        "client_per_site": seconds["client"] / n,
+        "server": seconds["server"],
         "unmask": unmask_time,
         "error": error,
     }

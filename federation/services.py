@@ -16,8 +16,10 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
+import numpy as np
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -536,12 +538,24 @@ def _new_version(
 
 
 def _version_weights_arrays(version: ModelVersion) -> list:  # type: ignore[type-arg]
-    with version.file.open("rb") as handle:
-        return RulModel.from_bytes(handle.read(), source=version.file.name).members[0]
+    return list(_weights_of(version.file.name, version.sha256))
 
 
 def _version_weights(version: ModelVersion) -> bytes:
-    return messages.weights_to_bytes(_version_weights_arrays(version))
+    return _weights_npz(version.file.name, version.sha256)
+
+
+# A model version never changes once stored (its hash is in the key): every site's
+# fetch of the round's work and every result's shape check reuse one decoding.
+@lru_cache(maxsize=8)
+def _weights_of(name: str, sha256: str) -> tuple[np.ndarray, ...]:
+    with default_storage.open(name, "rb") as handle:
+        return tuple(RulModel.from_bytes(handle.read(), source=name).members[0])
+
+
+@lru_cache(maxsize=8)
+def _weights_npz(name: str, sha256: str) -> bytes:
+    return messages.weights_to_bytes(list(_weights_of(name, sha256)))
 
 
 def rounds_resume() -> list[int]:

@@ -6,7 +6,7 @@ from functools import lru_cache
 from typing import Any
 
 from federation.core.recipes import default_recipe, default_simulation
-from federation.core.report import TestSet, load_subset
+from federation.core.report import TestSet, load_test_set
 from federation.core.simulation import SimulationConfig
 from federation.models import Federation
 from turbofan.data.source import find_data_dir
@@ -36,7 +36,8 @@ def federation_simulation(federation: Federation) -> SimulationConfig:
 
 @lru_cache(maxsize=4)
 def _test_set(subset: str) -> TestSet:
-    return load_subset(find_data_dir(), subset)[1]
+    # The coordinator scores on the public test engines only: no training file is read.
+    return load_test_set(find_data_dir(), subset)
 
 
 def evaluate_version(model: RulModel, subset: str) -> dict[str, Any]:

@@ -48,11 +48,14 @@ class TestSet:
     rul: np.ndarray
 
 
-def load_subset(data_dir: Path, subset: str) -> tuple[pd.DataFrame, TestSet]:
-    train = read_engine_file(data_dir / f"train_{subset}.txt")
+def load_test_set(data_dir: Path, subset: str) -> TestSet:
     test = read_engine_file(data_dir / f"test_{subset}.txt", "test")
     rul = read_rul_file(data_dir / f"RUL_{subset}.txt", expected_units=test["unit"].nunique())
-    return train, TestSet(test, rul)
+    return TestSet(test, rul)
+
+
+def load_subset(data_dir: Path, subset: str) -> tuple[pd.DataFrame, TestSet]:
+    return read_engine_file(data_dir / f"train_{subset}.txt"), load_test_set(data_dir, subset)
 
 
 class Report:

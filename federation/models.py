@@ -33,6 +33,9 @@ class Federation(models.Model):
     local_epochs = models.PositiveIntegerField(default=2)
     min_sites = models.PositiveIntegerField(default=2)
     round_deadline = models.PositiveIntegerField(default=300, help_text="seconds")
+    # Training rounds sum the sites' updates under secure aggregation; False is a plain
+    # mode for debugging, in which the coordinator sees every site's update.
+    secure_aggregation = models.BooleanField(default=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
     reason = models.TextField(blank=True)
     # The shared feature pipeline, fitted from the sites' statistics in the setup rounds.
@@ -44,6 +47,13 @@ class Federation(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def privacy_label(self) -> str:
+        """How the coordinator sees the sites' updates, in words for every page that shows it."""
+        if self.secure_aggregation:
+            return "secure aggregation (SecAgg+): the coordinator sees only the sum"
+        return "plain aggregation, for debugging: the coordinator sees every site's update"
 
 
 class Site(models.Model):
@@ -62,6 +72,9 @@ class Site(models.Model):
     credential_hash = models.CharField(max_length=64, blank=True, db_index=True)
     credential_issued_at = models.DateTimeField(null=True, blank=True)
     data_summary = models.JSONField(null=True, blank=True)
+    # The site's long-term Ed25519 public key (base64), registered by its worker; its
+    # secure-aggregation keys of each round are signed with the private half.
+    identity_key = models.CharField(max_length=64, blank=True)
     last_seen = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -119,6 +132,9 @@ class Round(models.Model):
     aggregation_claimed_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     timings = models.JSONField(default=dict, blank=True)
+    # Secure rounds: the protocol stage being collected and the round's public parameters.
+    stage = models.CharField(max_length=20, blank=True)
+    secagg = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["federation", "id"]
@@ -149,6 +165,8 @@ class Contribution(models.Model):
     examples = models.PositiveIntegerField(default=0)
     metrics = models.JSONField(default=dict, blank=True)
     payload = models.FileField(upload_to="contributions/", blank=True)
+    # Secure rounds: the last protocol stage this site answered.
+    stage = models.CharField(max_length=20, blank=True)
     fetched_at = models.DateTimeField(null=True, blank=True)
     received_at = models.DateTimeField(null=True, blank=True)
 
@@ -173,4 +191,27 @@ class ModelVersion(models.Model):
         ordering = ["federation", "version"]
         constraints = [
             models.UniqueConstraint(fields=["federation", "version"], name="one_model_per_version")
+        ]
+
+
+class StageMessage(models.Model):
+    """What one site sent in one stage of a secure round, as the coordinator keeps it.
+
+    Public keys and signatures, shares encrypted to another site, a masked vector (a
+    file), or the shares revealed for unmasking: never a site's update in the clear.
+    """
+
+    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="stage_messages")
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="stage_messages")
+    stage = models.CharField(max_length=20)
+    body = models.JSONField(default=dict, blank=True)
+    vector = models.FileField(upload_to="masked/", blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["round", "site", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["round", "site", "stage"], name="one_message_per_site_and_stage"
+            )
         ]

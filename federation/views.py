@@ -27,7 +27,6 @@ from federation.models import Federation, Membership, ModelVersion, Round, Site
 from federation.selectors import can_download_models, federation_progress, model_file_response
 from federation.services import FederationError
 
-PRIVACY_MODE = "plain aggregation (no secure aggregation yet)"
 # The variable site_worker reads the credential from (worker.site_runtime.CREDENTIAL_ENV;
 # not imported here, as that module pulls in the training stack).
 CREDENTIAL_ENV = "SITE_CREDENTIAL"
@@ -133,7 +132,6 @@ def federation_detail(request: HttpRequest, federation_id: int) -> HttpResponse:
         ],
         "versions": [{**v, "rmse": _test_rmse(v["metrics"])} for v in progress["versions"]],
         "approved_sites": federation.memberships.filter(status=Membership.Status.APPROVED).count(),
-        "privacy_mode": PRIVACY_MODE,
         "is_admin": is_admin,
         "can_download": can_download_models(federation=federation, user=request.user),
         "can_start": federation.status in {Federation.Status.DRAFT, Federation.Status.FAILED},

@@ -302,7 +302,7 @@ def test_the_detail_shows_rounds_versions_and_the_privacy_mode(client, cast):
 
     assert "operating points" in page and "only 0 approved, active sites" in page
     assert "not scored" in page
-    assert "plain aggregation (no secure aggregation yet)" in page
+    assert "secure aggregation (SecAgg+): the coordinator sees only the sum" in page
     assert "north-hangar" not in page  # memberships are for the admin's eyes
 
 

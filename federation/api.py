@@ -15,7 +15,8 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from federation import selectors, services
+from federation import secure, selectors, services
+from federation.errors import FederationError
 from federation.models import Contribution, Membership, Site
 from federation.openapi import OPENAPI
 
@@ -49,7 +50,7 @@ def site_endpoint(*methods: str) -> Callable[[SiteView], Callable[..., HttpRespo
                 )
             try:
                 return view(request, site, *args, **kwargs)
-            except services.FederationError as problem:
+            except FederationError as problem:
                 return error(problem.status, str(problem))
 
         return wrapper
@@ -61,12 +62,12 @@ def _json_body(request: HttpRequest) -> dict[str, Any]:
     try:
         body = json.loads(request.body or b"{}")
     except json.JSONDecodeError as problem:
-        raise services.FederationError(
+        raise FederationError(
             f"the body is not JSON: {problem.msg} at line {problem.lineno}, column {problem.colno}",
             status=400,
         ) from None
     if not isinstance(body, dict):
-        raise services.FederationError("the body must be a JSON object", status=400)
+        raise FederationError("the body must be a JSON object", status=400)
     return body
 
 
@@ -84,11 +85,18 @@ def site_data(request: HttpRequest, site: Site) -> JsonResponse:
     body = _json_body(request)
     summary = {k: body[k] for k in ("train_rows", "train_engines", "subsets") if k in body}
     if set(summary) != {"train_rows", "train_engines", "subsets"}:
-        raise services.FederationError(
+        raise FederationError(
             "send train_rows, train_engines and subsets (counts only, never rows)", status=400
         )
     services.site_report_data(site=site, summary=summary)
     return JsonResponse({"data_summary": summary})
+
+
+@site_endpoint("PUT")
+def site_identity(request: HttpRequest, site: Site) -> JsonResponse:
+    body = _json_body(request)
+    secure.site_register_identity(site=site, public_key=body.get("public_key"))
+    return JsonResponse({"public_key": site.identity_key})
 
 
 @site_endpoint("GET")

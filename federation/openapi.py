@@ -51,6 +51,16 @@ OPENAPI: dict[str, Any] = {
                     "subsets": {"type": "array", "items": {"type": "string"}},
                 },
             },
+            "Identity": {
+                "type": "object",
+                "required": ["public_key"],
+                "properties": {
+                    "public_key": {
+                        "type": "string",
+                        "description": "base64 of the site's 32-byte Ed25519 public key",
+                    }
+                },
+            },
             "Work": {
                 "type": "object",
                 "properties": {
@@ -68,13 +78,18 @@ OPENAPI: dict[str, Any] = {
                     "work": {
                         "type": "object",
                         "description": "kind-specific inputs: regimes, "
-                        "pipeline, recipe, base64 .npz weights, local training settings",
+                        "pipeline, recipe, base64 .npz weights, local training settings; "
+                        "in a secure round, 'secagg': the stage, the round's public "
+                        "parameters and what the stage needs (neighbours' signed keys, "
+                        "shares encrypted to this site, the living and dropped sites)",
                     },
                 },
             },
             "Result": {
                 "type": "object",
-                "required": ["examples", "payload"],
+                "description": "in a secure round, the stage's message instead: "
+                "{stage, round, site, ...} with signed public keys, encrypted shares, "
+                "the masked vector (base64 words) and examples, or revealed shares",
                 "properties": {
                     "examples": {"type": "integer"},
                     "metrics": {"type": "object"},
@@ -103,6 +118,17 @@ OPENAPI: dict[str, Any] = {
                 "requestBody": {
                     "content": {
                         "application/json": {"schema": {"$ref": "#/components/schemas/DataSummary"}}
+                    }
+                },
+                "responses": {"200": {"description": "Stored"}, "400": _ERROR, "401": _ERROR},
+            }
+        },
+        "/site/identity": {
+            "put": {
+                "summary": "Register the key your site signs its secure-aggregation keys with",
+                "requestBody": {
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Identity"}}
                     }
                 },
                 "responses": {"200": {"description": "Stored"}, "400": _ERROR, "401": _ERROR},

@@ -24,10 +24,15 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
+from federation import secure
 from federation.core import messages, server
+from federation.core.secagg.aggregate import training_result
+from federation.core.secagg.protocol import MASKED_INPUT
 from federation.core.strategies import SiteResult, make_strategy
+from federation.errors import FederationError
 from federation.models import Contribution, Federation, Membership, ModelVersion, Round, Site
 from federation.specs import evaluate_version, federation_recipe, federation_simulation
 from turbofan.data.features import FeaturePipeline, RegimeModel
@@ -38,14 +43,6 @@ from turbofan.models.training import get_weights, seed_everything
 log = logging.getLogger(__name__)
 
 CREDENTIAL_PREFIX = "tfs_"
-
-
-class FederationError(Exception):
-    """A request the domain refuses; the message says why and what to do."""
-
-    def __init__(self, message: str, *, status: int = 409) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 # --- sites and membership ---------------------------------------------------------
@@ -195,6 +192,22 @@ def round_open(*, federation: Federation, kind: str, number: int) -> Round:
         federation=federation, kind=kind, number=number, deadline=deadline
     )
     sites = _participants(federation)
+    if kind == Round.Kind.TRAIN and federation.secure_aggregation:
+        current = federation.versions.order_by("-version").first()
+        assert current is not None  # version 0 exists before the first training round
+        ready = secure.round_begin(
+            round_=round_, sites=sites, like=_version_weights_arrays(current)
+        )
+        minimum = max(federation.min_sites, 2)
+        if len(ready) < minimum:
+            round_fail(
+                round_=round_,
+                reason=f"only {len(ready)} approved, active sites have registered an "
+                f"identity key (a site's worker registers one when it starts); secure "
+                f"aggregation needs {minimum}",
+            )
+            return round_
+        sites = ready
     if len(sites) < federation.min_sites:
         round_fail(
             round_=round_,
@@ -253,6 +266,8 @@ def work_next(*, site: Site) -> Contribution | None:
             round__federation__memberships__site=site,
             round__federation__memberships__status=Membership.Status.APPROVED,
         )
+        # In a secure round: only while this site has not answered the current stage.
+        .filter(Q(round__stage="") | ~Q(stage=F("round__stage")))
         .order_by("round__opened_at")
         .first()
     )
@@ -268,9 +283,11 @@ def work_message(contribution: Contribution) -> dict[str, Any]:
     round_ = contribution.round
     federation = round_.federation
     work: dict[str, Any] = {messages.KEY_KIND: round_.kind}
+    if round_.stage:
+        work[secure.KEY_SECAGG] = secure.work_part(contribution)
     if round_.kind == Round.Kind.MOMENTS:
         work[messages.KEY_REGIMES] = federation.regimes
-    elif round_.kind == Round.Kind.TRAIN:
+    elif round_.kind == Round.Kind.TRAIN and round_.stage in ("", MASKED_INPUT):
         version = federation.versions.order_by("-version").first()
         assert version is not None  # version 0 exists before the first training round
         simulation = federation_simulation(federation)
@@ -296,6 +313,9 @@ def contribution_submit(*, contribution: Contribution, result: dict[str, Any]) -
     the contribution as received can read its file.
     """
     round_ = contribution.round
+    if round_.stage:
+        secure.submit(contribution=contribution, body=result)
+        return
     if round_.status != Round.Status.COLLECTING:
         raise FederationError(f"the round is {round_.status}: results are closed")
     examples, metrics = _result_metadata(result)
@@ -373,6 +393,11 @@ def round_close(*, round_: Round) -> bool:
     The sites that did not answer are dropped; with fewer answers than the
     minimum the round fails with that reason.
     """
+    if round_.stage:
+        closed, failure = secure.close_stage(round_=round_, minimum=round_.federation.min_sites)
+        if failure:
+            round_fail(round_=round_, reason=failure)
+        return closed
     now = timezone.now()
     pending = round_.contributions.filter(status=Contribution.Status.ASSIGNED).exists()
     if pending and now < round_.deadline:
@@ -423,7 +448,7 @@ def round_aggregate(*, round_: Round) -> None:
     received = list(
         round_.contributions.filter(status=Contribution.Status.RECEIVED).order_by("site__name")
     )
-    payloads = [c.payload.read() for c in received]
+    payloads = [] if round_.stage else [c.payload.read() for c in received]
     template = federation_recipe(federation).pipeline(federation.subset)
     federation_fields: dict[str, Any] = {}
     version: _NewVersion | None = None
@@ -493,23 +518,30 @@ def _aggregate_training(
     federation = round_.federation
     current = federation.versions.order_by("-version").first()
     assert current is not None
-    results = [
-        SiteResult(messages.weights_from_bytes(p), c.examples, c.metrics)
-        for c, p in zip(received, payloads, strict=True)
-    ]
+    like = _version_weights_arrays(current)
     strategy = make_strategy(federation.strategy, **federation.strategy_settings)
+    if round_.stage:
+        # The coordinator sees the sum only: the average and the pooled validation error.
+        average, val = training_result(secure.unmasked_sum(round_=round_), like)
+        strategy.average = lambda results: average  # type: ignore[attr-defined]
+        results = [SiteResult([], c.examples) for c in received]
+    else:
+        results = [
+            SiteResult(messages.weights_from_bytes(p), c.examples, c.metrics)
+            for c, p in zip(received, payloads, strict=True)
+        ]
+        # The incoming model's validation error, summed over the sites' validation engines.
+        val = server.merge_validation(
+            [
+                (float(c.metrics.get("val_sse", 0.0)), int(c.metrics.get("val_count", 0)))
+                for c in received
+            ]
+        )
     if federation.strategy_state:
         with federation.strategy_state.open("rb") as handle:
             strategy.load_state(messages.weights_from_bytes(handle.read()))
-    weights = strategy.aggregate(_version_weights_arrays(current), results)
+    weights = strategy.aggregate(like, results)
     state = messages.weights_to_bytes(strategy.state()) if strategy.state() else None
-    # The incoming model's validation error, summed over the sites' own validation engines.
-    val = server.merge_validation(
-        [
-            (float(c.metrics.get("val_sse", 0.0)), int(c.metrics.get("val_count", 0)))
-            for c in received
-        ]
-    )
     ModelVersion.objects.filter(id=current.id).update(
         metrics={**current.metrics, "federated_val_rmse": val}
     )

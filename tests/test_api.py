@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
 from django.core.files.base import ContentFile
 
 from federation import services
+from federation.core.secagg.primitives import SigningKey
 from federation.models import Contribution, Federation, ModelVersion, Round, Site
 
 pytestmark = pytest.mark.django_db
@@ -211,6 +213,7 @@ def test_the_openapi_description_lists_every_endpoint_and_needs_no_credential(cl
         "/openapi.json",
         "/site",
         "/site/data",
+        "/site/identity",
         "/work",
         "/contributions/{id}",
         "/federations/{id}/models/{version}",
@@ -226,3 +229,32 @@ def test_a_site_that_leaves_gets_no_more_work_and_its_open_work_is_dropped(clien
     assert call(client, "get", "/api/v1/work", cast["credentials"]["alpha"]).status_code == 204
     with pytest.raises(services.FederationError, match="the membership is left"):
         services.membership_leave(membership=membership)
+
+
+def test_a_site_registers_its_identity_key(client, cast):
+    public = base64.b64encode(SigningKey.generate().public).decode()
+
+    response = call(
+        client, "put", "/api/v1/site/identity", cast["credentials"]["alpha"], {"public_key": public}
+    )
+
+    assert response.status_code == 200
+    assert Site.objects.get(name="alpha").identity_key == public
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("not base64!", "'public_key' is not valid base64"),
+        (base64.b64encode(b"short").decode(), "must be a 32-byte Ed25519 public key"),
+        (None, "'public_key' must be a base64 string"),
+    ],
+)
+def test_a_malformed_identity_key_is_refused_with_the_reason(client, cast, key, message):
+    response = call(
+        client, "put", "/api/v1/site/identity", cast["credentials"]["alpha"], {"public_key": key}
+    )
+
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+    assert Site.objects.get(name="alpha").identity_key == ""

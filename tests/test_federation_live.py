@@ -9,7 +9,8 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from federation import services
-from federation.models import Contribution, Federation, ModelVersion, Round
+from federation.core.secagg import protocol as p
+from federation.models import Contribution, Federation, ModelVersion, Round, StageMessage
 from federation.specs import default_model_spec
 from tests.stack import Stack
 from turbofan.data.files import read_engine_file
@@ -95,6 +96,7 @@ def test_three_sites_run_three_rounds_and_the_global_model_improves(tmp_path, si
     assert versions[3].metrics["test"]["literature"]["rmse"] < 30
     rounds = Round.objects.filter(federation=federation)
     assert [r.kind for r in rounds] == ["points", "moments", "train", "train", "train"]
+    assert [r.stage for r in rounds] == ["", "", p.UNMASK, p.UNMASK, p.UNMASK]  # secure
     assert all(r.status == Round.Status.DONE for r in rounds)
     assert (
         Contribution.objects.filter(
@@ -104,7 +106,7 @@ def test_three_sites_run_three_rounds_and_the_global_model_improves(tmp_path, si
     )
 
 
-def test_a_site_killed_mid_round_is_dropped_at_the_deadline(tmp_path, site_dirs):
+def test_a_site_killed_mid_round_is_dropped_and_recovered_through_the_shares(tmp_path, site_dirs):
     sites = names(3)
     tolerant, credentials = make_federation(
         "tolerant", rounds=2, min_sites=2, deadline=25, sites=sites
@@ -121,8 +123,12 @@ def test_a_site_killed_mid_round_is_dropped_at_the_deadline(tmp_path, site_dirs)
         for name, folder in zip(sites, site_dirs, strict=True):
             stack.start_site(name, folder, credentials[name])
         services.federation_start(federation=tolerant)
-        while not Round.objects.filter(federation=tolerant, kind="train").exists():
-            time.sleep(0.2)
+        # Killed once it has shared its keys: the others' masks with it cancel only
+        # if the coordinator rebuilds its mask key from the others' shares.
+        while not StageMessage.objects.filter(
+            round__federation=tolerant, site__name=sites[2], stage=p.SHARE_KEYS
+        ).exists():
+            time.sleep(0.1)
         stack.kill(sites[2])
 
         tolerant = wait_for(tolerant, stack, 240)
@@ -135,7 +141,10 @@ def test_a_site_killed_mid_round_is_dropped_at_the_deadline(tmp_path, site_dirs)
 
     assert tolerant.status == Federation.Status.FINISHED, tolerant.reason
     first = Round.objects.get(federation=tolerant, kind="train", number=1)
+    assert first.status == Round.Status.DONE
     assert first.contributions.filter(status="dropped").get().site.name == sites[2]
     assert first.contributions.filter(status="received").count() == 2
+    unmasked = StageMessage.objects.filter(round=first, stage=p.UNMASK)
+    assert all(m.body[p.KEY_SHARES] for m in unmasked)  # its mask key was rebuilt
     assert failed_status == Federation.Status.FAILED
     assert "2 of 3 sites answered by the deadline; the federation needs 3" in failed_reason

@@ -7,7 +7,9 @@ when, to which endpoint, how many bytes, and with which keys. Rows never leave.
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 import os
 import urllib.error
 import urllib.request
@@ -16,10 +18,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from federation.core import messages
 from federation.core.client import run_work
+from federation.core.secagg import protocol as p
+from federation.core.secagg import session
+from federation.core.secagg.aggregate import training_input
+from federation.core.secagg.primitives import SecAggError
 from turbofan.data.checks import training_rows
+from worker.keystore import Keystore
+
+log = logging.getLogger(__name__)
 
 COORDINATOR_ENV = "SITE_COORDINATOR"
 CREDENTIAL_ENV = "SITE_CREDENTIAL"
@@ -94,30 +105,88 @@ class SiteRuntime:
             "status": status,
             "bytes": len(data or b""),
             "keys": sorted(body) if body else [],
-            "summary": {k: v for k, v in (body or {}).items() if k in ("examples", "metrics")},
+            "summary": {
+                k: v for k, v in (body or {}).items() if k in ("examples", "metrics", "stage")
+            },
         }
         with (self.state_dir / OUTBOX).open("a") as handle:
             handle.write(json.dumps(entry) + "\n")
+
+    def register_identity(self) -> str:
+        """Send the coordinator the public half of this site's identity (made on first use)."""
+        public = base64.b64encode(Keystore(self.state_dir).identity().public).decode("ascii")
+        self.request("PUT", "/api/v1/site/identity", {"public_key": public})
+        return public
 
     def poll_once(self) -> str:
         """One pull: do the next piece of work if there is one. Returns what happened."""
         status, work = self.request("GET", "/api/v1/work")
         if status == 204 or not work:
             return "idle"
-        cached = self.state_dir / f"result-{work['contribution']}.json"
-        result = _read_cached(cached)  # computed before a failed post: send it, do not retrain
+        if session.WORK_KEY in work["work"]:
+            return self._secure_step(work)
+        result = self._computed(work)
+        try:
+            self.request("POST", f"/api/v1/contributions/{work['contribution']}", result)
+            outcome = f"{work['work']['kind']} round {work['round']['number']} done"
+        except CoordinatorRefused as refused:  # e.g. the round closed meanwhile: drop it
+            outcome = f"result refused: {refused}"
+        self._cache_path(work).unlink(missing_ok=True)
+        return outcome
+
+    def _cache_path(self, work: dict[str, Any]) -> Path:
+        return self.state_dir / f"result-{work['contribution']}.json"
+
+    def _computed(self, work: dict[str, Any]) -> dict[str, Any]:
+        """The work's result, computed once: a result computed before a failed post is
+        sent again, not computed again."""
+        cached = self._cache_path(work)
+        result = _read_cached(cached)
         if result is None:
             result = run_work(self.rows(), work["work"])
             self.state_dir.mkdir(parents=True, exist_ok=True)
             partial = cached.with_suffix(".tmp")
             partial.write_text(json.dumps(result))
             os.replace(partial, cached)  # a crash mid-write leaves no half a result
+        return result
+
+    def _secure_step(self, work: dict[str, Any]) -> str:
+        """This site's message for the current stage of a secure round, sent."""
+        part = work["work"][session.WORK_KEY]
+        stage, parameters = part[p.STAGE], part[session.ROUND_PARAMETERS]
+        round_id = parameters[p.ROUND]
+        keystore = Keystore(self.state_dir)
+
+        def masked_input() -> tuple[np.ndarray, dict[str, Any]]:
+            result = self._computed(work)
+            weights = messages.weights_from_bytes(messages.unb64(result[messages.KEY_PAYLOAD]))
+            metrics, examples = result[messages.KEY_METRICS], result[messages.KEY_EXAMPLES]
+            vector = training_input(
+                weights,
+                examples,
+                metrics["val_sse"],
+                metrics["val_count"],
+                parameters[session.WEIGHT_SCALE],
+            )
+            return vector, {messages.KEY_EXAMPLES: examples}
+
         try:
-            self.request("POST", f"/api/v1/contributions/{work['contribution']}", result)
-            outcome = f"{work['work']['kind']} round {work['round']['number']} done"
-        except CoordinatorRefused as refused:  # e.g. the round closed meanwhile: drop it
-            outcome = f"result refused: {refused}"
-        cached.unlink(missing_ok=True)
+            body, state = session.site_step(
+                part, part[p.SITE], keystore.identity(), keystore.load_round(round_id), masked_input
+            )
+        except SecAggError as error:  # forged, replayed or unsafe: this site sends nothing
+            log.warning("secure round %s, stage %s refused: %s", round_id, stage, error)
+            return f"secure {stage} refused: {error}"
+        keystore.save_round(round_id, state)
+        where = f"/api/v1/contributions/{work['contribution']}"
+        try:
+            self.request("POST", where, body)
+            outcome = f"secure round {work['round']['number']}: {stage} sent"
+        except CoordinatorRefused as refused:
+            outcome = f"secure {stage} refused by the coordinator: {refused}"
+        if stage == p.UNMASK:  # the site's part is over: its round secrets go
+            keystore.forget_round(round_id)
+            self._cache_path(work).unlink(missing_ok=True)
         return outcome
 
 

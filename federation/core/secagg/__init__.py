@@ -1,5 +1,10 @@
 """Secure aggregation (Bonawitz et al. 2017, with the SecAgg+ neighbour graph of Bell et al. 2020).
 
-So far: the cryptographic primitives. The protocol stages, their client and server
-sides and the integration with rounds build on them.
+- ``primitives``: key agreement, encryption of shares, signatures, Shamir sharing,
+  the mask PRG, quantisation;
+- ``protocol``: the stages, message keys, the neighbour graph and a round's parameters;
+- ``client`` and ``server``: the two sides of one secure sum;
+- ``wire``: the JSON form of every message, checked on the way in;
+- ``aggregate``: the weighted average as a secure sum, and the in-process round the
+  simulation runs. Live rounds run the same client and server over HTTP.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 from typing import Any
 
@@ -54,6 +55,49 @@ class SecAggClient:
         self.held: dict[int, tuple[tuple[int, int], tuple[int, int]]] = {}  # shares we hold
         self.unmasked = False
 
+    def to_state(self) -> dict[str, Any]:
+        """This site's secrets and progress in the round, as JSON, for the site's keystore
+        only: a live round spans several requests, and the worker may restart between them."""
+        return {
+            "share_private": _b64(self.share_keys.private_bytes()),
+            "mask_private": _b64(self.mask_keys.private_bytes()),
+            "self_seed": _b64(self.self_seed),
+            "peers": {
+                str(j): {k: _b64(m[k]) for k in (p.SHARE_PUBLIC, p.MASK_PUBLIC, p.SIGNATURE)}
+                for j, m in self.peers.items()
+            },
+            "held": {
+                str(j): [share_to_bytes(seed).hex(), share_to_bytes(key).hex()]
+                for j, (seed, key) in self.held.items()
+            },
+            "unmasked": self.unmasked,
+        }
+
+    @classmethod
+    def from_state(
+        cls,
+        state: dict[str, Any],
+        settings: p.Settings,
+        site: int,
+        identity: SigningKey,
+        identities: dict[int, bytes],
+        quantiser: Quantiser,
+    ) -> SecAggClient:
+        client = cls(settings, site, identity, identities, quantiser)
+        client.share_keys = KeyPair.from_private_bytes(_unb64(state["share_private"]))
+        client.mask_keys = KeyPair.from_private_bytes(_unb64(state["mask_private"]))
+        client.self_seed = _unb64(state["self_seed"])
+        client.peers = {
+            int(j): {p.SITE: int(j), **{k: _unb64(v) for k, v in m.items()}}
+            for j, m in state["peers"].items()
+        }
+        client.held = {
+            int(j): (share_from_bytes(bytes.fromhex(a)), share_from_bytes(bytes.fromhex(b)))
+            for j, (a, b) in state["held"].items()
+        }
+        client.unmasked = bool(state["unmasked"])
+        return client
+
     def advertise(self) -> dict[str, Any]:
         message = p.signed_keys(
             self.settings.round_id, self.site, self.share_keys.public, self.mask_keys.public
@@ -81,13 +125,19 @@ class SecAggClient:
                 f"only {len(self.peers)} neighbours advertised keys; the "
                 f"threshold is {self.settings.threshold}"
             )
-        holders = sorted(self.peers)
+        # As in Bonawitz et al., the site holds a share of its own secrets too: its own
+        # self-mask share counts towards unmasking it, so that in a neighbourhood of
+        # three with a threshold of two, one site may drop out.
+        holders = sorted([*self.peers, self.site])
         t = min(self.settings.threshold, len(holders))
         seed_shares = shamir_split(self.self_seed, holders, t)
         key_shares = shamir_split(self.mask_keys.private_bytes(), holders, t)
         sealed = {}
         for seed_share, key_share in zip(seed_shares, key_shares, strict=True):
             peer = seed_share[0]  # the share's point is the holder's id
+            if peer == self.site:
+                self.held[peer] = (seed_share, key_share)
+                continue
             key = agree(
                 self.share_keys,
                 self.peers[peer][p.SHARE_PUBLIC],
@@ -116,6 +166,8 @@ class SecAggClient:
         dtype = self.quantiser.dtype
         masked = self.quantiser.quantise(values) + expand(self.self_seed, len(values), dtype)
         for peer in self.held:  # neighbours that shared with us took part in stage 2
+            if peer == self.site:
+                continue
             seed = agree(
                 self.mask_keys,
                 self.peers[peer][p.MASK_PUBLIC],
@@ -150,3 +202,11 @@ class SecAggClient:
             p.SEED_SHARES: {j: s for j, (s, _) in self.held.items() if j in alive},
             p.KEY_SHARES: {j: k for j, (_, k) in self.held.items() if j in dropped},
         }
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"), validate=True)

@@ -18,6 +18,8 @@ with k = O(log n) (SecAgg+, Bell et al. 2020), derived from a seed all agree on.
 from __future__ import annotations
 
 import math
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +40,7 @@ SEALED = "sealed"
 MASKED = "masked"
 SEED_SHARES = "seed_shares"
 KEY_SHARES = "key_shares"
+STAGE = "stage"
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,35 @@ class Settings:
 
     def graph(self) -> dict[int, tuple[int, ...]]:
         return neighbour_graph(self.sites, self.neighbours, self.graph_seed)
+
+
+def majority(neighbourhood: int) -> int:
+    """The default threshold: more than half of a site's neighbourhood."""
+    return neighbourhood // 2 + 1
+
+
+def plan(
+    round_id: str,
+    sites: tuple[int, ...],
+    *,
+    sparse: bool = True,
+    threshold: Callable[[int], int] = majority,
+    graph_seed: int | None = None,
+) -> Settings:
+    """The parameters of one secure sum over ``sites``, as live rounds and the simulation
+    choose them: the SecAgg+ graph above 8 sites (complete below), and a threshold per
+    neighbourhood (a site and its neighbours) of at least 2 and below its size, so one
+    site may always drop out."""
+    n = len(sites)
+    degree = secagg_plus_degree(n) if sparse and n > 8 else 0
+    neighbourhood = (degree or n - 1) + 1
+    return Settings(
+        round_id=round_id,
+        sites=tuple(sorted(sites)),
+        threshold=max(2, min(threshold(neighbourhood), neighbourhood - 1)),
+        neighbours=degree,
+        graph_seed=secrets.randbits(32) if graph_seed is None else graph_seed,
+    )
 
 
 def secagg_plus_degree(n: int) -> int:

@@ -107,8 +107,8 @@ class SecAggServer:
         return self.quantiser.dequantise_sum(total, len(self.alive))
 
     def _enough(self, shares: list[tuple[int, int]], site: int) -> list[tuple[int, int]]:
-        # The site split its secrets among its neighbours that advertised keys.
-        holders = len([j for j in self.graph[site] if j in self.advertised])
+        # The site split its secrets among itself and its neighbours that advertised keys.
+        holders = 1 + len([j for j in self.graph[site] if j in self.advertised])
         needed = min(self.settings.threshold, holders)
         if len(shares) < needed:
             raise SecAggError(

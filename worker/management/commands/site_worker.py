@@ -73,6 +73,7 @@ class Command(BaseCommand):
         counts = {k: summary[k] for k in ("train_rows", "train_engines", "subsets")}
         runtime.request("PUT", "/api/v1/site/data", counts)
         self.stdout.write(f"site {name}: data checked and reported: {counts}")
+        runtime.register_identity()  # secure rounds: the key its round keys are signed with
         # Tasks run in child processes of this one: they find their configuration here.
         os.environ.update(
             {

@@ -1,0 +1,354 @@
+"""Secure training rounds on the database: four stages, dropouts, refusals, what is stored."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from federation import secure, services
+from federation.core.secagg import protocol as p
+from federation.core.secagg import session
+from federation.core.secagg.aggregate import DEFAULT_CLIP, PRECISE_LEVELS, training_input
+from federation.core.secagg.primitives import SecAggError
+from federation.models import (
+    Contribution,
+    Federation,
+    ModelVersion,
+    Round,
+    Site,
+    StageMessage,
+)
+from federation.specs import federation_recipe
+from turbofan.data.files import read_engine_file
+from turbofan.models.artefact import RulModel
+from worker.keystore import Keystore
+
+pytestmark = pytest.mark.django_db
+
+SITES = ("alpha", "beta", "gamma")
+
+
+@pytest.fixture(scope="module")
+def pipeline_dict(cmapss_dir):
+    frame = read_engine_file(cmapss_dir / "train_FD001.txt")
+    template = federation_recipe(Federation(name="x")).pipeline("FD001")
+    return template.fit(frame[frame["unit"] <= 30]).to_dict()
+
+
+@pytest.fixture
+def scheduled(monkeypatch):
+    calls: list[tuple[str, int]] = []
+    monkeypatch.setattr(
+        "worker.tasks.schedule_deadline", lambda r: calls.append(("deadline", r.id))
+    )
+    monkeypatch.setattr("worker.tasks.enqueue_aggregate", lambda i: calls.append(("aggregate", i)))
+    monkeypatch.setattr("worker.tasks.enqueue_close", lambda i: calls.append(("close", i)))
+    return calls
+
+
+class Cast:
+    """A federation at its first training round, three sites with keystores."""
+
+    def __init__(self, federation: Federation, sites: dict[str, Site], keys: dict[str, Keystore]):
+        self.federation, self.sites, self.keys = federation, sites, keys
+        self.states: dict[str, dict | None] = dict.fromkeys(sites)
+        version = federation.versions.get(version=0)
+        self.start = RulModel.from_bytes(version.file.read()).members[0]
+        rng = np.random.default_rng(7)
+        # What each site "trained": the start plus its own change, and its examples.
+        self.trained = {
+            name: [w + rng.normal(0, 0.05, w.shape).astype(w.dtype) for w in self.start]
+            for name in sites
+        }
+        self.examples = {"alpha": 100, "beta": 300, "gamma": 600}
+
+    def open(self) -> Round:
+        return services.round_open(federation=self.federation, kind=Round.Kind.TRAIN, number=1)
+
+    def work(self, name: str) -> tuple[Contribution, dict]:
+        contribution = services.work_next(site=self.sites[name])
+        assert contribution is not None, f"no work for {name}"
+        return contribution, services.work_message(contribution)
+
+    def step(self, name: str, part: dict | None = None) -> dict:
+        """What site ``name`` would send in the current stage (nothing is sent)."""
+        contribution, work = self.work(name)
+        part = part or work[session.WORK_KEY]
+        scale = part[session.ROUND_PARAMETERS][session.WEIGHT_SCALE]
+
+        def masked_input():
+            vector = training_input(self.trained[name], self.examples[name], 50.0, 2, scale)
+            return vector, {"examples": self.examples[name]}
+
+        body, self.states[name] = session.site_step(
+            part, self.sites[name].id, self.keys[name].identity(), self.states[name], masked_input
+        )
+        return body
+
+    def answer(self, name: str) -> None:
+        contribution, _ = self.work(name)
+        services.contribution_submit(contribution=contribution, result=self.step(name))
+
+    def stage(self, round_: Round, names=SITES) -> None:
+        for name in names:
+            self.answer(name)
+        round_.refresh_from_db()
+        services.round_close(round_=round_)
+        round_.refresh_from_db()
+
+    def expected(self, names) -> list[np.ndarray]:
+        total = sum(self.examples[n] for n in names)
+        return [
+            sum(self.trained[n][i].astype(np.float64) * self.examples[n] / total for n in names)
+            for i in range(len(self.start))
+        ]
+
+
+@pytest.fixture
+def cast(django_user_model, pipeline_dict, tmp_path, scheduled):
+    admin = django_user_model.objects.create_user("admin")
+    federation = Federation.objects.create(
+        name="fleet", admin=admin, min_sites=2, rounds=1, pipeline=pipeline_dict
+    )
+    sites, keys = {}, {}
+    for name in SITES:
+        site = services.site_create(owner=django_user_model.objects.create_user(name), name=name)
+        services.membership_approve(
+            membership=services.membership_request(federation=federation, site=site)
+        )
+        services.site_report_data(
+            site=site, summary={"train_rows": 1000, "train_engines": 5, "subsets": ["FD001"]}
+        )
+        keys[name] = Keystore(tmp_path / name)
+        public = base64.b64encode(keys[name].identity().public).decode()
+        secure.site_register_identity(site=site, public_key=public)
+        sites[name] = site
+    from federation.core.strategies import SiteResult  # noqa: F401  (the strategies' input)
+    from federation.services import _initial_weights, _new_version
+    from turbofan.data.features import FeaturePipeline
+
+    pipeline = FeaturePipeline.from_dict(pipeline_dict)
+    _new_version(federation, pipeline, 0, _initial_weights(federation, pipeline)).store(
+        federation, None
+    )
+    return Cast(federation, sites, keys)
+
+
+def aggregated_weights(federation: Federation, version: int) -> list[np.ndarray]:
+    model = ModelVersion.objects.get(federation=federation, version=version)
+    return RulModel.from_bytes(model.file.read()).members[0]
+
+
+def close_enough(weights, expected) -> bool:
+    step = 2 * DEFAULT_CLIP / PRECISE_LEVELS
+    # Each site's weighted value is off by half a step; dividing by the summed weight
+    # (0.3 here: examples / the reported rows) scales the error up; then float32.
+    return all(
+        np.max(np.abs(w - e)) < len(SITES) * step / 0.3 + 1e-6 * np.abs(e).max()
+        for w, e in zip(weights, expected, strict=True)
+    )
+
+
+def test_a_training_round_walks_the_four_stages_and_yields_the_weighted_average(cast):
+    round_ = cast.open()
+    assert round_.stage == p.ADVERTISE_KEYS
+
+    for stage in p.STAGES[1:]:
+        cast.stage(round_)
+        assert round_.stage == stage
+    cast.stage(round_)  # the unmask stage closes the round
+    assert round_.status == Round.Status.AGGREGATING
+    services.round_aggregate(round_=round_)
+
+    round_.refresh_from_db()
+    assert round_.status == Round.Status.DONE
+    assert close_enough(aggregated_weights(cast.federation, 1), cast.expected(SITES))
+    received = round_.contributions.filter(status=Contribution.Status.RECEIVED)
+    assert received.count() == 3
+    # The pooled validation error of the incoming model came through the sum too.
+    version0 = ModelVersion.objects.get(federation=cast.federation, version=0)
+    assert version0.metrics["federated_val_rmse"] == pytest.approx(5.0, abs=1e-3)
+
+
+def test_a_site_lost_after_sharing_its_keys_is_recovered_through_the_shares(cast):
+    round_ = cast.open()
+    cast.stage(round_)  # keys
+    cast.stage(round_)  # shares
+    cast.answer("alpha")
+    cast.answer("beta")  # gamma trained but never sent its masked input
+    Round.objects.filter(id=round_.id).update(deadline=timezone.now() - timedelta(seconds=1))
+    round_.refresh_from_db()
+    services.round_close(round_=round_)
+    round_.refresh_from_db()
+    assert round_.stage == p.UNMASK
+
+    _, work = cast.work("alpha")
+    assert work[session.WORK_KEY][session.DROPPED] == [cast.sites["gamma"].id]
+    cast.stage(round_, names=("alpha", "beta"))
+    services.round_aggregate(round_=round_)
+
+    round_.refresh_from_db()
+    assert round_.status == Round.Status.DONE, round_.reason
+    assert close_enough(aggregated_weights(cast.federation, 1), cast.expected(("alpha", "beta")))
+    dropped = round_.contributions.get(status=Contribution.Status.DROPPED)
+    assert dropped.site.name == "gamma"
+
+
+def test_below_the_threshold_the_round_fails_with_its_reason_and_nothing_is_aggregated(cast):
+    round_ = cast.open()
+    cast.stage(round_)
+    cast.stage(round_)
+    cast.answer("alpha")  # beta and gamma never send their masked inputs
+    Round.objects.filter(id=round_.id).update(deadline=timezone.now() - timedelta(seconds=1))
+    round_.refresh_from_db()
+
+    services.round_close(round_=round_)
+
+    round_.refresh_from_db()
+    assert round_.status == Round.Status.FAILED
+    assert round_.reason == (
+        "1 of 3 sites answered the masked_input stage by its deadline; secure aggregation "
+        "needs 2 and the federation 2: nothing is aggregated"
+    )
+    assert not ModelVersion.objects.filter(federation=cast.federation, version=1).exists()
+
+
+def test_a_site_without_a_registered_identity_sits_secure_rounds_out(cast):
+    Site.objects.filter(name="gamma").update(identity_key="")
+
+    round_ = cast.open()
+
+    assert sorted(round_.contributions.values_list("site__name", flat=True)) == ["alpha", "beta"]
+    assert services.work_next(site=cast.sites["gamma"]) is None
+
+
+def test_a_plain_federation_runs_plain_rounds_as_before(cast):
+    Federation.objects.filter(id=cast.federation.id).update(secure_aggregation=False)
+    cast.federation.refresh_from_db()
+
+    round_ = cast.open()
+
+    assert round_.stage == ""
+    _, work = cast.work("alpha")
+    assert session.WORK_KEY not in work and "weights" in work
+    assert "plain aggregation, for debugging" in cast.federation.privacy_label
+
+
+def test_the_coordinator_stores_no_sites_update_in_the_clear(cast):
+    round_ = cast.open()
+    for _ in p.STAGES:
+        cast.stage(round_)
+    services.round_aggregate(round_=round_)
+
+    # Everything the coordinator keeps: rows of every table of the app, and every file.
+    stored_rows = json.dumps(
+        [
+            list(model.objects.values())
+            for model in (Round, Contribution, StageMessage, Federation, Site, ModelVersion)
+        ],
+        default=str,
+    ).encode()
+    files = [f.read_bytes() for f in Path(settings.MEDIA_ROOT).rglob("*") if f.is_file()]
+    scale = round_.secagg[session.WEIGHT_SCALE]
+    for name in SITES:
+        update = np.concatenate([w.ravel() for w in cast.trained[name]])
+        vector = training_input(cast.trained[name], cast.examples[name], 50.0, 2, scale)
+        step = 2 * DEFAULT_CLIP / PRECISE_LEVELS
+        clipped = np.clip(vector, -DEFAULT_CLIP, DEFAULT_CLIP)
+        quantised = np.rint((clipped + DEFAULT_CLIP) / step).astype(np.uint64)
+        for needle in (update.astype(np.float32), update.astype(np.float64), quantised):
+            chunk = needle[:16].tobytes()  # any 16 consecutive values, in any stored byte
+            assert chunk not in stored_rows and all(chunk not in data for data in files)
+        assert repr(float(update[0]))[:10].encode() not in stored_rows
+    # The masked vectors look nothing like the inputs: each is uniform noise on its own.
+    for message in StageMessage.objects.filter(stage=p.MASKED_INPUT):
+        masked = np.frombuffer(message.vector.read(), dtype=np.uint64)
+        assert masked.std() > 2**62  # uniform words; quantised inputs sit near 2**39
+    kinds = set(StageMessage.objects.values_list("stage", flat=True))
+    assert kinds == set(p.STAGES)
+    assert not any(c.payload for c in Contribution.objects.all())
+
+
+def test_a_forged_key_signature_is_refused_with_a_400(cast):
+    round_ = cast.open()
+    body = cast.step("alpha")
+    signature = bytearray(base64.b64decode(body[p.SIGNATURE]))
+    signature[0] ^= 1
+    body[p.SIGNATURE] = base64.b64encode(bytes(signature)).decode()
+    contribution, _ = cast.work("alpha")
+
+    with pytest.raises(services.FederationError, match="signature of the site does not verify"):
+        services.contribution_submit(contribution=contribution, result=body)
+    assert not StageMessage.objects.filter(round=round_).exists()
+
+
+def test_keys_replayed_from_an_earlier_round_are_refused(cast):
+    first = cast.open()
+    old = cast.step("alpha")
+    services.round_fail(round_=first, reason="test")
+    Federation.objects.filter(id=cast.federation.id).update(status="running")
+    cast.states["alpha"] = None
+    cast.open()
+    contribution, _ = cast.work("alpha")
+
+    with pytest.raises(services.FederationError, match="a replay from another round"):
+        services.contribution_submit(contribution=contribution, result=old)
+
+
+def test_a_site_answers_each_stage_once(cast):
+    cast.open()
+    contribution, _ = cast.work("alpha")
+    body = cast.step("alpha")
+    services.contribution_submit(contribution=contribution, result=body)
+    contribution.refresh_from_db()
+
+    with pytest.raises(services.FederationError, match="answered the advertise_keys stage"):
+        services.contribution_submit(contribution=contribution, result=body)
+    assert services.work_next(site=cast.sites["alpha"]) is None  # until the next stage
+
+
+def test_a_share_tampered_with_on_its_way_is_refused_by_its_addressee(cast):
+    round_ = cast.open()
+    cast.stage(round_)
+    cast.stage(round_)
+    _, work = cast.work("alpha")
+    part = work[session.WORK_KEY]
+    sender = str(cast.sites["beta"].id)
+    sealed = bytearray(base64.b64decode(part[session.SEALED][sender]))
+    sealed[-1] ^= 1
+    part[session.SEALED][sender] = base64.b64encode(bytes(sealed)).decode()
+
+    with pytest.raises(SecAggError, match="failed authentication"):
+        cast.step("alpha", part)
+
+
+def test_a_request_to_reveal_both_shares_of_a_site_is_refused(cast):
+    round_ = cast.open()
+    for _ in range(3):
+        cast.stage(round_)
+    _, work = cast.work("alpha")
+    part = work[session.WORK_KEY]
+    part[session.DROPPED] = [cast.sites["beta"].id]  # beta is alive: both of its shares
+
+    with pytest.raises(SecAggError, match="would reveal their input"):
+        cast.step("alpha", part)
+
+
+def test_a_reveal_of_the_wrong_kind_of_share_is_refused_by_the_coordinator(cast):
+    round_ = cast.open()
+    for _ in range(3):
+        cast.stage(round_)
+    contribution, work = cast.work("alpha")
+    body = cast.step("alpha")
+    beta = str(cast.sites["beta"].id)
+    body[p.KEY_SHARES] = {beta: body[p.SEED_SHARES][beta]}  # a mask-key share of the living
+
+    with pytest.raises(services.FederationError, match="did not ask site"):
+        services.contribution_submit(contribution=contribution, result=body)

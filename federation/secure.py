@@ -180,7 +180,12 @@ def _check(
         examples = body.get("examples")
         if isinstance(examples, bool) or not isinstance(examples, int) or examples < 0:
             raise SecAggError("'examples' must be a whole number >= 0")
-        kept = {p.STAGE: stage, p.ROUND: settings.round_id, "examples": examples}
+        kept = {
+            p.STAGE: stage,
+            p.ROUND: settings.round_id,
+            "examples": examples,
+            "metrics": _timing_only(body.get("metrics")),
+        }
         return kept, message[p.MASKED]
     alive, dropped = _alive_and_dropped(round_)
     message = wire.unmask_from_json(body, settings, alive, dropped)
@@ -188,6 +193,18 @@ def _check(
     if message[p.SITE] not in alive:
         raise SecAggError("only sites whose masked input is in the sum take part in unmasking")
     return wire.unmask_to_json(message, settings.round_id), None
+
+
+def _timing_only(metrics: Any) -> dict[str, float]:
+    """Beside a masked input, a site may say how long it trained, and nothing else
+    (its training error is a fact about its data)."""
+    metrics = metrics or {}
+    if not isinstance(metrics, dict) or set(metrics) - {"seconds"}:
+        raise SecAggError("beside a masked input, 'metrics' may only hold 'seconds'")
+    seconds = metrics.get("seconds", 0.0)
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
+        raise SecAggError("'seconds' must be a number >= 0")
+    return {"seconds": float(seconds)} if metrics else {}
 
 
 def _same_site(message: dict[str, Any], contribution: Contribution) -> None:
@@ -212,7 +229,11 @@ def _store(
             message.save()
             fields: dict[str, Any] = {"stage": stage}
             if vector is not None:
-                fields.update(examples=stored["examples"], received_at=timezone.now())
+                fields.update(
+                    examples=stored["examples"],
+                    metrics=stored["metrics"],
+                    received_at=timezone.now(),
+                )
             changed = (
                 Contribution.objects.filter(
                     id=contribution.id,

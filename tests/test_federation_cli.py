@@ -10,7 +10,7 @@ import re
 import pytest
 from django.core.management import CommandError, call_command
 
-from federation.models import Membership, Site
+from federation.models import Federation, Membership, Site
 
 pytestmark = pytest.mark.django_db
 
@@ -80,3 +80,13 @@ def test_a_federation_below_its_minimum_fails_its_first_round_with_the_reason(us
     assert status["rounds"][0]["reason"] == (
         "only 1 approved, active sites; the federation needs 2 per round"
     )
+
+
+def test_a_federation_is_secure_unless_created_plain_and_says_so(users):
+    created = run("create", "fleet", "--admin", "boss")
+    plain = run("create", "debug-fleet", "--admin", "boss", "--plain")
+
+    assert "secure aggregation (SecAgg+)" in created
+    assert "plain aggregation, for debugging" in plain
+    assert json.loads(run("status", "debug-fleet"))["privacy"].startswith("plain aggregation")
+    assert Federation.objects.get(name="fleet").secure_aggregation

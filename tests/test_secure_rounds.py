@@ -352,3 +352,26 @@ def test_a_reveal_of_the_wrong_kind_of_share_is_refused_by_the_coordinator(cast)
 
     with pytest.raises(services.FederationError, match="did not ask site"):
         services.contribution_submit(contribution=contribution, result=body)
+
+
+def test_a_message_whose_post_failed_is_sent_again_unchanged(cast):
+    cast.open()
+    first = cast.step("alpha")  # computed and kept, as if its post had failed
+
+    again = cast.step("alpha")
+
+    assert again == first  # the same keys: new ones would not match what may have landed
+
+
+def test_the_keystore_keeps_the_identity_and_round_secrets_for_the_site_only(tmp_path):
+    keystore = Keystore(tmp_path)
+    identity = keystore.identity()
+    keystore.save_round("abc123", {"secret": 1})
+
+    assert Keystore(tmp_path).identity().public == identity.public
+    assert Keystore(tmp_path).load_round("abc123") == {"secret": 1}
+    for path in (tmp_path / "keystore").rglob("*"):
+        if path.is_file():
+            assert path.stat().st_mode & 0o077 == 0, path
+    keystore.forget_round("abc123")
+    assert keystore.load_round("abc123") is None

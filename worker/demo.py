@@ -26,6 +26,7 @@ from typing import IO
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db.models import Q
 
 from federation import services
 from federation.models import Federation, ModelVersion, Site
@@ -56,6 +57,7 @@ class DemoConfig:
     rounds: int = 10
     deadline: int = 120
     timeout: float = 180.0
+    secure: bool = True
     root: Path = field(default_factory=lambda: Path(settings.VAR_DIR) / "demo")
 
     @property
@@ -159,15 +161,18 @@ class Demo:
         self.roles.append(Role(name, process, log))
 
     def wait_until_ready(self, federation: Federation) -> None:
-        """Wait for the web app, then for every site to introduce itself with its data."""
+        """Wait for the web app, then for every site to introduce itself with its data
+        and its identity key (secure rounds leave out a site without one)."""
         deadline = time.monotonic() + self.config.timeout
         self._wait_for_web(deadline)
         health = coordinator_health.apply_async(queue=COORDINATOR_QUEUE)
         while True:
             self._fail_if_any_died()
-            waiting = Site.objects.filter(
-                memberships__federation=federation, data_summary__isnull=True
-            ).count()
+            waiting = (
+                Site.objects.filter(memberships__federation=federation)
+                .filter(Q(data_summary__isnull=True) | Q(identity_key=""))
+                .count()
+            )
             if not waiting and health.ready():
                 health.get(propagate=True)
                 return
@@ -287,6 +292,7 @@ def setup_federation(
         min_sites=2,
         round_deadline=config.deadline,
         model_spec=default_model_spec(),
+        secure_aggregation=config.secure,
     )
     credentials = {}
     for name in site_dirs:

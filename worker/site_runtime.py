@@ -125,6 +125,12 @@ class SiteRuntime:
             return "idle"
         if session.WORK_KEY in work["work"]:
             return self._secure_step(work)
+        if work["work"][messages.KEY_KIND] == messages.TRAIN:
+            log.warning(
+                "federation %s runs plain aggregation (for debugging): the coordinator "
+                "sees this site's model update",
+                work["federation"]["name"],
+            )
         result = self._computed(work)
         try:
             self.request("POST", f"/api/v1/contributions/{work['contribution']}", result)
@@ -168,7 +174,8 @@ class SiteRuntime:
                 metrics["val_count"],
                 parameters[session.WEIGHT_SCALE],
             )
-            return vector, {messages.KEY_EXAMPLES: examples}
+            timing = {"seconds": metrics["seconds"]}  # how long it trained, nothing more
+            return vector, {messages.KEY_EXAMPLES: examples, messages.KEY_METRICS: timing}
 
         try:
             body, state = session.site_step(

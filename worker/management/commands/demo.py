@@ -43,6 +43,11 @@ class Command(BaseCommand):
             "--deadline", type=int, default=120, help="seconds a round waits for its sites"
         )
         parser.add_argument(
+            "--plain",
+            action="store_true",
+            help="plain aggregation, for debugging: the coordinator sees every site's update",
+        )
+        parser.add_argument(
             "--timeout",
             type=float,
             default=180.0,
@@ -59,6 +64,7 @@ class Command(BaseCommand):
             rounds=options["rounds"],
             deadline=options["deadline"],
             timeout=options["timeout"],
+            secure=not options["plain"],
         )
         say = self.stdout.write
         say("Migrating the database ...")
@@ -81,7 +87,9 @@ class Command(BaseCommand):
             demo.wait_until_ready(federation)
             say(self.style.SUCCESS(f"The federation is up at {config.url}"))
             services.federation_start(federation=federation)
-            say(f"Running {config.rounds} rounds of '{federation.name}' ...")
+            say(
+                f"Running {config.rounds} rounds of '{federation.name}': {federation.privacy_label}"
+            )
             federation = demo.follow(federation, stop)
             if federation.status == Federation.Status.FAILED:
                 raise DemoError(f"the federation stopped: {federation.reason}")

@@ -30,6 +30,12 @@ class Command(BaseCommand):
         create.add_argument("--rounds", type=int, default=10)
         create.add_argument("--min-sites", type=int, default=2)
         create.add_argument("--deadline", type=int, default=300, help="seconds per round")
+        create.add_argument(
+            "--plain",
+            action="store_true",
+            help="plain aggregation, for debugging only: the coordinator sees every "
+            "site's update (the default is secure aggregation)",
+        )
         join = actions.add_parser("join", help="create a site (if new) and ask to join")
         join.add_argument("federation")
         join.add_argument("site")
@@ -79,8 +85,12 @@ class Command(BaseCommand):
             min_sites=options["min_sites"],
             round_deadline=options["deadline"],
             model_spec=default_model_spec(),
+            secure_aggregation=not options["plain"],
         )
-        self.stdout.write(f"created federation {federation.name!r} (id {federation.id})")
+        self.stdout.write(
+            f"created federation {federation.name!r} (id {federation.id}): "
+            f"{federation.privacy_label}"
+        )
 
     def _join(self, options: dict[str, Any]) -> None:
         federation = self._federation(options["federation"])
@@ -125,5 +135,7 @@ class Command(BaseCommand):
         self.stdout.write(f"started: {round_.kind} round {round_.number} is {round_.status}")
 
     def _status(self, options: dict[str, Any]) -> None:
-        progress = selectors.federation_progress(federation=self._federation(options["federation"]))
-        self.stdout.write(json.dumps(progress, indent=2, default=str))
+        federation = self._federation(options["federation"])
+        progress = selectors.federation_progress(federation=federation)
+        report = {"privacy": federation.privacy_label, **progress}
+        self.stdout.write(json.dumps(report, indent=2, default=str))

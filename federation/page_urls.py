@@ -8,6 +8,11 @@ urlpatterns = [
     path("federations/", views.federation_list, name="federations"),
     path("federations/<int:federation_id>/", views.federation_detail, name="federation"),
     path(
+        "federations/<int:federation_id>/progress.json",
+        views.federation_progress,
+        name="federation-progress",
+    ),
+    path(
         "federations/<int:federation_id>/start/",
         views.federation_start,
         name="federation-start",

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.db.models import Count, Prefetch, Q
 from django.http import FileResponse
+from django.utils import timezone
 
-from federation.models import Federation, ModelVersion, Round, Site
+from federation.core.secagg.protocol import STAGES
+from federation.models import (
+    Contribution,
+    Federation,
+    Membership,
+    ModelVersion,
+    Round,
+    Site,
+    StageMessage,
+)
+
+LIVE_ROUND_STATUSES = (Round.Status.OPEN, Round.Status.COLLECTING, Round.Status.AGGREGATING)
+# A worker's requests move Site.last_seen at most once a minute (services.site_authenticate);
+# a worker that polls every few seconds is never quieter than this.
+WORKER_QUIET_AFTER = timedelta(minutes=3)
+SENT_LOG_LIMIT = 50
 
 
 def site_public(*, site: Site) -> dict[str, Any]:
@@ -26,40 +45,64 @@ def model_version(*, federation_id: int, version: int) -> ModelVersion | None:
     return ModelVersion.objects.filter(federation_id=federation_id, version=version).first()
 
 
-def federation_progress(*, federation: Federation) -> dict[str, Any]:
-    """Rounds and model versions of a federation, for the demo, the pages and tests."""
-    rounds = [
-        {
-            "number": r.number,
-            "kind": r.kind,
-            "status": r.status,
-            "reason": r.reason,
-            "received": r.contributions.filter(status="received").count(),
-            "dropped": r.contributions.filter(status="dropped").count(),
-            "timings": r.timings,
-        }
-        for r in Round.objects.filter(federation=federation).order_by("id")
-    ]
-    versions = [
-        {"version": v.version, "sha256": v.sha256, "metrics": v.metrics}
-        for v in federation.versions.order_by("version")
-    ]
+# --- federations -------------------------------------------------------------------------
+
+
+def version_scores(metrics: Any) -> dict[str, float | None]:
+    """A version's scores on the public test engines and the sites' validation engines."""
+
+    def number(*keys: str) -> float | None:
+        value = metrics
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return float(value) if ok else None  # type: ignore[arg-type]
+
     return {
-        "status": federation.status,
-        "reason": federation.reason,
-        "rounds": rounds,
-        "versions": versions,
+        "rmse": number("test", "literature", "rmse"),
+        "score": number("test", "literature", "score"),
+        "strict_rmse": number("test", "strict", "rmse"),
+        "val_rmse": number("federated_val_rmse"),
     }
 
 
-def round_timing(*, round_: Round) -> dict[str, float]:
-    """Where a round's time went: sites training, waiting and transfer, aggregation.
+def federation_list() -> list[dict[str, Any]]:
+    """Every federation with its approved sites, training progress and latest scores."""
+    federations = (
+        Federation.objects.annotate(
+            approved_sites=Count(
+                "memberships",
+                filter=Q(memberships__status=Membership.Status.APPROVED),
+                distinct=True,
+            ),
+            training_done=Count(
+                "round_set",
+                filter=Q(round_set__kind=Round.Kind.TRAIN, round_set__status=Round.Status.DONE),
+                distinct=True,
+            ),
+        )
+        .prefetch_related(Prefetch("versions", queryset=ModelVersion.objects.order_by("-version")))
+        .order_by("name")
+    )
+    rows = []
+    for federation in federations:
+        latest = next(iter(federation.versions.all()), None)
+        rows.append(
+            {
+                "federation": federation,
+                "approved_sites": federation.approved_sites,  # type: ignore[attr-defined]
+                "training_done": federation.training_done,  # type: ignore[attr-defined]
+                **version_scores(latest.metrics if latest else None),
+            }
+        )
+    return rows
 
-    ``collecting`` runs from opening to closing; the slowest site's training is part
-    of it, the rest is polling, downloading, uploading and waiting. ``aggregating``
-    includes scoring the new global model on the test engines.
-    """
-    received = round_.contributions.filter(status="received")
+
+def _stage_label(stage: str) -> str:
+    return stage.replace("_", " ")
+
+
+def _timing(round_: Round, received: list[Contribution]) -> dict[str, float]:
     training = [float(c.metrics.get("seconds", 0.0)) for c in received]
     collecting = (round_.closed_at - round_.opened_at).total_seconds() if round_.closed_at else 0.0
     slowest = max(training, default=0.0)
@@ -72,14 +115,139 @@ def round_timing(*, round_: Round) -> dict[str, float]:
     }
 
 
-def can_download_models(*, federation: Federation, user: Any) -> bool:
-    """The admin and the owners of approved member sites may download its models."""
+def _round_entry(
+    round_: Round, *, now: datetime, stage_answered: int, show_sites: bool
+) -> dict[str, Any]:
+    contributions = list(round_.contributions.all())  # prefetched, with their sites
+    by_status: dict[str, list[str]] = {status: [] for status in Contribution.Status.values}
+    for contribution in sorted(contributions, key=lambda c: c.site.name):
+        by_status[contribution.status].append(contribution.site.name)
+    received = [c for c in contributions if c.status == Contribution.Status.RECEIVED]
+    live = round_.status in LIVE_ROUND_STATUSES
+    end = round_.finished_at or round_.closed_at
+    return {
+        "id": round_.id,
+        "number": round_.number,
+        "kind": round_.kind,
+        "kind_label": Round.Kind(round_.kind).label,
+        "status": round_.status,
+        "status_label": Round.Status(round_.status).label,
+        "reason": round_.reason,
+        "stage": round_.stage,
+        "stage_label": _stage_label(round_.stage),
+        "stage_number": STAGES.index(round_.stage) + 1 if round_.stage in STAGES else None,
+        "stages": len(STAGES),
+        "stage_answered": stage_answered,
+        "assigned": len(contributions),
+        "received": len(by_status[Contribution.Status.RECEIVED]),
+        "dropped": len(by_status[Contribution.Status.DROPPED]),
+        "opened_at": round_.opened_at,
+        "deadline": round_.deadline,
+        "finished_at": round_.finished_at,
+        "seconds": round(((end if end else now) - round_.opened_at).total_seconds(), 1),
+        "seconds_left": (
+            max(0, round((round_.deadline - now).total_seconds()))
+            if live and round_.status != Round.Status.AGGREGATING
+            else None
+        ),
+        "timings": round_.timings,
+        "timing": _timing(round_, received),
+        # Which site answered is for the federation's admin and members, not the public.
+        "sites": (
+            {
+                "received": by_status[Contribution.Status.RECEIVED],
+                "dropped": by_status[Contribution.Status.DROPPED],
+                "waiting": by_status[Contribution.Status.ASSIGNED],
+            }
+            if show_sites
+            else None
+        ),
+    }
+
+
+def federation_progress(*, federation: Federation, show_sites: bool = False) -> dict[str, Any]:
+    """Rounds and model versions of a federation, for the demo, the pages and tests.
+
+    ``current`` is the round in progress (or None); ``sites`` of each round names the
+    sites only with ``show_sites`` (the admin and owners of member sites).
+    """
+    now = timezone.now()
+    rounds_qs = (
+        Round.objects.filter(federation=federation)
+        .prefetch_related(
+            Prefetch("contributions", queryset=Contribution.objects.select_related("site"))
+        )
+        .order_by("id")
+    )
+    rounds_list = list(rounds_qs)
+    staged = [r.id for r in rounds_list if r.stage]
+    answered = {
+        (row["round_id"], row["stage"]): row["sites"]
+        for row in StageMessage.objects.filter(round_id__in=staged)
+        .values("round_id", "stage")
+        .annotate(sites=Count("site", distinct=True))
+    }
+    rounds = [
+        _round_entry(
+            r,
+            now=now,
+            stage_answered=answered.get((r.id, r.stage), 0),
+            show_sites=show_sites,
+        )
+        for r in rounds_list
+    ]
+    round_numbers = {r.id: r.number for r in rounds_list}
+    versions = [
+        {
+            "version": v.version,
+            "round": round_numbers.get(v.round_id) if v.round_id else None,
+            "sha256": v.sha256,
+            "metrics": v.metrics,
+            **version_scores(v.metrics),
+        }
+        for v in federation.versions.order_by("version")
+    ]
+    live = [r for r in rounds if r["status"] in LIVE_ROUND_STATUSES]
+    return {
+        "id": federation.id,
+        "name": federation.name,
+        "status": federation.status,
+        "status_label": Federation.Status(federation.status).label,
+        "reason": federation.reason,
+        "privacy": federation.privacy_label,
+        "training_rounds": federation.rounds,
+        "training_done": sum(
+            1 for r in rounds if r["kind"] == Round.Kind.TRAIN and r["status"] == Round.Status.DONE
+        ),
+        "current": live[-1] if live else None,
+        "rounds": rounds,
+        "versions": versions,
+    }
+
+
+def round_timing(*, round_: Round) -> dict[str, float]:
+    """Where a round's time went: sites training, waiting and transfer, aggregation.
+
+    ``collecting`` runs from opening to closing; the slowest site's training is part
+    of it, the rest is polling, downloading, uploading and waiting. ``aggregating``
+    includes scoring the new global model on the test engines.
+    """
+    return _timing(round_, list(round_.contributions.filter(status="received")))
+
+
+def is_insider(*, federation: Federation, user: Any) -> bool:
+    """The admin and the owners of approved member sites."""
     if not getattr(user, "is_authenticated", False):
         return False
     return (
         federation.admin_id == user.pk
         or federation.memberships.filter(status="approved", site__owner=user).exists()
     )
+
+
+def can_download_models(*, federation: Federation, user: Any) -> bool:
+    """The admin and the owners of approved member sites may download its models."""
+    return is_insider(federation=federation, user=user)
 
 
 def model_file_response(model: ModelVersion) -> FileResponse:
@@ -91,3 +259,85 @@ def model_file_response(model: ModelVersion) -> FileResponse:
     )
     response["X-Model-SHA256"] = model.sha256
     return response
+
+
+# --- a site's portal ----------------------------------------------------------------------
+
+
+def site_worker_status(*, site: Site, now: datetime | None = None) -> dict[str, Any]:
+    """Whether the site's worker is polling, from when the coordinator last heard from it."""
+    now = now or timezone.now()
+    if site.last_seen is None:
+        state = "never"
+    elif now - site.last_seen <= WORKER_QUIET_AFTER:
+        state = "polling"
+    else:
+        state = "quiet"
+    ago = (now - site.last_seen).total_seconds() if site.last_seen else None
+    return {"state": state, "last_seen": site.last_seen, "seconds_ago": ago}
+
+
+def _file_size(field: Any) -> int | None:
+    if not field:
+        return None
+    try:
+        return int(field.size)
+    except OSError:  # the file was removed from storage
+        return None
+
+
+def site_sent_log(*, site: Site, limit: int = SENT_LOG_LIMIT) -> list[dict[str, Any]]:
+    """What the coordinator received from this site, newest first: when, where, how big.
+
+    Results of rounds and messages of secure-aggregation stages; sizes only, never the
+    content, and nothing another site sent.
+    """
+    entries = []
+    results = (
+        Contribution.objects.filter(site=site, received_at__isnull=False)
+        .select_related("round__federation")
+        .order_by("-received_at")[:limit]
+    )
+    for c in results:
+        entries.append(
+            {
+                "at": c.received_at,
+                "federation": c.round.federation,
+                "round": c.round.number,
+                "kind_label": Round.Kind(c.round.kind).label,
+                "what": "round result",
+                "examples": c.examples,
+                "bytes": _file_size(c.payload),
+            }
+        )
+    stage_messages = (
+        StageMessage.objects.filter(site=site)
+        .select_related("round__federation")
+        .order_by("-received_at")[:limit]
+    )
+    for m in stage_messages:
+        body = len(json.dumps(m.body, separators=(",", ":")).encode()) if m.body else 0
+        entries.append(
+            {
+                "at": m.received_at,
+                "federation": m.round.federation,
+                "round": m.round.number,
+                "kind_label": Round.Kind(m.round.kind).label,
+                "what": f"secure aggregation: {_stage_label(m.stage)}",
+                "examples": None,
+                "bytes": body + (_file_size(m.vector) or 0),
+            }
+        )
+    entries.sort(key=lambda e: e["at"], reverse=True)
+    return entries[:limit]
+
+
+def site_portal(*, site: Site) -> dict[str, Any]:
+    """Everything the site's owner sees on the site's page."""
+    memberships = site.memberships.select_related("federation").order_by("federation__name")
+    return {
+        "worker": site_worker_status(site=site),
+        "memberships": list(memberships),
+        "sent": site_sent_log(site=site),
+        "sent_limit": SENT_LOG_LIMIT,
+    }

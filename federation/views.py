@@ -15,16 +15,17 @@ from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Prefetch, Q
-from django.http import Http404, HttpRequest, HttpResponse
+from django.db.models import Prefetch
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST
 
-from federation import services
+from dashboard.progress import federation_page
+from federation import selectors, services
 from federation.forms import JoinForm, ParticipationForm, SiteForm
-from federation.models import Federation, Membership, ModelVersion, Round, Site
-from federation.selectors import can_download_models, federation_progress, model_file_response
+from federation.models import Federation, Membership, ModelVersion, Site
+from federation.selectors import can_download_models, model_file_response
 from federation.services import FederationError
 
 # The variable site_worker reads the credential from (worker.site_runtime.CREDENTIAL_ENV;
@@ -45,15 +46,6 @@ def _administered(request: HttpRequest, federation_id: int) -> Federation:
     if federation.admin_id != request.user.pk:  # type: ignore[attr-defined]
         raise PermissionDenied("only the federation's admin can do this")
     return federation
-
-
-def _test_rmse(metrics: Any) -> float | None:
-    """The model's RMSE on the public test engines (literature variant), if scored."""
-    try:
-        value = metrics["test"]["literature"]["rmse"]
-    except (KeyError, TypeError):
-        return None
-    return float(value) if isinstance(value, int | float) else None
 
 
 def _memberships(federation: Federation, statuses: list[str]) -> list[Membership]:
@@ -95,42 +87,22 @@ def signup(request: HttpRequest) -> HttpResponse:
 
 
 def federation_list(request: HttpRequest) -> HttpResponse:
-    federations = (
-        Federation.objects.annotate(
-            approved_sites=Count(
-                "memberships", filter=Q(memberships__status=Membership.Status.APPROVED)
-            )
-        )
-        .prefetch_related(Prefetch("versions", queryset=ModelVersion.objects.order_by("-version")))
-        .order_by("name")
-    )
-    rows = [
-        {
-            "federation": f,
-            "approved_sites": f.approved_sites,  # type: ignore[attr-defined]
-            "rmse": _test_rmse(f.versions.all()[0].metrics) if f.versions.all() else None,
-        }
-        for f in federations
-    ]
-    return render(request, "federation/federation_list.html", {"rows": rows})
+    return render(request, "federation/federation_list.html", {"rows": selectors.federation_list()})
+
+
+def _federation_page(request: HttpRequest, federation: Federation) -> dict[str, Any]:
+    """The changing part of a federation's page; site names for its admin and members only."""
+    insider = selectors.is_insider(federation=federation, user=request.user)
+    progress = selectors.federation_progress(federation=federation, show_sites=insider)
+    return federation_page(progress)
 
 
 def federation_detail(request: HttpRequest, federation_id: int) -> HttpResponse:
     federation = get_object_or_404(Federation, id=federation_id)
-    progress = federation_progress(federation=federation)
     is_admin = federation.admin_id == request.user.pk  # type: ignore[attr-defined]
     context = {
         "federation": federation,
-        "progress": progress,
-        "rounds": [
-            {
-                **r,
-                "kind_label": Round.Kind(r["kind"]).label,
-                "status_label": Round.Status(r["status"]).label,
-            }
-            for r in progress["rounds"]
-        ],
-        "versions": [{**v, "rmse": _test_rmse(v["metrics"])} for v in progress["versions"]],
+        "page": _federation_page(request, federation),
         "approved_sites": federation.memberships.filter(status=Membership.Status.APPROVED).count(),
         "is_admin": is_admin,
         "can_download": can_download_models(federation=federation, user=request.user),
@@ -143,6 +115,14 @@ def federation_detail(request: HttpRequest, federation_id: int) -> HttpResponse:
         ),
     }
     return render(request, "federation/federation_detail.html", context)
+
+
+def federation_progress(request: HttpRequest, federation_id: int) -> JsonResponse:
+    """What the federation's page polls: the same words, cells and figure it rendered."""
+    federation = get_object_or_404(Federation, id=federation_id)
+    response = JsonResponse(_federation_page(request, federation))
+    add_never_cache_headers(response)
+    return response
 
 
 @login_required
@@ -237,7 +217,7 @@ def site_detail(request: HttpRequest, name: str) -> HttpResponse:
     site = _owned_site(request, name)
     context = {
         "site": site,
-        "memberships": site.memberships.select_related("federation").order_by("federation__name"),
+        **selectors.site_portal(site=site),
         "join_form": JoinForm(site=site),
         "Status": Site.Status,
     }

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from dashboard.progress import duration, live_summary, metrics_figure, round_rows
+
 pytestmark = pytest.mark.django_db
 
 
@@ -18,3 +20,140 @@ def test_healthz_reports_the_database(client):
 
     assert response.json() == {"status": "ok", "database": response.json()["database"]}
     assert response.json()["database"] in {"sqlite", "postgresql"}
+
+
+def test_every_page_links_to_the_tycoon_and_lets_the_keyboard_skip_the_links(client):
+    page = client.get("/federations/").content.decode()
+
+    assert '<a href="/tycoon/"' in page and ">Tycoon</a>" in page
+    assert '<a class="skip-link" href="#content">' in page and '<main id="content"' in page
+    assert 'href="/federations/" aria-current="page"' in page
+
+
+# --- what the federation page shows, from selector output (no database) ------------------
+
+
+def progress(**overrides):
+    base = {
+        "status": "running",
+        "status_label": "running",
+        "reason": "",
+        "training_rounds": 10,
+        "training_done": 2,
+        "current": None,
+        "rounds": [],
+        "versions": [],
+    }
+    return {**base, **overrides}
+
+
+def a_round(**overrides):
+    base = {
+        "id": 7,
+        "number": 3,
+        "kind": "train",
+        "kind_label": "training",
+        "status": "collecting",
+        "status_label": "collecting",
+        "reason": "",
+        "stage": "",
+        "stage_label": "",
+        "stage_number": None,
+        "stages": 4,
+        "stage_answered": 0,
+        "assigned": 4,
+        "received": 1,
+        "dropped": 0,
+        "seconds": 75.0,
+        "seconds_left": 125,
+        "timing": {"training_slowest_site": 30.0, "aggregating": 1.25},
+        "sites": None,
+    }
+    return {**base, **overrides}
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (None, ""),
+        (1.25, "1.2 s"),
+        (42.4, "42 s"),
+        (60, "1 min"),
+        (250, "4 min 10 s"),
+        (3600, "1 h"),
+        (3780, "1 h 3 min"),
+    ],
+)
+def test_durations_read_as_a_person_would_say_them(seconds, text):
+    assert duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "headline"),
+    [
+        ("draft", "", "Not started yet."),
+        ("finished", "", "Finished: 2 training rounds done."),
+        ("failed", "round 3: only 1 site", "Stopped: round 3: only 1 site"),
+        ("running", "", "Opening the next round."),
+    ],
+)
+def test_without_a_live_round_the_headline_says_why(status, reason, headline):
+    live = live_summary(progress(status=status, reason=reason))
+
+    assert live["headline"] == headline
+    assert live["round"] is None and live["stage"] == ""
+
+
+def test_a_secure_round_names_its_stage_and_how_many_sites_answered_it():
+    current = a_round(
+        stage="masked_input", stage_label="masked input", stage_number=3, stage_answered=2
+    )
+
+    live = live_summary(progress(current=current, rounds=[current]))
+
+    assert live["headline"] == "Training round 3 of 10: collecting."
+    assert live["stage"] == (
+        "Secure aggregation, stage 3 of 4, masked input: 2 of 4 sites answered this stage"
+    )
+    assert live["round"]["text"] == "1 of 4 sites answered"
+    assert live["deadline"] == "Closes at the latest in 2 min 5 s."
+
+
+def test_round_rows_come_newest_first_with_names_only_when_given():
+    done = a_round(
+        id=6,
+        number=2,
+        status="done",
+        status_label="done",
+        received=3,
+        dropped=1,
+        sites={"received": ["a", "b", "c"], "dropped": ["d"], "waiting": []},
+    )
+    failed = a_round(id=7, status="failed", status_label="failed", reason="too few sites")
+
+    rows = round_rows(progress(rounds=[done, failed]))
+
+    assert [[c["text"] for c in row["cells"]] for row in rows] == [
+        ["3", "training", "failed: too few sites", "1 of 4", "0", "1 min 15 s"],
+        [
+            "2",
+            "training",
+            "done",
+            "3 of 4: a, b, c",
+            "1: d",
+            "1 min 15 s (training 30 s, aggregation 1.2 s)",
+        ],
+    ]
+
+
+def test_the_figure_leaves_gaps_where_a_version_was_not_scored():
+    versions = [
+        {"version": 0, "rmse": None, "score": None, "val_rmse": None},
+        {"version": 1, "rmse": 20.5, "score": 800.0, "val_rmse": 19.0},
+    ]
+
+    figure = metrics_figure(versions)
+
+    assert [t["y"] for t in figure["data"]] == [[None, 20.5], [None, 19.0], [None, 800.0]]
+    assert all(t["x"] == [0, 1] for t in figure["data"])
+    assert [t["yaxis"] for t in figure["data"]] == ["y", "y", "y2"]

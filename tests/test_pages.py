@@ -5,14 +5,25 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from datetime import timedelta
+from html.parser import HTMLParser
 
 import pytest
 from django.core.files.base import ContentFile
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from federation import services
-from federation.models import Federation, Membership, ModelVersion, Round, Site
+from federation.models import (
+    Contribution,
+    Federation,
+    Membership,
+    ModelVersion,
+    Round,
+    Site,
+    StageMessage,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -67,6 +78,7 @@ PAGES = {
     "logout": lambda c: reverse("logout"),
     "federations": lambda c: reverse("pages:federations"),
     "federation": lambda c: reverse("pages:federation", args=[c.federation.id]),
+    "progress": lambda c: reverse("pages:federation-progress", args=[c.federation.id]),
     "start": lambda c: reverse("pages:federation-start", args=[c.federation.id]),
     "approve": lambda c: reverse(
         "pages:membership-approve", args=[c.federation.id, c.membership.id]
@@ -91,6 +103,7 @@ MATRIX = [
     ("logout", "POST", (302, 302, 302, 302)),
     ("federations", "GET", (200, 200, 200, 200)),
     ("federation", "GET", (200, 200, 200, 200)),
+    ("progress", "GET", (200, 200, 200, 200)),
     ("start", "POST", (LOGIN, 403, 403, 302)),
     ("approve", "POST", (LOGIN, 403, 403, 302)),
     ("suspend", "POST", (LOGIN, 403, 403, 302)),
@@ -482,3 +495,288 @@ def test_model_files_go_to_the_admin_and_owners_of_member_sites_only(client, cas
     if expected == 200:
         assert b"".join(response.streaming_content) == b"weights"
         assert response["X-Model-SHA256"] == "a" * 64
+
+
+# --- a running federation: progress, rounds, the chart -----------------------------------
+
+
+def approve(cast: Cast) -> None:
+    Membership.objects.filter(id=cast.membership.id).update(status=Membership.Status.APPROVED)
+
+
+def running_round(cast: Cast, *, stage: str = "") -> Round:
+    """Training round 1 of the cast's federation, collecting from both hangars."""
+    Federation.objects.filter(id=cast.federation.id).update(status=Federation.Status.RUNNING)
+    Membership.objects.create(
+        federation=cast.federation, site=cast.other_site, status=Membership.Status.APPROVED
+    )
+    approve(cast)
+    ModelVersion.objects.create(
+        federation=cast.federation,
+        version=0,
+        sha256="b" * 64,
+        metrics={
+            "test": {"literature": {"rmse": 41.5, "score": 12345.6}, "strict": {"rmse": 44.0}},
+            "federated_val_rmse": 39.25,
+        },
+    )
+    round_ = Round.objects.create(
+        federation=cast.federation,
+        number=1,
+        status=Round.Status.COLLECTING,
+        stage=stage,
+        deadline=timezone.now() + timedelta(minutes=5),
+    )
+    Contribution.objects.create(
+        round=round_,
+        site=cast.site,
+        status=Contribution.Status.RECEIVED,
+        received_at=timezone.now(),
+        examples=1200,
+    )
+    Contribution.objects.create(round=round_, site=cast.other_site)
+    return round_
+
+
+def progress_json(client: Client, cast: Cast) -> dict:
+    response = client.get(reverse("pages:federation-progress", args=[cast.federation.id]))
+    assert response.status_code == 200
+    assert "no-cache" in response["Cache-Control"]
+    return response.json()
+
+
+def test_progress_json_carries_the_running_round_the_tables_and_the_figure(client, cast):
+    running_round(cast)
+
+    page = progress_json(client, cast)
+
+    assert page["status"] == "running" and page["running"] is True
+    assert page["live"]["headline"] == "Training round 1 of 10: collecting."
+    assert page["live"]["round"] == {"value": 1, "max": 2, "text": "1 of 2 sites answered"}
+    assert page["live"]["overall"]["text"] == "0 of 10 training rounds done"
+    assert re.fullmatch(r"Closes at the latest in (4 min 5\d s|5 min)\.", page["live"]["deadline"])
+    [row] = page["rounds"]
+    assert row["live"] is True
+    assert [c["text"] for c in row["cells"]][:5] == ["1", "training", "collecting", "1 of 2", "0"]
+    [version] = page["versions"]
+    assert [c["text"] for c in version["cells"]][:4] == ["0", "41.50", "12,346", "39.25"]
+    traces = {t["name"]: t["y"] for t in page["figure"]["data"]}
+    assert traces == {
+        "test RMSE": [41.5],
+        "sites' validation RMSE": [39.25],
+        "NASA score": [12345.6],
+    }
+    assert page["figure"]["layout"]["yaxis2"]["type"] == "log"
+
+
+def test_progress_json_follows_the_database_between_two_polls(client, cast):
+    round_ = running_round(cast)
+    first = progress_json(client, cast)
+
+    Contribution.objects.filter(round=round_, site=cast.other_site).update(
+        status=Contribution.Status.RECEIVED, received_at=timezone.now()
+    )
+    second = progress_json(client, cast)
+
+    assert first["live"]["round"]["text"] == "1 of 2 sites answered"
+    assert second["live"]["round"]["text"] == "2 of 2 sites answered"
+
+
+@pytest.mark.parametrize(
+    ("actor", "named"),
+    [("anonymous", False), ("other", True), ("owner", True), ("admin", True)],
+)
+def test_only_the_admin_and_members_see_which_sites_answered(client, cast, actor, named):
+    running_round(cast)  # both hangars are members now, "other" owns one of them
+    outsider = type(cast.admin).objects.create_user("uma", password=PASSWORD)
+    signed_in(client, cast, actor)
+    if actor == "anonymous":
+        client.force_login(outsider)  # signed in but not a member: same as anonymous
+
+    page = progress_json(client, cast)
+    html = client.get(reverse("pages:federation", args=[cast.federation.id])).content.decode()
+
+    sites_cell = page["rounds"][0]["cells"][3]["text"]
+    assert sites_cell == ("1 of 2: north-hangar" if named else "1 of 2")
+    assert ("north-hangar" in html) is named
+
+
+def test_the_live_round_shows_its_secure_aggregation_stage_and_who_answered_it(client, cast):
+    round_ = running_round(cast, stage="share_keys")
+    StageMessage.objects.create(round=round_, site=cast.site, stage="share_keys")
+    StageMessage.objects.create(round=round_, site=cast.site, stage="advertise_keys")
+
+    page = progress_json(client, cast)
+
+    assert page["live"]["stage"] == (
+        "Secure aggregation, stage 2 of 4, share keys: 1 of 2 sites answered this stage"
+    )
+    assert page["rounds"][0]["cells"][2]["text"] == "collecting (share keys)"
+
+
+def test_a_finished_federation_stops_asking_for_updates(client, cast):
+    Federation.objects.filter(id=cast.federation.id).update(status=Federation.Status.FINISHED)
+
+    page = progress_json(client, cast)
+    html = client.get(reverse("pages:federation", args=[cast.federation.id])).content.decode()
+
+    assert page["running"] is False
+    assert page["live"]["headline"] == "Finished: 0 training rounds done."
+    assert "Reload the page to see later changes." in html
+
+
+def test_the_detail_page_renders_the_same_rows_without_javascript(client, cast):
+    running_round(cast)
+
+    html = client.get(reverse("pages:federation", args=[cast.federation.id])).content.decode()
+
+    assert "Training round 1 of 10: collecting." in html
+    assert 'id="round-progress" max="2" value="1"' in html
+    assert '<td data-label="Test RMSE" class="number">41.50</td>' in html
+    assert '<script id="metrics-figure" type="application/json">' in html
+
+
+def test_plotly_comes_from_the_apps_own_static_files(client, cast):
+    running_round(cast)
+
+    html = client.get(reverse("pages:federation", args=[cast.federation.id])).content.decode()
+    bundle = client.get("/static/plotly/plotly.min.js")
+
+    sources = re.findall(r'<script[^>]* src="([^"]+)"', html)
+    assert sources == ["/static/plotly/plotly.min.js", "/static/dashboard/federation.js"]
+    assert bundle.status_code == 200
+    assert b"plotly" in b"".join(bundle.streaming_content)[:2000].lower()
+    assert "http://" not in html.split("<body>")[0] and "https://" not in html
+
+
+def test_the_list_counts_each_site_once_and_shows_progress_scores_and_privacy(client, cast):
+    round_ = running_round(cast)
+    Round.objects.filter(id=round_.id).update(status=Round.Status.DONE)
+
+    response = client.get(reverse("pages:federations"))
+
+    [row] = response.context["rows"]
+    assert (row["approved_sites"], row["training_done"], row["rmse"], row["score"]) == (
+        2,
+        1,
+        41.5,
+        12345.6,
+    )
+    page = response.content.decode()
+    assert "1 of 10" in page and "12346" in page
+    assert "secure aggregation (SecAgg+)" in page
+
+
+# --- a site's portal -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("last_seen", "expected"),
+    [
+        (None, "has not connected yet"),
+        (timedelta(seconds=20), "polling: last request less than a minute ago"),
+        (timedelta(minutes=30), "quiet: last request 30"),
+    ],
+)
+def test_the_site_page_says_whether_its_worker_polls(client, cast, last_seen, expected):
+    seen = timezone.now() - last_seen if last_seen is not None else None
+    Site.objects.filter(id=cast.site.id).update(last_seen=seen)
+    client.force_login(cast.owner)
+
+    page = client.get(reverse("pages:site", args=[cast.site.name])).content.decode()
+
+    assert expected in page
+
+
+def test_the_site_page_shows_its_data_and_what_the_coordinator_received_from_it(client, cast):
+    round_ = running_round(cast, stage="masked_input")
+    Site.objects.filter(id=cast.site.id).update(
+        data_summary={"train_rows": 5123, "train_engines": 25, "subsets": ["FD001", "FD003"]}
+    )
+    contribution = Contribution.objects.get(round=round_, site=cast.site)
+    contribution.payload.save("result.bin", ContentFile(b"x" * 2048))
+    StageMessage.objects.create(
+        round=round_, site=cast.site, stage="advertise_keys", body={"share_public": "k" * 40}
+    )
+    StageMessage.objects.create(
+        round=round_, site=cast.other_site, stage="advertise_keys", body={"secret": "theirs"}
+    )
+    client.force_login(cast.owner)
+
+    response = client.get(reverse("pages:site", args=[cast.site.name]))
+
+    page = response.content.decode()
+    sent = response.context["sent"]
+    assert [(e["what"], e["round"], e["bytes"]) for e in sent] == [
+        ("secure aggregation: advertise keys", 1, len('{"share_public":"' + "k" * 40 + '"}')),
+        ("round result", 1, 2048),
+    ]
+    assert "theirs" not in page and "k" * 40 not in page  # sizes, never content
+    assert "5123" in page and "FD001, FD003" in page
+    assert "2.0\xa0KB" in page
+    assert "manage.py site_log --state-dir var/sites/north-hangar" in page
+
+
+def test_another_owner_gets_404_for_a_site_portal_and_sees_nothing_of_its_log(client, cast):
+    running_round(cast)
+    client.force_login(cast.other)
+
+    response = client.get(reverse("pages:site", args=[cast.site.name]))
+
+    assert response.status_code == 404
+    assert "1200" not in response.content.decode()
+
+
+# --- accessibility ----------------------------------------------------------------------------
+
+
+class Controls(HTMLParser):
+    """Form controls without a label, and heading levels, of one page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.labelled: set[str] = set()
+        self.controls: list[dict[str, str | None]] = []
+        self.headings: list[int] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "label" and attributes.get("for"):
+            self.labelled.add(attributes["for"] or "")
+        if tag in {"input", "select", "textarea", "progress"} and attributes.get("type") not in {
+            "hidden",
+            "submit",
+        }:
+            self.controls.append(attributes)
+        if re.fullmatch(r"h[1-6]", tag):
+            self.headings.append(int(tag[1]))
+
+    def unlabelled(self) -> list[dict[str, str | None]]:
+        return [
+            c for c in self.controls if c.get("id") not in self.labelled and not c.get("aria-label")
+        ]
+
+
+@pytest.mark.parametrize(
+    ("actor", "page"),
+    [
+        ("anonymous", "signup"),
+        ("anonymous", "login"),
+        ("anonymous", "federations"),
+        ("admin", "federation"),
+        ("owner", "my sites"),
+        ("owner", "new site"),
+        ("owner", "site"),
+    ],
+)
+def test_every_control_has_a_label_and_headings_go_in_order(client, cast, actor, page):
+    running_round(cast)
+    Federation.objects.create(name="fd002-fleet", admin=cast.admin)  # something to join
+    signed_in(client, cast, actor)
+
+    parser = Controls()
+    parser.feed(client.get(PAGES[page](cast)).content.decode())
+
+    assert parser.unlabelled() == []
+    assert parser.headings[0] == 1
+    assert all(b - a <= 1 for a, b in zip(parser.headings, parser.headings[1:], strict=False))

@@ -1,0 +1,219 @@
+"""What a federation's page shows of its progress, as pure functions of selector output.
+
+``federation_page`` turns ``federation.selectors.federation_progress`` into the words,
+table cells and plotly figure of the page. The server renders them into the page, and
+the page's script fetches the same dictionary as JSON every few seconds and puts it in
+place: one formatting, with or without JavaScript.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+RUNNING = "running"
+ROUND_COLUMNS = ("Round", "Kind", "Status", "Sites answered", "Dropped", "Time")
+VERSION_COLUMNS = ("Version", "Test RMSE", "NASA score", "Sites' validation RMSE", "SHA-256")
+NUMERIC_VERSION_COLUMNS = frozenset(VERSION_COLUMNS[1:4])
+COLORS = {"rmse": "#1f5fa8", "val_rmse": "#2e7d32", "score": "#b35900"}
+
+
+def duration(seconds: float | None) -> str:
+    """12.3 s, 4 min 10 s, 1 h 3 min."""
+    if seconds is None:
+        return ""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def number(value: float | None, digits: int = 2) -> str:
+    return "" if value is None else f"{value:,.{digits}f}"
+
+
+def _round_title(round_: dict[str, Any], training_rounds: int) -> str:
+    title = f"{round_['kind_label'].capitalize()} round {round_['number']}"
+    return f"{title} of {training_rounds}" if round_["kind"] == "train" else title
+
+
+def _stage_line(round_: dict[str, Any]) -> str:
+    if not round_["stage"]:
+        return ""
+    position = (
+        f"stage {round_['stage_number']} of {round_['stages']}, " if round_["stage_number"] else ""
+    )
+    return (
+        f"Secure aggregation, {position}{round_['stage_label']}: "
+        f"{round_['stage_answered']} of {round_['assigned']} sites answered this stage"
+    )
+
+
+def live_summary(progress: dict[str, Any]) -> dict[str, Any]:
+    """The round in progress, in words and as the numbers of two progress bars."""
+    current = progress["current"]
+    overall = {"value": progress["training_done"], "max": progress["training_rounds"]}
+    overall["text"] = f"{overall['value']} of {overall['max']} training rounds done"
+    if current is None:
+        headline = {
+            "draft": "Not started yet.",
+            "finished": f"Finished: {progress['training_done']} training rounds done.",
+            "failed": f"Stopped: {progress['reason']}" if progress["reason"] else "Stopped.",
+        }.get(progress["status"], "Opening the next round.")
+        return {
+            "headline": headline,
+            "round": None,
+            "stage": "",
+            "deadline": "",
+            "overall": overall,
+        }
+    answered = {"value": current["received"], "max": current["assigned"]}
+    deadline = ""
+    if current["seconds_left"] is not None:
+        deadline = f"Closes at the latest in {duration(current['seconds_left'])}."
+    return {
+        "headline": f"{_round_title(current, progress['training_rounds'])}: "
+        f"{current['status_label']}.",
+        "round": {**answered, "text": f"{answered['value']} of {answered['max']} sites answered"},
+        "stage": _stage_line(current),
+        "deadline": deadline,
+        "overall": overall,
+    }
+
+
+def _sites_cell(count: int, of: int | None, names: list[str] | None) -> str:
+    text = f"{count} of {of}" if of is not None else str(count)
+    return f"{text}: {', '.join(names)}" if names else text
+
+
+def _time_cell(round_: dict[str, Any]) -> str:
+    if round_["status"] in {"open", "collecting", "aggregating"}:
+        return f"{duration(round_['seconds'])} so far"
+    text = duration(round_["seconds"])
+    timing = round_["timing"]
+    if round_["kind"] == "train" and round_["status"] == "done":
+        text += (
+            f" (training {duration(timing['training_slowest_site'])}, "
+            f"aggregation {duration(timing['aggregating'])})"
+        )
+    return text
+
+
+def _cells(columns: tuple[str, ...], texts: list[str]) -> list[dict[str, Any]]:
+    """Each cell with its column's name (a phone shows it beside the value)."""
+    return [
+        {"label": label, "text": text, "number": label in NUMERIC_VERSION_COLUMNS}
+        for label, text in zip(columns, texts, strict=True)
+    ]
+
+
+def round_rows(progress: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rounds table, newest first: one list of cells per round."""
+    rows = []
+    for r in reversed(progress["rounds"]):
+        sites = r["sites"] or {}
+        status = r["status_label"]
+        if r["stage"] and r["status"] in {"open", "collecting"}:
+            status += f" ({r['stage_label']})"
+        if r["reason"]:
+            status += f": {r['reason']}"
+        rows.append(
+            {
+                "id": r["id"],
+                "live": r["status"] in {"open", "collecting", "aggregating"},
+                "cells": _cells(
+                    ROUND_COLUMNS,
+                    [
+                        str(r["number"]),
+                        r["kind_label"],
+                        status,
+                        _sites_cell(r["received"], r["assigned"], sites.get("received")),
+                        _sites_cell(r["dropped"], None, sites.get("dropped")),
+                        _time_cell(r),
+                    ],
+                ),
+            }
+        )
+    return rows
+
+
+def version_rows(progress: dict[str, Any]) -> list[dict[str, Any]]:
+    """The model versions table: the chart's numbers, for reading and for screen readers."""
+    return [
+        {
+            "version": v["version"],
+            "cells": _cells(
+                VERSION_COLUMNS,
+                [
+                    str(v["version"]),
+                    number(v["rmse"]) or "not scored",
+                    number(v["score"], 0),
+                    number(v["val_rmse"]),
+                    v["sha256"][:16],
+                ],
+            ),
+        }
+        for v in progress["versions"]
+    ]
+
+
+def metrics_figure(versions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Test RMSE and the sites' validation RMSE above, the NASA score (log scale) below."""
+    x = [v["version"] for v in versions]
+
+    def trace(key: str, name: str, axis: str) -> dict[str, Any]:
+        return {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "name": name,
+            "x": x,
+            "y": [v[key] for v in versions],
+            "yaxis": axis,
+            "line": {"color": COLORS[key]},
+            "hovertemplate": f"version %{{x}}: %{{y:.2f}}<extra>{name}</extra>",
+        }
+
+    return {
+        "data": [
+            trace("rmse", "test RMSE", "y"),
+            trace("val_rmse", "sites' validation RMSE", "y"),
+            trace("score", "NASA score", "y2"),
+        ],
+        "layout": {
+            "height": 420,
+            "margin": {"l": 64, "r": 12, "t": 40, "b": 48},
+            "font": {"family": "system-ui, sans-serif", "color": "#1d2733"},
+            "legend": {"orientation": "h", "x": 0, "y": 1.14},
+            "xaxis": {
+                "title": {"text": "model version (training round)"},
+                "dtick": 1,
+                "anchor": "y2",
+            },
+            "yaxis": {
+                "title": {"text": "RMSE (cycles)"},
+                "domain": [0.56, 1],
+                "rangemode": "tozero",
+            },
+            "yaxis2": {"title": {"text": "NASA score"}, "domain": [0, 0.44], "type": "log"},
+        },
+    }
+
+
+def federation_page(progress: dict[str, Any]) -> dict[str, Any]:
+    """Everything of the page that changes while a federation runs."""
+    return {
+        "status": progress["status"],
+        "status_label": progress["status_label"],
+        "reason": progress["reason"],
+        "running": progress["status"] == RUNNING,
+        "live": live_summary(progress),
+        "round_columns": ROUND_COLUMNS,
+        "rounds": round_rows(progress),
+        "version_columns": VERSION_COLUMNS,
+        "versions": version_rows(progress),
+        "figure": metrics_figure(progress["versions"]),
+    }

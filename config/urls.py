@@ -7,4 +7,5 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("federation.page_urls")),
     path("", include("dashboard.urls")),
+    path("tycoon/", include("dashboard.tycoon_urls")),
 ]

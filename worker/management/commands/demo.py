@@ -93,6 +93,9 @@ class Command(BaseCommand):
             federation = demo.follow(federation, stop)
             if federation.status == Federation.Status.FAILED:
                 raise DemoError(f"the federation stopped: {federation.reason}")
+            # The Tycoon replays the held-out engines with this federation's latest model.
+            say("Building the Turbofan Tycoon's prediction pack ...")
+            call_command("tycoon_pack", sites_dir=config.root / "sites", federation=federation.name)
             say(self.style.SUCCESS(f"Done: {config.rounds} rounds. Browse {config.url}"))
             if not options["headless"]:
                 say("Press Ctrl-C to stop.")

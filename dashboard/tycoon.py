@@ -1,0 +1,460 @@
+"""Turbofan Tycoon pages and JSON API: the maintenance replay and the model page.
+
+Views parse and validate, load the current prediction pack (cached by file time)
+and call the numpy core in :mod:`turbofan.tycoon`; nothing here simulates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from turbofan.metrics import evaluate
+from turbofan.tycoon import (
+    Economics,
+    SimulationResult,
+    corrective_triggers,
+    expected_engines,
+    predictive_triggers,
+    preventive_triggers,
+    roi_versus,
+    simulate,
+)
+from turbofan.tycoon_pack import CENTRALISED, FEDERATED, HOLDOUT, TEST, PackError, PredictionPack
+
+BUILD_COMMAND = "python manage.py tycoon_pack"
+# Engines the whole replay may start (every strategy together): bounds a request's time.
+MAX_ENGINES = 10_000_000
+# Engine slots of each factory shown in the animation.
+ANIMATED_SLOTS = 8
+CURVE_POINTS = 400
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A replay setting: its form field, allowed range and default."""
+
+    name: str
+    label: str
+    minimum: float
+    maximum: float
+    default: float
+    step: float = 1
+    whole: bool = True
+    slider_max: float | None = None  # the slider's end; the number field goes to ``maximum``
+
+    @property
+    def slider_end(self) -> float:
+        return self.slider_max if self.slider_max is not None else self.maximum
+
+    @property
+    def initial(self) -> str:
+        """The default as a form shows it (300, not 300.0)."""
+        return _plain(self.default)
+
+    def describe(self) -> str:
+        kind = "a whole number" if self.whole else "a number"
+        return f"{self.name} must be {kind} from {_plain(self.minimum)} to {_plain(self.maximum)}"
+
+
+_DEFAULT = Economics()
+PARAMETERS = (
+    Parameter("revenue_per_cycle", "Revenue per engine per running cycle ($)", 0, 100_000,
+              _DEFAULT.revenue_per_cycle, step=10, slider_max=2_000, whole=False),
+    Parameter("maintenance_cost", "Maintenance cost ($)", 0, 10_000_000,
+              _DEFAULT.maintenance_cost, step=500, slider_max=100_000, whole=False),
+    Parameter("maintenance_downtime", "Maintenance downtime (cycles)", 0, 10_000,
+              _DEFAULT.maintenance_downtime, slider_max=200),
+    Parameter("failure_cost", "Failure cost ($)", 0, 10_000_000,
+              _DEFAULT.failure_cost, step=1_000, slider_max=300_000, whole=False),
+    Parameter("failure_downtime", "Failure downtime (cycles)", 0, 10_000,
+              _DEFAULT.failure_downtime, slider_max=300),
+    Parameter("preventive_age", "Preventive: maintain at age (cycles)", 1, 1_000, 193,
+              slider_max=400),
+    Parameter("rul_threshold", "Predictive: maintain when predicted RUL is below (cycles)",
+              0, 200, 10, slider_max=125, whole=False),
+    Parameter("fleet_size", "Engines per factory", 1, 10_000, _DEFAULT.fleet_size,
+              slider_max=100),
+    Parameter("horizon", "Horizon (cycles)", 10, 100_000, _DEFAULT.horizon, step=10,
+              slider_max=20_000),
+    Parameter("seed", "Seed of the engine sequence", 0, 2**31 - 1, _DEFAULT.seed,
+              slider_max=100),
+)  # fmt: skip
+BY_NAME = {p.name: p for p in PARAMETERS}
+SITE = "site"
+
+
+class ParameterError(ValueError):
+    def __init__(self, parameter: str, message: str, allowed: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.parameter, self.allowed = parameter, allowed
+
+    def response(self) -> JsonResponse:
+        body = {"error": str(self), "parameter": self.parameter, "allowed": self.allowed}
+        return JsonResponse(body, status=400)
+
+
+def _plain(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def parse_parameters(query: QueryDict, sites: list[str]) -> dict[str, Any]:
+    """Every setting from a query, defaults for those missing; ParameterError on a bad one."""
+    unknown = sorted(set(query) - set(BY_NAME) - {SITE})
+    if unknown:
+        allowed = [*BY_NAME, SITE]
+        raise ParameterError(
+            unknown[0],
+            f"unknown parameter {unknown[0]}: use {', '.join(allowed)}",
+            {"names": allowed},
+        )
+    values: dict[str, Any] = {p.name: _parse_one(p, query.get(p.name)) for p in PARAMETERS}
+    site = query.get(SITE) or (sites[0] if sites else "")
+    if sites and site not in sites:
+        message = f"site must be one of {', '.join(sites)}, got {site!r}"
+        raise ParameterError(SITE, message, {"choices": sites})
+    values[SITE] = site
+    return values
+
+
+def _parse_one(parameter: Parameter, raw: str | None) -> float | int:
+    if raw is None or raw.strip() == "":
+        return int(parameter.default) if parameter.whole else parameter.default
+    allowed = {"min": parameter.minimum, "max": parameter.maximum}
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ParameterError(
+            parameter.name, f"{parameter.describe()}, got {raw!r}", allowed
+        ) from None
+    if not math.isfinite(value) or not parameter.minimum <= value <= parameter.maximum:
+        raise ParameterError(parameter.name, f"{parameter.describe()}, got {raw!r}", allowed)
+    if parameter.whole:
+        if not value.is_integer():
+            raise ParameterError(parameter.name, f"{parameter.describe()}, got {raw!r}", allowed)
+        return int(value)
+    return value
+
+
+# --- the pack ---------------------------------------------------------------------
+
+
+def pack_path() -> Path:
+    """Where the current prediction pack lives (setting ``TYCOON_PACK`` overrides it)."""
+    configured = getattr(settings, "TYCOON_PACK", None)
+    return Path(configured) if configured else Path(settings.VAR_DIR) / "tycoon" / "pack.npz"
+
+
+_cache: dict[str, tuple[int, PredictionPack]] = {}
+
+
+def current_pack() -> PredictionPack | None:
+    """The pack, read once per change of the file; None when there is none yet."""
+    path = pack_path()
+    try:
+        stamp = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+    cached = _cache.get(str(path))
+    if cached and cached[0] == stamp:
+        return cached[1]
+    pack = PredictionPack.load(path)
+    _cache[str(path)] = (stamp, pack)
+    return pack
+
+
+def _pack_for_api() -> tuple[PredictionPack | None, JsonResponse | None]:
+    """The pack, or the 404 that says how to make one (none yet, or an unreadable one)."""
+    try:
+        pack = current_pack()
+    except PackError as error:
+        return None, JsonResponse({"error": f"{error}: run `{BUILD_COMMAND}` again"}, status=404)
+    if pack is None:
+        message = f"no prediction pack yet: run `{BUILD_COMMAND}` (see the Tycoon page)"
+        return None, JsonResponse({"error": message}, status=404)
+    return pack, None
+
+
+# --- the replay -------------------------------------------------------------------
+
+
+def strategy_rules(pack: PredictionPack, values: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Triggers of every strategy the pack allows; ``local:<site>`` for the other sites."""
+    lives, predicted = pack.lives, pack.holdout.predicted
+    threshold = values["rul_threshold"]
+    rules = {
+        "corrective": corrective_triggers(lives),
+        "preventive": preventive_triggers(lives, values["preventive_age"]),
+    }
+    local = f"local:{values[SITE]}"
+    if local in predicted:
+        rules["local"] = predictive_triggers(predicted[local], threshold)
+    for key in (FEDERATED, CENTRALISED):
+        if key in predicted:
+            rules[key] = predictive_triggers(predicted[key], threshold)
+    if FEDERATED in predicted:  # what joining is worth, for every site
+        for site in pack.sites():
+            if site != values[SITE]:
+                rules[f"local:{site}"] = predictive_triggers(predicted[f"local:{site}"], threshold)
+    return rules
+
+
+def economics_of(values: dict[str, Any]) -> Economics:
+    return Economics(
+        revenue_per_cycle=values["revenue_per_cycle"],
+        maintenance_cost=values["maintenance_cost"],
+        maintenance_downtime=values["maintenance_downtime"],
+        failure_cost=values["failure_cost"],
+        failure_downtime=values["failure_downtime"],
+        fleet_size=values["fleet_size"],
+        horizon=values["horizon"],
+        seed=values["seed"],
+    )
+
+
+def replay(pack: PredictionPack, values: dict[str, Any]) -> dict[str, Any]:
+    """The JSON answer of the simulate API for validated settings."""
+    rules = strategy_rules(pack, values)
+    economics = economics_of(values)
+    engines = expected_engines(pack.lives, rules, economics)
+    if engines > MAX_ENGINES:
+        raise ParameterError(
+            "fleet_size",
+            f"these settings replay about {engines:,.0f} engines, more than {MAX_ENGINES:,}: "
+            "lower fleet_size or horizon, or raise the downtimes",
+            {"max_engines": MAX_ENGINES},
+        )
+    slots = min(ANIMATED_SLOTS, economics.fleet_size)
+    result = simulate(pack.lives, rules, economics, curve_points=CURVE_POINTS, trace_slots=slots)
+    shown = [k for k in ("corrective", "preventive", "local", FEDERATED, CENTRALISED) if k in rules]
+    return {
+        "parameters": values,
+        "pool": {"engines": len(pack.lives), "subset": pack.subset},
+        "strategies": [_row(pack, values, result, key) for key in shown],
+        "curve": {
+            "cycles": result.times.tolist(),
+            "profit": {k: np.round(result.strategies[k].curve).tolist() for k in shown},
+        },
+        "fleet": _fleet(pack, result, shown, slots, economics),
+        "joining": _joining(pack, values, result),
+        "missing": [k for k in ("local", FEDERATED, CENTRALISED) if k not in rules],
+    }
+
+
+def strategy_label(pack: PredictionPack, key: str, values: dict[str, Any]) -> str:
+    if key == "corrective":
+        return "Corrective (run to failure)"
+    if key == "preventive":
+        return f"Preventive (at age {values['preventive_age']})"
+    if key == "local":
+        return f"Local predictive ({values[SITE]}'s own model)"
+    if key == FEDERATED:
+        return "Federated predictive (the federation's latest model)"
+    return "Centralised model (oracle: all sites' engines in one place)"
+
+
+def _row(
+    pack: PredictionPack, values: dict[str, Any], result: SimulationResult, key: str
+) -> dict[str, Any]:
+    outcome = result.strategies[key]
+    roi = roi_versus(outcome, result.strategies["corrective"])
+    per_maintenance = outcome.life_wasted / outcome.maintenances if outcome.maintenances else 0.0
+    return {
+        "key": key,
+        "label": strategy_label(pack, key, values),
+        "oracle": key == CENTRALISED,
+        "profit": round(outcome.profit),
+        "revenue": round(outcome.revenue),
+        "maintenance_spend": round(outcome.maintenance_spend),
+        "failure_spend": round(outcome.failure_spend),
+        "roi_vs_corrective": None if roi is None else round(roi, 4),
+        "uptime": round(outcome.uptime, 4),
+        "running_cycles": outcome.running_cycles,
+        "failures": outcome.failures,
+        "maintenances": outcome.maintenances,
+        "engines": outcome.engines,
+        "life_wasted": outcome.life_wasted,
+        "life_wasted_per_maintenance": round(per_maintenance, 1),
+    }
+
+
+def _fleet(
+    pack: PredictionPack,
+    result: SimulationResult,
+    shown: list[str],
+    slots: int,
+    economics: Economics,
+) -> dict[str, Any]:
+    """The first slots' engines, per strategy, as [slot, start, run, maintained, engine]."""
+    episodes = {}
+    for key in shown:
+        trace = result.strategies[key].trace
+        assert trace is not None
+        episodes[key] = np.stack(
+            [trace.slot, trace.start, trace.run, trace.maintained.astype(np.int64), trace.engine],
+            axis=1,
+        ).tolist()
+    return {
+        "slots": slots,
+        "lives": pack.lives.tolist(),
+        "units": pack.holdout.units.tolist(),
+        "maintenance_downtime": economics.maintenance_downtime,
+        "failure_downtime": economics.failure_downtime,
+        "episodes": episodes,
+    }
+
+
+def _joining(pack: PredictionPack, values: dict[str, Any], result: SimulationResult) -> Any:
+    """Federated minus local profit, for the chosen site and for every site."""
+    strategies = result.strategies
+    if FEDERATED not in strategies or "local" not in strategies:
+        return None
+    federated = strategies[FEDERATED].profit
+    rows = []
+    for site in pack.sites():
+        key = "local" if site == values[SITE] else f"local:{site}"
+        local = strategies[key].profit
+        rows.append({"site": site, "local": round(local), "worth": round(federated - local)})
+    chosen = next(r for r in rows if r["site"] == values[SITE])
+    return {"site": values[SITE], "federated": round(federated), **chosen, "sites": rows}
+
+
+# --- views ------------------------------------------------------------------------
+
+
+@require_GET
+def tycoon_page(request: HttpRequest) -> HttpResponse:
+    try:
+        pack = current_pack()
+        problem = ""
+    except PackError as error:
+        pack, problem = None, str(error)
+    context = {
+        "pack": pack,
+        "problem": problem,
+        "parameters": PARAMETERS,
+        "sites": pack.sites() if pack else [],
+        "models": pack.models if pack else [],
+        "build_command": BUILD_COMMAND,
+        "flattered": pack is not None and any(m.trained_on_holdout for m in pack.models),
+    }
+    return render(request, "dashboard/tycoon.html", context)
+
+
+@require_GET
+def simulate_api(request: HttpRequest) -> JsonResponse:
+    pack, refusal = _pack_for_api()
+    if pack is None:
+        return refusal  # type: ignore[return-value]
+    try:
+        values = parse_parameters(request.GET, pack.sites())
+        return JsonResponse(replay(pack, values))
+    except ParameterError as error:
+        return error.response()
+
+
+@require_GET
+def models_page(request: HttpRequest) -> HttpResponse:
+    try:
+        pack = current_pack()
+        problem = ""
+    except PackError as error:
+        pack, problem = None, str(error)
+    context = {"pack": pack, "problem": problem, "build_command": BUILD_COMMAND}
+    return render(request, "dashboard/tycoon_models.html", context)
+
+
+@require_GET
+def models_api(request: HttpRequest) -> JsonResponse:
+    """Predicted vs true RUL of the test engines per model, and the replayed engines."""
+    pack, refusal = _pack_for_api()
+    if pack is None:
+        return refusal  # type: ignore[return-value]
+    models = []
+    for model in pack.models:
+        entry: dict[str, Any] = {
+            "key": model.key,
+            "kind": model.kind,
+            "label": model.label,
+            "source": model.source,
+            "trained_on_holdout": model.trained_on_holdout,
+        }
+        if pack.test is not None:
+            entry["test"] = _test_scores(pack, model.key)
+        models.append(entry)
+    holdout = [
+        {"index": i, "unit": int(u), "life": int(n)}
+        for i, (u, n) in enumerate(zip(pack.holdout.units, pack.holdout.cycles, strict=True))
+    ]
+    test = [] if pack.test is None else [int(u) for u in pack.test.units]
+    return JsonResponse(
+        {
+            "subset": pack.subset,
+            "rul_cap": pack.rul_cap,
+            "models": models,
+            "engines": {HOLDOUT: holdout, TEST: test},
+        }
+    )
+
+
+def _test_scores(pack: PredictionPack, key: str) -> dict[str, Any]:
+    assert pack.test is not None
+    predicted = pack.test.last_predictions(key).astype(np.float64)
+    true = pack.test.final_rul
+    scores = evaluate(predicted, true, cap=pack.rul_cap)
+    return {
+        "true": true.tolist(),
+        "predicted": np.round(predicted, 2).tolist(),
+        "rmse": round(scores["literature"]["rmse"], 2),
+        "rmse_strict": round(scores["strict"]["rmse"], 2),
+        "score": round(scores["literature"]["score"], 1),
+    }
+
+
+@require_GET
+def trajectory_api(request: HttpRequest) -> JsonResponse:
+    """One engine's predicted RUL after each cycle, per model, with the true RUL."""
+    pack, refusal = _pack_for_api()
+    if pack is None:
+        return refusal  # type: ignore[return-value]
+    sets = {HOLDOUT: pack.holdout, TEST: pack.test}
+    name = request.GET.get("set", HOLDOUT)
+    engines = sets.get(name)
+    if engines is None:
+        choices = [k for k, v in sets.items() if v is not None]
+        return ParameterError(
+            "set", f"set must be one of {', '.join(choices)}", {"choices": choices}
+        ).response()
+    try:
+        index = int(request.GET.get("engine", "0"))
+        if not 0 <= index < len(engines.cycles):
+            raise ValueError
+    except ValueError:
+        last = len(engines.cycles) - 1
+        message = f"engine must be a whole number from 0 to {last}"
+        return ParameterError("engine", message, {"min": 0, "max": last}).response()
+    n = int(engines.cycles[index])
+    true = engines.true_rul(index)
+    return JsonResponse(
+        {
+            "set": name,
+            "engine": index,
+            "unit": int(engines.units[index]),
+            "cycles": list(range(1, n + 1)),
+            "true_rul": true.tolist(),
+            "true_rul_capped": np.minimum(true, pack.rul_cap).tolist(),
+            "predicted": {
+                m.key: np.round(engines.predicted[m.key][index, :n].astype(np.float64), 2).tolist()
+                for m in pack.models
+            },
+            "labels": {m.key: m.label for m in pack.models},
+        }
+    )

@@ -1,0 +1,296 @@
+"""The three journeys people take through the pages, in headless Chromium.
+
+1. Browse the dashboard of a running federation: the chart draws, and the progress of
+   the running round moves on its own as sites answer.
+2. Join a federation as a site: sign up, create the site, ask to join, the admin
+   approves, the owner gets the credential once.
+3. Open the Tycoon, change a cost and see the profit table change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import Select
+
+from federation.models import (
+    Contribution,
+    Federation,
+    Membership,
+    ModelVersion,
+    Round,
+    Site,
+    StageMessage,
+)
+from tests.browser.conftest import Browser
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+PASSWORD = "a-long-unusual-passphrase-42"
+CREDENTIAL = re.compile(r"tfs_[A-Za-z0-9_-]{20,}")
+# Test RMSE, NASA score and the sites' validation RMSE of model versions 0, 1, 2.
+SCORES = [(61.5, 98000.0, 58.2), (24.1, 2900.0, 22.8), (17.3, 610.0, 16.9)]
+
+
+def running_federation() -> tuple[Federation, Round]:
+    """A secure federation in training round 3 of 10: two rounds done, one collecting."""
+    users = get_user_model().objects
+    admin = users.create_user("ada", password=PASSWORD)
+    federation = Federation.objects.create(
+        name="North fleet", admin=admin, rounds=10, status=Federation.Status.RUNNING
+    )
+    sites = []
+    for name in ["east-hangar", "north-hangar", "west-hangar"]:
+        site = Site.objects.create(owner=users.create_user(f"owner-{name}"), name=name)
+        Membership.objects.create(
+            federation=federation, site=site, status=Membership.Status.APPROVED
+        )
+        sites.append(site)
+    now = timezone.now()
+    steps = [(Round.Kind.POINTS, 0), (Round.Kind.MOMENTS, 0), (Round.Kind.TRAIN, 1)]
+    steps.append((Round.Kind.TRAIN, 2))
+    for i, (kind, number) in enumerate(steps):
+        opened = now - timedelta(minutes=10 - 2 * i)
+        round_ = Round.objects.create(
+            federation=federation,
+            kind=kind,
+            number=number,
+            status=Round.Status.DONE,
+            deadline=opened + timedelta(minutes=5),
+            timings={"aggregate_seconds": 1.4},
+        )
+        Round.objects.filter(id=round_.id).update(
+            opened_at=opened,
+            closed_at=opened + timedelta(seconds=50),
+            finished_at=opened + timedelta(seconds=52),
+        )
+        for site in sites:
+            Contribution.objects.create(
+                round=round_,
+                site=site,
+                status=Contribution.Status.RECEIVED,
+                examples=4000,
+                metrics={"seconds": 31.0},
+                received_at=opened,
+            )
+        if kind == Round.Kind.MOMENTS or kind == Round.Kind.TRAIN:
+            version = 0 if kind == Round.Kind.MOMENTS else number
+            rmse, score, val = SCORES[version]
+            ModelVersion.objects.create(
+                federation=federation,
+                round=round_ if kind == Round.Kind.TRAIN else None,
+                version=version,
+                sha256=f"{version:x}" * 64,
+                metrics={
+                    "test": {
+                        "literature": {"rmse": rmse, "score": score},
+                        "strict": {"rmse": rmse + 1, "score": score * 1.1},
+                    },
+                    "federated_val_rmse": val,
+                },
+            )
+    current = Round.objects.create(
+        federation=federation,
+        kind=Round.Kind.TRAIN,
+        number=3,
+        status=Round.Status.COLLECTING,
+        deadline=now + timedelta(minutes=5),
+    )
+    for i, site in enumerate(sites):
+        Contribution.objects.create(
+            round=current,
+            site=site,
+            status=Contribution.Status.RECEIVED if i == 0 else Contribution.Status.ASSIGNED,
+            received_at=now if i == 0 else None,
+        )
+    return federation, current
+
+
+def test_a_visitor_follows_a_running_federation_without_reloading(browser: Browser):
+    federation, current = running_federation()
+
+    browser.open("/federations/")
+    browser.screenshots("federations")
+    browser.driver.find_element(By.LINK_TEXT, "North fleet").click()
+    browser.wait(lambda: browser.find_all("#metrics-chart svg.main-svg"), "no chart drawn")
+    browser.driver.execute_script("window.notReloaded = true")
+
+    assert browser.text("#live-headline") == "Training round 3 of 10: collecting."
+    assert browser.text("#round-progress-text") == "1 of 3 sites answered"
+    assert browser.text("#overall-progress-text") == "2 of 10 training rounds done"
+    versions = [row.text for row in browser.find_all("#versions-table tbody tr")]
+    assert versions[2].startswith("2 17.30 610 16.90")
+    assert "secure aggregation (SecAgg+)" in browser.text(".facts")
+    assert "east-hangar" not in browser.driver.page_source  # names are for members only
+    browser.screenshots("federation-running")
+
+    # Another site's result arrives, then the round moves to a secure-aggregation stage.
+    Contribution.objects.filter(round=current, site__name="north-hangar").update(
+        status=Contribution.Status.RECEIVED, received_at=timezone.now()
+    )
+    browser.wait_for_text("#round-progress-text", "2 of 3 sites answered")
+    browser.wait_for_text("#rounds-table tbody tr:first-child", "2 of 3")
+    Round.objects.filter(id=current.id).update(stage="masked_input")
+    StageMessage.objects.create(
+        round=current, site=Site.objects.get(name="east-hangar"), stage="masked_input"
+    )
+    browser.wait_for_text("#live-stage", "stage 3 of 4, masked input: 1 of 3 sites answered")
+
+    assert browser.driver.execute_script("return window.notReloaded") is True
+    assert browser.find("#round-progress").get_attribute("value") == "2"
+
+
+def log_in(browser: Browser, username: str) -> None:
+    browser.open("/accounts/login/")
+    browser.fill({"Username:": username, "Password:": PASSWORD})
+    browser.click_button("Log in")
+    browser.wait_for_text("h1", "My sites")
+
+
+def test_an_owner_sees_the_worker_its_data_and_what_it_sent(browser: Browser):
+    federation, current = running_federation()
+    owner = get_user_model().objects.get(username="owner-east-hangar")
+    owner.set_password(PASSWORD)
+    owner.save()
+    Site.objects.filter(name="east-hangar").update(
+        last_seen=timezone.now(),
+        data_summary={"train_rows": 5123, "train_engines": 25, "subsets": ["FD001"]},
+    )
+    west = Site.objects.get(name="west-hangar")
+    StageMessage.objects.create(round=current, site=west, stage="advertise_keys")
+
+    log_in(browser, "owner-east-hangar")
+    browser.open("/sites/east-hangar/")
+
+    assert browser.text("#worker-status").startswith("polling")
+    assert "5123" in browser.text("#data-summary")
+    sent = [row.text for row in browser.find_all("#sent-log tbody tr")]
+    assert len(sent) == 5  # its four results plus the one of the running round
+    assert "advertise keys" not in browser.text("#sent-log")  # another site's message
+    assert "site_log --state-dir" in browser.text("main")
+    browser.screenshots("site-portal-member")
+
+    browser.open(f"/federations/{federation.id}/")
+    # A member sees which sites answered; the public sees counts only.
+    assert "1 of 3: east-hangar" in browser.text("#rounds-table tbody tr:first-child")
+
+
+def test_the_federation_page_is_usable_with_the_keyboard(browser: Browser):
+    federation, _ = running_federation()
+    browser.open(f"/federations/{federation.id}/")
+
+    browser.find("body").send_keys(Keys.TAB)
+    skip = browser.driver.switch_to.active_element
+    shown = skip.text  # visible only while focused
+    skip.send_keys(Keys.ENTER)
+
+    assert shown == "Skip to content"
+    assert browser.driver.switch_to.active_element.get_attribute("id") == "content"
+    outline = browser.driver.execute_script(
+        "const a = document.querySelector('.site-nav a'); a.focus();"
+        "return getComputedStyle(a).outlineStyle"
+    )
+    assert outline == "solid"
+    levels = [int(h.tag_name[1]) for h in browser.find_all("main h1, main h2, main h3")]
+    assert levels[0] == 1 and all(b - a <= 1 for a, b in zip(levels, levels[1:], strict=False))
+
+
+def test_an_owner_joins_a_federation_and_sees_the_credential_once(browser: Browser):
+    users = get_user_model().objects
+    admin = users.create_user("ada", password=PASSWORD)
+    federation = Federation.objects.create(name="North fleet", admin=admin)
+
+    browser.open("/")
+    browser.driver.find_element(By.LINK_TEXT, "Sign up").click()
+    browser.fill({"Username:": "nina", "Password:": PASSWORD, "Password confirmation:": PASSWORD})
+    browser.click_button("Sign up")
+    browser.wait_for_text("h1", "My sites")
+    browser.driver.find_element(By.LINK_TEXT, "Create a site").click()
+    browser.wait_for_text("h1", "Create a site")
+    browser.fill({"Name:": "east-hangar"})
+    browser.click_button("Create site")
+    browser.wait_for_text("h1", "east-hangar")
+    Select(browser.find("#id_federation")).select_by_visible_text("North fleet")
+    browser.click_button("Request to join")
+    browser.wait_for_text(".messages", "Asked to join North fleet")
+    browser.screenshots("site-requested")
+    browser.click_button("Log out (nina)")
+    browser.wait_for_text("h1", "Federated predictive maintenance")
+
+    browser.driver.find_element(By.LINK_TEXT, "Log in").click()
+    browser.fill({"Username:": "ada", "Password:": PASSWORD})
+    browser.click_button("Log in")
+    browser.wait_for_text("h1", "My sites")
+    browser.open(f"/federations/{federation.id}/")
+    browser.screenshots("federation-admin")
+    browser.driver.find_element(By.CSS_SELECTOR, "[aria-label='Approve east-hangar']").click()
+    browser.wait_for_text(".messages", "east-hangar is approved")
+    assert not CREDENTIAL.search(browser.driver.page_source)  # the admin never sees it
+    browser.click_button("Log out (ada)")
+    browser.wait_for_text("h1", "Federated predictive maintenance")
+
+    browser.driver.find_element(By.LINK_TEXT, "Log in").click()
+    browser.fill({"Username:": "nina", "Password:": PASSWORD})
+    browser.click_button("Log in")
+    browser.wait_for_text("h1", "My sites")
+    browser.driver.find_element(By.LINK_TEXT, "east-hangar").click()
+    browser.wait_for_text("h1", "east-hangar")
+    browser.click_button("Get the site's credential")
+    browser.wait_for_text("h1", "Credential for east-hangar")
+    credential = browser.text("#credential")
+    browser.screenshots("credential")
+
+    assert CREDENTIAL.fullmatch(credential)
+    site = Site.objects.get(name="east-hangar")
+    assert site.credential_hash == hashlib.sha256(credential.encode()).hexdigest()
+    assert f"SITE_CREDENTIAL={credential} python manage.py site_worker" in browser.text(
+        "#worker-command"
+    )
+
+    browser.driver.find_element(By.LINK_TEXT, "Back to east-hangar").click()
+    browser.wait(lambda: browser.find_all("#worker-status"), "the site's page did not open")
+    browser.driver.refresh()
+    browser.wait_for_text(".facts", "issued")
+
+    assert credential not in browser.driver.page_source
+    assert not CREDENTIAL.search(browser.driver.page_source)
+    assert "approved" in browser.text("main")
+    browser.screenshots("site-portal")
+
+
+def test_a_player_changes_the_maintenance_cost_and_the_profits_change(
+    browser: Browser, settings, tmp_path
+):
+    # The Tycoon replays a prediction pack: the small fake one of the Tycoon's page tests.
+    from tests.test_tycoon_pages import fake_pack
+
+    settings.TYCOON_PACK = tmp_path / "pack.npz"
+    fake_pack().save(settings.TYCOON_PACK)
+
+    browser.open("/tycoon/")
+    assert browser.find_all("#tycoon-form"), "no Tycoon page at /tycoon/ (no #tycoon-form)"
+    browser.wait(lambda: browser.find_all("#profit-table .profit"), "no profit table on /tycoon/")
+    before = [cell.text for cell in browser.find_all("#profit-table .profit")]
+    browser.screenshots("tycoon")
+
+    cost = browser.find("#id_maintenance_cost")
+    if cost.get_attribute("type") == "range":
+        # A slider moves with the keyboard, as for anyone who does not use a mouse.
+        cost.send_keys(*[Keys.PAGE_UP] * 3)
+    else:
+        value = float(cost.get_attribute("value") or 0)
+        cost.clear()
+        cost.send_keys(str(int(value * 3 + 5000)), Keys.TAB)
+
+    def profits_changed() -> bool:
+        return [cell.text for cell in browser.find_all("#profit-table .profit")] != before
+
+    browser.wait(profits_changed, "the profit table did not change with the maintenance cost")
+    browser.screenshots("tycoon-changed")

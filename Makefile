@@ -7,7 +7,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench bench-secagg clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON_BIN) -m venv $(VENV)
@@ -28,6 +28,20 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PYTHON) benchmarks/data_load.py $(ARGS)
+
+# Our secure aggregation against Flower's SecAgg+, in one run. Flower is a benchmark-only
+# dependency: it goes into its own environment, .venv-bench, never into .venv.
+BENCH_VENV ?= .venv-bench
+BENCH_PYTHON := $(BENCH_VENV)/bin/python
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+$(BENCH_STAMP): requirements.txt requirements-bench.txt
+	$(PYTHON_BIN) -m venv $(BENCH_VENV)
+	$(BENCH_PYTHON) -m pip install --quiet -r requirements.txt -r requirements-bench.txt
+	touch $(BENCH_STAMP)
+
+bench-secagg: $(BENCH_STAMP)
+	$(BENCH_PYTHON) benchmarks/secagg.py $(ARGS)
 
 clean:
 	rm -rf var staticfiles

@@ -175,6 +175,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):  # type: ignore[union-attr]
     # other with no broker server. Producers and consumers use one folder.
     for sub in ("queue", "processed", "control"):
         (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
+    # The same transport, writing each message atomically (see worker/broker.py).
+    CELERY_BROKER_TRANSPORT = "worker.broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),

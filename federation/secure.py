@@ -149,11 +149,23 @@ def submit(*, contribution: Contribution, body: dict[str, Any]) -> None:
     except SecAggError as error:
         raise FederationError(f"refused: {error}", status=400) from None
     _store(round_, contribution, stage, stored, vector)
-    pending = _pending(round_).exists()
-    if not pending:
-        from worker.tasks import enqueue_close
+    if not _pending(round_).exists():
+        _last_answer(round_)
 
-        transaction.on_commit(lambda: enqueue_close(round_.id))
+
+def _last_answer(round_: Round) -> None:
+    """Everyone answered the stage: open the next one at once, in this request (a hop
+    through the coordinator's queue would cost a broker poll per stage). The last
+    stage, and a stage that ends the round, go to the coordinator's worker."""
+    from worker.tasks import enqueue_close, schedule_deadline
+
+    if round_.stage != p.UNMASK:
+        with transaction.atomic():
+            _, failure = close_stage(round_=round_, minimum=round_.federation.min_sites)
+        if not failure:
+            transaction.on_commit(lambda: schedule_deadline(round_))
+            return
+    transaction.on_commit(lambda: enqueue_close(round_.id))
 
 
 def _check(

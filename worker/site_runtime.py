@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 import os
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from turbofan.data.checks import training_rows
 from worker.keystore import Keystore
 
 log = logging.getLogger(__name__)
+
+FOLLOW_UP_INTERVAL = 0.25  # seconds between looks for a secure round's next stage
 
 COORDINATOR_ENV = "SITE_COORDINATOR"
 CREDENTIAL_ENV = "SITE_CREDENTIAL"
@@ -54,6 +57,7 @@ class SiteRuntime:
     data_dir: Path
     state_dir: Path
     timeout: float = 60.0
+    follow_up: float = 3.0
     _rows: pd.DataFrame | None = field(default=None, repr=False)
 
     def rows(self) -> pd.DataFrame:
@@ -124,7 +128,7 @@ class SiteRuntime:
         if status == 204 or not work:
             return "idle"
         if session.WORK_KEY in work["work"]:
-            return self._secure_step(work)
+            return self._secure_round(work)
         if work["work"][messages.KEY_KIND] == messages.TRAIN:
             log.warning(
                 "federation %s runs plain aggregation (for debugging): the coordinator "
@@ -139,6 +143,28 @@ class SiteRuntime:
             outcome = f"result refused: {refused}"
         self._cache_path(work).unlink(missing_ok=True)
         return outcome
+
+    def _secure_round(self, work: dict[str, Any]) -> str:
+        """Answer a secure round's stages as they open. The next stage opens as soon as
+        every site has answered this one, usually within a second or two: look for it
+        a few times a second for ``follow_up`` seconds instead of one poll interval."""
+        outcomes = []
+        while work is not None:
+            outcomes.append(self._secure_step(work))
+            if work["work"][session.WORK_KEY][p.STAGE] == p.UNMASK:
+                break
+            work = self._next_stage(work["contribution"])
+        return "; ".join(outcomes)
+
+    def _next_stage(self, contribution: int) -> dict[str, Any] | None:
+        give_up = time.monotonic() + self.follow_up
+        while time.monotonic() < give_up:
+            time.sleep(FOLLOW_UP_INTERVAL)
+            status, work = self.request("GET", "/api/v1/work")
+            if status != 204 and work:
+                # Other work (another federation's) waits for the next regular poll.
+                return work if work["contribution"] == contribution else None
+        return None
 
     def _cache_path(self, work: dict[str, Any]) -> Path:
         return self.state_dir / f"result-{work['contribution']}.json"

@@ -85,6 +85,38 @@ def training_result(summed: np.ndarray, like: Weights) -> tuple[Weights, float]:
     return average, rmse
 
 
+def secure_sum(
+    inputs: list[np.ndarray],
+    *,
+    clip: float = DEFAULT_CLIP,
+    levels: int = DEFAULT_LEVELS,
+    modulus_bits: int = 32,
+    threshold: Callable[[int], int] = p.majority,
+    sparse: bool = True,
+) -> np.ndarray:
+    """The sum of the sites' vectors through the whole protocol, every site and the
+    server in this process: the in-process path to what live rounds compute."""
+    n = len(inputs)
+    if n < 2:
+        raise SecAggError("a secure sum needs at least two sites")
+    sites = tuple(range(1, n + 1))
+    keys = {s: SigningKey.generate() for s in sites}
+    identities = {s: keys[s].public for s in sites}
+    settings = p.plan(secrets.token_hex(8), sites, sparse=sparse, threshold=threshold)
+    quantiser = Quantiser(clip=clip, levels=levels, n_sites=n, modulus_bits=modulus_bits)
+    clients = {s: SecAggClient(settings, s, keys[s], identities, quantiser) for s in sites}
+    server = SecAggServer(settings, identities, quantiser)
+    advertised = server.collect_keys([c.advertise() for c in clients.values()])
+    routed = server.collect_shares([c.share(advertised) for c in clients.values()])
+    alive, dropped = server.collect_masked(
+        [
+            clients[s].mask(vector, routed.get(s, {}))
+            for s, vector in zip(sites, inputs, strict=True)
+        ]
+    )
+    return server.finish([clients[s].unmask(alive, dropped) for s in sorted(alive)])
+
+
 def secure_average(
     *,
     clip: float = DEFAULT_CLIP,
@@ -95,27 +127,9 @@ def secure_average(
     """A drop-in for :func:`weighted_average` that goes through the secure sum."""
 
     def average(results: list[SiteResult]) -> Weights:
-        n = len(results)
-        if n < 2:
-            raise SecAggError("a secure sum needs at least two sites")
         total = sum(r.examples for r in results)
-        sites = tuple(range(1, n + 1))
-        keys = {s: SigningKey.generate() for s in sites}
-        identities = {s: keys[s].public for s in sites}
-        settings = p.plan(secrets.token_hex(8), sites, sparse=sparse, threshold=threshold)
-        quantiser = Quantiser(clip=clip, levels=levels, n_sites=n)
-        clients = {s: SecAggClient(settings, s, keys[s], identities, quantiser) for s in sites}
-        server = SecAggServer(settings, identities, quantiser)
-        advertised = server.collect_keys([c.advertise() for c in clients.values()])
-        routed = server.collect_shares([c.share(advertised) for c in clients.values()])
-        inputs = {
-            site: site_input(result.weights, result.examples / total)
-            for site, result in zip(sites, results, strict=True)
-        }
-        alive, dropped = server.collect_masked(
-            [clients[s].mask(inputs[s], routed.get(s, {})) for s in sites]
-        )
-        summed = server.finish([clients[s].unmask(alive, dropped) for s in sorted(alive)])
+        inputs = [site_input(r.weights, r.examples / total) for r in results]
+        summed = secure_sum(inputs, clip=clip, levels=levels, threshold=threshold, sparse=sparse)
         return average_from_sum(summed, results[0].weights)[0]
 
     return average

@@ -36,6 +36,10 @@ class Federation(models.Model):
     # Training rounds sum the sites' updates under secure aggregation; False is a plain
     # mode for debugging, in which the coordinator sees every site's update.
     secure_aggregation = models.BooleanField(default=True)
+    # Differential privacy of training (federation.core.privacy.PrivacySettings as a
+    # dict: noise multiplier, clipping bound, target epsilon and delta, sample
+    # fraction); null: no DP.
+    privacy = models.JSONField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
     reason = models.TextField(blank=True)
     # The shared feature pipeline, fitted from the sites' statistics in the setup rounds.
@@ -51,9 +55,16 @@ class Federation(models.Model):
     @property
     def privacy_label(self) -> str:
         """How the coordinator sees the sites' updates, in words for every page that shows it."""
-        if self.secure_aggregation:
-            return "secure aggregation (SecAgg+): the coordinator sees only the sum"
-        return "plain aggregation, for debugging: the coordinator sees every site's update"
+        if not self.secure_aggregation:
+            return "plain aggregation, for debugging: the coordinator sees every site's update"
+        label = "secure aggregation (SecAgg+): the coordinator sees only the sum"
+        if self.privacy:
+            label += (
+                f"; differential privacy: noise x{self.privacy['noise_multiplier']:g} on "
+                f"updates clipped to {self.privacy['clip']:g}, budget epsilon "
+                f"{self.privacy['epsilon']:g} at delta {self.privacy['delta']:g}"
+            )
+        return label
 
 
 class Site(models.Model):
@@ -92,6 +103,9 @@ class Membership(models.Model):
     federation = models.ForeignKey(Federation, on_delete=models.CASCADE, related_name="memberships")
     site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="memberships")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.REQUESTED)
+    # The site's own limit on the privacy it spends in this federation (null: the
+    # federation's budget only); work that would pass it leaves the site out.
+    epsilon_cap = models.FloatField(null=True, blank=True)
     requested_at = models.DateTimeField(auto_now_add=True)
     decided_at = models.DateTimeField(null=True, blank=True)
 
@@ -215,3 +229,33 @@ class StageMessage(models.Model):
                 fields=["round", "site", "stage"], name="one_message_per_site_and_stage"
             )
         ]
+
+
+class PrivacySpend(models.Model):
+    """One line of the privacy ledger: a mechanism run on the sites' data.
+
+    The federation's line (``site`` null) and one line per site whose data was in the
+    running, each with the epsilon spent so far after it.
+    """
+
+    class Kind(models.TextChoices):
+        TRAINING = "training", "training round"
+        ANALYTICS = "analytics", "analytics query"
+
+    federation = models.ForeignKey(Federation, on_delete=models.CASCADE, related_name="spends")
+    site = models.ForeignKey(
+        Site, null=True, blank=True, on_delete=models.CASCADE, related_name="spends"
+    )
+    round = models.ForeignKey(
+        Round, null=True, blank=True, on_delete=models.SET_NULL, related_name="spends"
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    description = models.CharField(max_length=200, blank=True)
+    noise_multiplier = models.FloatField()
+    sample_fraction = models.FloatField(default=1.0)
+    epsilon = models.FloatField(help_text="epsilon spent so far, after this line")
+    delta = models.FloatField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["federation", "id"]

@@ -27,13 +27,21 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from federation import secure
+from federation import budget, secure
 from federation.core import messages, server
 from federation.core.secagg.aggregate import training_result
 from federation.core.secagg.protocol import MASKED_INPUT
 from federation.core.strategies import SiteResult, make_strategy
 from federation.errors import FederationError
-from federation.models import Contribution, Federation, Membership, ModelVersion, Round, Site
+from federation.models import (
+    Contribution,
+    Federation,
+    Membership,
+    ModelVersion,
+    PrivacySpend,
+    Round,
+    Site,
+)
 from federation.specs import evaluate_version, federation_recipe, federation_simulation
 from turbofan.data.features import FeaturePipeline, RegimeModel
 from turbofan.models.artefact import RulModel
@@ -192,11 +200,35 @@ def round_open(*, federation: Federation, kind: str, number: int) -> Round:
         federation=federation, kind=kind, number=number, deadline=deadline
     )
     sites = _participants(federation)
+    admission = None
+    if kind == Round.Kind.TRAIN and federation.privacy:
+        if not federation.secure_aggregation:
+            round_fail(
+                round_=round_,
+                reason="differential privacy adds its noise in shares inside the secure "
+                "sum: turn secure aggregation on",
+            )
+            return round_
+        admission = budget.admit(
+            federation=federation,
+            sites=sites,
+            spend=budget.training_spend(federation),
+            minimum=max(federation.min_sites, 2),
+            what=f"training round {number}",
+        )
+        if admission.refusal:
+            round_fail(round_=round_, reason=admission.refusal)
+            return round_
+        sites = admission.sites
     if kind == Round.Kind.TRAIN and federation.secure_aggregation:
         current = federation.versions.order_by("-version").first()
         assert current is not None  # version 0 exists before the first training round
         ready = secure.round_begin(
-            round_=round_, sites=sites, like=_version_weights_arrays(current)
+            round_=round_,
+            sites=sites,
+            like=_version_weights_arrays(current),
+            privacy=budget.privacy_of(federation),
+            minimum=federation.min_sites,
         )
         minimum = max(federation.min_sites, 2)
         if len(ready) < minimum:
@@ -215,6 +247,14 @@ def round_open(*, federation: Federation, kind: str, number: int) -> Round:
             f"{federation.min_sites} per round",
         )
         return round_
+    if admission is not None:  # the round runs: its privacy cost goes into the ledger
+        budget.record(
+            federation=federation,
+            admission=admission,
+            kind=PrivacySpend.Kind.TRAINING,
+            description=f"training round {number}",
+            round_=round_,
+        )
     Contribution.objects.bulk_create([Contribution(round=round_, site=s) for s in sites])
     Round.objects.filter(id=round_.id, status=Round.Status.OPEN).update(
         status=Round.Status.COLLECTING
@@ -542,9 +582,10 @@ def _aggregate_training(
             strategy.load_state(messages.weights_from_bytes(handle.read()))
     weights = strategy.aggregate(like, results)
     state = messages.weights_to_bytes(strategy.state()) if strategy.state() else None
-    ModelVersion.objects.filter(id=current.id).update(
-        metrics={**current.metrics, "federated_val_rmse": val}
-    )
+    if not math.isnan(val):  # under DP the sites keep their validation errors home
+        ModelVersion.objects.filter(id=current.id).update(
+            metrics={**current.metrics, "federated_val_rmse": val}
+        )
     pipeline = FeaturePipeline.from_dict(federation.pipeline)
     return _new_version(federation, pipeline, round_.number, weights), state
 

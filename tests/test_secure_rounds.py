@@ -14,6 +14,8 @@ from django.utils import timezone
 
 from federation import secure, services
 from federation.core.secagg import protocol as p
+from federation.core import messages
+from federation.core.client import secure_training_input
 from federation.core.secagg import session
 from federation.core.secagg.aggregate import DEFAULT_CLIP, PRECISE_LEVELS, training_input
 from federation.core.secagg.primitives import SecAggError
@@ -81,11 +83,14 @@ class Cast:
         """What site ``name`` would send in the current stage (nothing is sent)."""
         contribution, work = self.work(name)
         part = part or work[session.WORK_KEY]
-        scale = part[session.ROUND_PARAMETERS][session.WEIGHT_SCALE]
 
-        def masked_input():
-            vector = training_input(self.trained[name], self.examples[name], 50.0, 2, scale)
-            return vector, {"examples": self.examples[name]}
+        def masked_input():  # what a site's worker computes after training
+            result = {
+                "examples": self.examples[name],
+                "metrics": {"val_sse": 7500.0, "val_count": 300, "seconds": 0.5},
+                "payload": messages.b64(messages.weights_to_bytes(self.trained[name])),
+            }
+            return secure_training_input(result, work, part[session.ROUND_PARAMETERS])
 
         body, self.states[name] = session.site_step(
             part, self.sites[name].id, self.keys[name].identity(), self.states[name], masked_input
@@ -259,7 +264,7 @@ def test_the_coordinator_stores_no_sites_update_in_the_clear(cast):
     scale = round_.secagg[session.WEIGHT_SCALE]
     for name in SITES:
         update = np.concatenate([w.ravel() for w in cast.trained[name]])
-        vector = training_input(cast.trained[name], cast.examples[name], 50.0, 2, scale)
+        vector = training_input(cast.trained[name], cast.examples[name], 7500.0, 300, scale)
         step = 2 * DEFAULT_CLIP / PRECISE_LEVELS
         clipped = np.clip(vector, -DEFAULT_CLIP, DEFAULT_CLIP)
         quantised = np.rint((clipped + DEFAULT_CLIP) / step).astype(np.uint64)

@@ -23,10 +23,9 @@ import numpy as np
 import pandas as pd
 
 from federation.core import messages
-from federation.core.client import run_work
+from federation.core.client import run_work, secure_training_input
 from federation.core.secagg import protocol as p
 from federation.core.secagg import session
-from federation.core.secagg.aggregate import training_input
 from federation.core.secagg.primitives import SecAggError
 from turbofan.data.checks import training_rows
 from worker.keystore import Keystore
@@ -190,18 +189,7 @@ class SiteRuntime:
         keystore = Keystore(self.state_dir)
 
         def masked_input() -> tuple[np.ndarray, dict[str, Any]]:
-            result = self._computed(work)
-            weights = messages.weights_from_bytes(messages.unb64(result[messages.KEY_PAYLOAD]))
-            metrics, examples = result[messages.KEY_METRICS], result[messages.KEY_EXAMPLES]
-            vector = training_input(
-                weights,
-                examples,
-                metrics["val_sse"],
-                metrics["val_count"],
-                parameters[session.WEIGHT_SCALE],
-            )
-            timing = {"seconds": metrics["seconds"]}  # how long it trained, nothing more
-            return vector, {messages.KEY_EXAMPLES: examples, messages.KEY_METRICS: timing}
+            return secure_training_input(self._computed(work), work["work"], parameters)
 
         try:
             body, state = session.site_step(

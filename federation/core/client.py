@@ -15,6 +15,9 @@ import numpy as np
 import pandas as pd
 
 from federation.core import messages
+from federation.core.privacy import PrivacySettings, private_result
+from federation.core.secagg import session
+from federation.core.secagg.aggregate import training_input
 from federation.core.strategies import SiteResult, Weights
 from turbofan.data.features import (
     SETTING_COLUMNS,
@@ -146,3 +149,27 @@ def _train_work(frame: pd.DataFrame, work: dict[str, Any]) -> dict[str, Any]:
         messages.KEY_METRICS: metrics,
         messages.KEY_PAYLOAD: messages.b64(messages.weights_to_bytes(result.weights)),
     }
+
+
+def secure_training_input(
+    result: dict[str, Any], work: dict[str, Any], parameters: dict[str, Any]
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """What this site puts under masks in a secure training round, and the plain
+    metadata beside it (how long it trained; its number of examples unless under DP).
+
+    Under differential privacy it sends its update clipped and noised
+    (:func:`private_result`), weighing as one site, and keeps its validation error home.
+    """
+    weights = messages.weights_from_bytes(messages.unb64(result[messages.KEY_PAYLOAD]))
+    metrics, examples = result[messages.KEY_METRICS], result[messages.KEY_EXAMPLES]
+    scale = parameters[session.WEIGHT_SCALE]
+    timing = {"seconds": metrics["seconds"]}
+    dp = parameters.get(session.PRIVACY)
+    if dp is None:
+        vector = training_input(weights, examples, metrics["val_sse"], metrics["val_count"], scale)
+        return vector, {messages.KEY_EXAMPLES: examples, messages.KEY_METRICS: timing}
+    reference = messages.weights_from_bytes(messages.unb64(work[messages.KEY_WEIGHTS]))
+    settings = PrivacySettings(noise_multiplier=dp["noise_multiplier"], clip=dp["clip"])
+    private = private_result(SiteResult(weights, examples), reference, settings, dp["noise_sites"])
+    vector = training_input(private.weights, private.examples, 0.0, 0, scale)
+    return vector, {messages.KEY_EXAMPLES: 0, messages.KEY_METRICS: timing}

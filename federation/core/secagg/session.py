@@ -22,6 +22,8 @@ from federation.core.secagg.primitives import SecAggError, SigningKey
 # round's parameters (sites weight their input by examples / scale).
 WORK_KEY = "secagg"
 WEIGHT_SCALE = "weight_scale"
+# Differential privacy of the round, if any: clip, noise multiplier, noise_sites.
+PRIVACY = "privacy"
 # Keys of the work message of a secure stage, beside the round's parameters.
 ROUND_PARAMETERS = "parameters"
 ADVERTISED = "advertised"

@@ -1,0 +1,168 @@
+"""Differential privacy across sites: noise added in shares inside the secure sum, and
+the accounting of what it costs.
+
+Site-level DP-FedAvg (McMahan et al. 2018) with distributed noise: each site clips its
+model update (its weights minus the global weights) to L2 norm ``clip`` and adds
+Gaussian noise of standard deviation ``noise_multiplier * clip / sqrt(noise_sites)``,
+where ``noise_sites`` is the fewest sites a round can end with. The secure sum of at
+least that many sites carries noise of standard deviation at least
+``noise_multiplier * clip``, though no party added it all and nobody saw one site's
+share unmixed. Sites weigh equally (one site, one vote), so one site changes the sum
+by at most ``clip``: the Gaussian mechanism's sensitivity.
+
+The privacy spent is counted by Google's ``dp_accounting`` (its RDP accountant): a
+training round is a Gaussian mechanism with that multiplier, Poisson-sampled at the
+fraction of sites sampled per round; an analytics query with noise is one Gaussian
+mechanism on everyone. Training and analytics share one budget.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import dp_accounting
+import numpy as np
+from dp_accounting.rdp import RdpAccountant
+
+from federation.core.strategies import SiteResult, Weights
+
+
+class PrivacyError(ValueError):
+    """Privacy settings that cannot work; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    """A federation's differential-privacy settings.
+
+    Parameters
+    ----------
+    noise_multiplier : noise standard deviation in units of ``clip`` (0: no DP)
+    clip : L2 bound of one site's model update
+    epsilon, delta : the budget: no round or query starts that would take the
+        federation past ``epsilon`` at this ``delta``
+    sample_fraction : the fraction of sites sampled into each round (Poisson)
+    """
+
+    noise_multiplier: float
+    clip: float = 1.0
+    epsilon: float = 8.0
+    delta: float = 1e-5
+    sample_fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.noise_multiplier > 0:
+            raise PrivacyError("the noise multiplier must be > 0 (no DP: leave privacy off)")
+        if not self.clip > 0:
+            raise PrivacyError("the clipping bound must be > 0")
+        if not self.epsilon > 0:
+            raise PrivacyError("the target epsilon must be > 0")
+        if not 0 < self.delta < 1:
+            raise PrivacyError("delta must be between 0 and 1 (typically below 1/sites)")
+        if not 0 < self.sample_fraction <= 1:
+            raise PrivacyError("the sample fraction must be in (0, 1]")
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PrivacySettings:
+        return cls(**{k: float(data[k]) for k in cls.__dataclass_fields__ if k in data})
+
+
+# --- the site's side ------------------------------------------------------------------------
+
+
+def clip_and_noise(
+    weights: Weights,
+    reference: Weights,
+    *,
+    clip: float,
+    noise_multiplier: float,
+    noise_sites: int,
+    rng: np.random.Generator | None = None,
+) -> Weights:
+    """``reference`` plus this site's update, clipped to L2 norm ``clip``, plus its share
+    of the noise (standard deviation ``noise_multiplier * clip / sqrt(noise_sites)``)."""
+    rng = rng or np.random.default_rng(secrets.randbits(128))
+    base = np.concatenate([r.astype(np.float64).ravel() for r in reference])
+    update = np.concatenate([w.astype(np.float64).ravel() for w in weights]) - base
+    norm = float(np.linalg.norm(update))
+    if norm > clip:
+        update *= clip / norm
+    update += rng.normal(0.0, noise_multiplier * clip / math.sqrt(noise_sites), update.size)
+    out, start = [], 0
+    for r in reference:
+        out.append((base[start : start + r.size] + update[start : start + r.size]).reshape(r.shape))
+        out[-1] = out[-1].astype(r.dtype)
+        start += r.size
+    return out
+
+
+def private_result(
+    result: SiteResult,
+    reference: Weights,
+    settings: PrivacySettings,
+    noise_sites: int,
+    rng: np.random.Generator | None = None,
+) -> SiteResult:
+    """What a site contributes under DP: its clipped, noised weights, weighing as one
+    site (the number of its examples would tell its data's size, and change the
+    sensitivity); its training metrics stay home."""
+    weights = clip_and_noise(
+        result.weights,
+        reference,
+        clip=settings.clip,
+        noise_multiplier=settings.noise_multiplier,
+        noise_sites=noise_sites,
+        rng=rng,
+    )
+    return SiteResult(weights=weights, examples=1, metrics={})
+
+
+# --- accounting -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spend:
+    """``count`` runs of a Gaussian mechanism, each on a Poisson sample of the sites."""
+
+    noise_multiplier: float
+    sample_fraction: float = 1.0
+    count: int = 1
+
+
+def epsilon_spent(spends: Sequence[Spend], delta: float) -> float:
+    """The epsilon at ``delta`` of all ``spends`` together (RDP composition)."""
+    if not spends:
+        return 0.0
+    accountant = RdpAccountant()
+    for spend in spends:
+        event: dp_accounting.DpEvent = dp_accounting.GaussianDpEvent(spend.noise_multiplier)
+        if spend.sample_fraction < 1:
+            event = dp_accounting.PoissonSampledDpEvent(spend.sample_fraction, event)
+        accountant.compose(event, spend.count)
+    return float(accountant.get_epsilon(delta))
+
+
+def noise_for_budget(
+    epsilon: float, delta: float, rounds: int, sample_fraction: float = 1.0
+) -> float:
+    """The smallest noise multiplier (to 0.1 %) with which ``rounds`` rounds spend at
+    most ``epsilon``: for choosing settings, e.g. a report's epsilon column."""
+    low, high = 1e-3, 1.0
+    while epsilon_spent([Spend(high, sample_fraction, rounds)], delta) > epsilon:
+        low, high = high, high * 2
+        if high > 1e6:
+            raise PrivacyError(f"no noise multiplier reaches epsilon {epsilon} in {rounds} rounds")
+    while high - low > 1e-3 * high:
+        middle = (low + high) / 2
+        if epsilon_spent([Spend(middle, sample_fraction, rounds)], delta) > epsilon:
+            low = middle
+        else:
+            high = middle
+    return high

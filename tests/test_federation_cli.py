@@ -90,3 +90,23 @@ def test_a_federation_is_secure_unless_created_plain_and_says_so(users):
     assert "plain aggregation, for debugging" in plain
     assert json.loads(run("status", "debug-fleet"))["privacy"].startswith("plain aggregation")
     assert Federation.objects.get(name="fleet").secure_aggregation
+
+
+def test_a_federation_with_differential_privacy_and_a_sites_own_cap(users):
+    created = run("create", "private", "--admin", "boss", "--dp-noise", "1.1", "--dp-epsilon", "4")
+    run("join", "private", "ann-site", "--owner", "ann")
+
+    capped = run("cap", "private", "ann-site", "--owner", "ann", "--epsilon", "2.5")
+
+    assert "differential privacy: noise x1.1" in created and "budget epsilon 4" in created
+    assert Federation.objects.get(name="private").privacy["noise_multiplier"] == 1.1
+    assert "at most epsilon 2.5" in capped
+    assert Membership.objects.get(site__name="ann-site").epsilon_cap == 2.5
+    assert json.loads(run("status", "private"))["epsilon_spent"] == 0.0
+
+
+def test_privacy_settings_that_cannot_work_are_refused_with_the_reason(users):
+    with pytest.raises(CommandError, match="delta must be between 0 and 1"):
+        run("create", "private", "--admin", "boss", "--dp-noise", "1", "--dp-delta", "2")
+    with pytest.raises(CommandError, match="needs secure aggregation"):
+        run("create", "private", "--admin", "boss", "--dp-noise", "1", "--plain")

@@ -1,8 +1,9 @@
 """Run a federation from the command line: ``python manage.py federation <action> ...``.
 
-The same services as the pages: create a federation, add a site and ask to join,
-approve, issue the site's credential to its owner (shown once, with the command
-that starts its worker), start, and show progress.
+The same services as the pages: create a federation (with differential privacy if
+asked), add a site and ask to join, approve, issue the site's credential to its
+owner (shown once, with the command that starts its worker), set a site's own
+privacy cap, start, and show progress.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from federation import selectors, services
+from federation import budget, selectors, services
+from federation.core.privacy import PrivacyError, PrivacySettings
 from federation.models import Federation, Membership, Site
 from federation.specs import default_model_spec
 
@@ -36,6 +38,27 @@ class Command(BaseCommand):
             help="plain aggregation, for debugging only: the coordinator sees every "
             "site's update (the default is secure aggregation)",
         )
+        dp = create.add_argument_group(
+            "differential privacy (site-level, noise added in shares inside the secure sum)"
+        )
+        dp.add_argument(
+            "--dp-noise",
+            type=float,
+            help="noise multiplier: noise std in units of the clipping bound (turns DP on)",
+        )
+        dp.add_argument("--dp-clip", type=float, default=1.0, help="L2 bound of a site's update")
+        dp.add_argument("--dp-epsilon", type=float, default=8.0, help="the budget: target epsilon")
+        dp.add_argument("--dp-delta", type=float, default=1e-5)
+        dp.add_argument(
+            "--sample-fraction", type=float, default=1.0, help="fraction of sites per round"
+        )
+        cap = actions.add_parser(
+            "cap", help="set (or with no --epsilon, clear) a site's own privacy cap"
+        )
+        cap.add_argument("federation")
+        cap.add_argument("site")
+        cap.add_argument("--owner", required=True, help="user name of the site's owner")
+        cap.add_argument("--epsilon", type=float, help="the most epsilon the site will spend")
         join = actions.add_parser("join", help="create a site (if new) and ask to join")
         join.add_argument("federation")
         join.add_argument("site")
@@ -86,10 +109,46 @@ class Command(BaseCommand):
             round_deadline=options["deadline"],
             model_spec=default_model_spec(),
             secure_aggregation=not options["plain"],
+            privacy=self._privacy(options),
         )
         self.stdout.write(
             f"created federation {federation.name!r} (id {federation.id}): "
             f"{federation.privacy_label}"
+        )
+
+    def _privacy(self, options: dict[str, Any]) -> dict[str, float] | None:
+        if options["dp_noise"] is None:
+            return None
+        if options["plain"]:
+            raise CommandError("differential privacy needs secure aggregation: drop --plain")
+        try:
+            settings = PrivacySettings(
+                noise_multiplier=options["dp_noise"],
+                clip=options["dp_clip"],
+                epsilon=options["dp_epsilon"],
+                delta=options["dp_delta"],
+                sample_fraction=options["sample_fraction"],
+            )
+        except PrivacyError as error:
+            raise CommandError(str(error)) from None
+        return settings.to_dict()
+
+    def _cap(self, options: dict[str, Any]) -> None:
+        membership = Membership.objects.filter(
+            federation=self._federation(options["federation"]),
+            site__name=options["site"],
+            site__owner=self._user(options["owner"]),
+        ).first()
+        if membership is None:
+            raise CommandError(
+                f"{options['owner']!r} owns no site {options['site']!r} in that federation"
+            )
+        budget.membership_set_cap(membership=membership, epsilon_cap=options["epsilon"])
+        cap = options["epsilon"]
+        self.stdout.write(
+            f"{options['site']!r} will spend at most epsilon {cap:g} there"
+            if cap is not None
+            else f"{options['site']!r} has no cap of its own there"
         )
 
     def _join(self, options: dict[str, Any]) -> None:
@@ -137,5 +196,9 @@ class Command(BaseCommand):
     def _status(self, options: dict[str, Any]) -> None:
         federation = self._federation(options["federation"])
         progress = selectors.federation_progress(federation=federation)
-        report = {"privacy": federation.privacy_label, **progress}
+        report = {
+            "privacy": federation.privacy_label,
+            "epsilon_spent": budget.spent(federation=federation) if federation.privacy else None,
+            **progress,
+        }
         self.stdout.write(json.dumps(report, indent=2, default=str))

@@ -119,13 +119,15 @@ class Round(models.Model):
     """One collection step of a federation, as an explicit state machine.
 
     ``points`` and ``moments`` rounds fit the shared preprocessing from the sites'
-    statistics; ``train`` rounds train the model.
+    statistics; ``train`` rounds train the model; an ``analytics`` round answers one
+    query (numbered by the query) beside them.
     """
 
     class Kind(models.TextChoices):
         POINTS = "points", "operating points"
         MOMENTS = "moments", "sensor moments"
         TRAIN = "train", "training"
+        ANALYTICS = "analytics", "analytics query"
 
     class Status(models.TextChoices):
         OPEN = "open", "open"
@@ -259,3 +261,36 @@ class PrivacySpend(models.Model):
 
     class Meta:
         ordering = ["federation", "id"]
+
+
+class AnalyticsQuery(models.Model):
+    """Statistics across the sites, computed from the secure sum of their encodings.
+
+    ``query`` is a :class:`federation.core.analytics.Query` as a dict; ``result`` holds
+    only what the sum gives (counts, means, variances, histograms, quantiles), never a
+    site's own numbers. With ``noise_multiplier`` set, each site adds its share of
+    Gaussian noise and the query spends privacy budget.
+    """
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "running"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+
+    federation = models.ForeignKey(Federation, on_delete=models.CASCADE, related_name="queries")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    query = models.JSONField()
+    noise_multiplier = models.FloatField(null=True, blank=True)
+    round = models.OneToOneField(
+        Round, null=True, blank=True, on_delete=models.SET_NULL, related_name="query"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    reason = models.TextField(blank=True)
+    result = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["federation", "-id"]

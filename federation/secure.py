@@ -30,8 +30,6 @@ from federation.core.secagg.aggregate import (
     DEFAULT_CLIP,
     PRECISE_LEVELS,
     PRECISE_MODULUS_BITS,
-    TRAINING_EXTRAS,
-    input_length,
 )
 from federation.core.secagg.primitives import Quantiser, SecAggError, verify
 from federation.core.secagg.server import SecAggServer
@@ -63,11 +61,12 @@ def round_begin(
     *,
     round_: Round,
     sites: list[Site],
-    like: list[np.ndarray],
+    length: int,
     privacy: PrivacySettings | None = None,
     minimum: int = 2,
 ) -> list[Site]:
-    """Set a training round up for secure aggregation; the sites that take part.
+    """Set a round up for secure aggregation of ``length``-long vectors; the sites that
+    take part.
 
     Only sites that registered an identity can sign their round keys; the others sit
     this round out (their worker registers one when it starts). Under differential
@@ -85,9 +84,7 @@ def round_begin(
         modulus_bits=PRECISE_MODULUS_BITS,
     )
     identities = {s.id: base64.b64decode(s.identity_key) for s in ready}
-    parameters = wire.round_to_json(
-        settings, quantiser, identities, input_length(like, TRAINING_EXTRAS)
-    )
+    parameters = wire.round_to_json(settings, quantiser, identities, length)
     # A public number of the order of the total examples: the sites weight by it.
     rows = [int((s.data_summary or {}).get("train_rows", 0)) for s in ready]
     parameters[session.WEIGHT_SCALE] = max(sum(rows), 1)

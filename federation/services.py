@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from federation import budget, secure
 from federation.core import messages, server
-from federation.core.secagg.aggregate import training_result
+from federation.core.secagg.aggregate import TRAINING_EXTRAS, input_length, training_result
 from federation.core.secagg.protocol import MASKED_INPUT
 from federation.core.strategies import SiteResult, make_strategy
 from federation.errors import FederationError
@@ -226,7 +226,7 @@ def round_open(*, federation: Federation, kind: str, number: int) -> Round:
         ready = secure.round_begin(
             round_=round_,
             sites=sites,
-            like=_version_weights_arrays(current),
+            length=input_length(_version_weights_arrays(current), TRAINING_EXTRAS),
             privacy=budget.privacy_of(federation),
             minimum=federation.min_sites,
         )

@@ -14,6 +14,8 @@ RUNNING = "running"
 ROUND_COLUMNS = ("Round", "Kind", "Status", "Sites answered", "Dropped", "Time")
 VERSION_COLUMNS = ("Version", "Test RMSE", "NASA score", "Sites' validation RMSE", "SHA-256")
 NUMERIC_VERSION_COLUMNS = frozenset(VERSION_COLUMNS[1:4])
+LEDGER_COLUMNS = ("When", "Kind", "What", "Noise multiplier", "Sample fraction", "Epsilon after")
+NUMERIC_LEDGER_COLUMNS = frozenset(LEDGER_COLUMNS[3:])
 COLORS = {"rmse": "#1f5fa8", "val_rmse": "#2e7d32", "score": "#b35900"}
 
 
@@ -103,10 +105,12 @@ def _time_cell(round_: dict[str, Any]) -> str:
     return text
 
 
-def _cells(columns: tuple[str, ...], texts: list[str]) -> list[dict[str, Any]]:
+def _cells(
+    columns: tuple[str, ...], texts: list[str], numeric: frozenset[str] = NUMERIC_VERSION_COLUMNS
+) -> list[dict[str, Any]]:
     """Each cell with its column's name (a phone shows it beside the value)."""
     return [
-        {"label": label, "text": text, "number": label in NUMERIC_VERSION_COLUMNS}
+        {"label": label, "text": text, "number": label in numeric}
         for label, text in zip(columns, texts, strict=True)
     ]
 
@@ -203,6 +207,100 @@ def metrics_figure(versions: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def epsilon(value: float) -> str:
+    """3 significant digits: 0.5, 3.21, 12.3."""
+    return f"{value:.3g}"
+
+
+def ledger_rows(ledger: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Lines of a privacy ledger as table rows, in the ledger's order."""
+    return [
+        {
+            "cells": _cells(
+                LEDGER_COLUMNS,
+                [
+                    line["at"].strftime("%Y-%m-%d %H:%M:%S"),
+                    line["kind_label"],
+                    line["description"],
+                    f"{line['noise_multiplier']:g}",
+                    f"{line['sample_fraction']:g}",
+                    epsilon(line["epsilon"]),
+                ],
+                NUMERIC_LEDGER_COLUMNS,
+            )
+        }
+        for line in ledger
+    ]
+
+
+def budget_meter(spent: float, limit: float, before: str = "") -> dict[str, Any]:
+    """Epsilon spent against a limit, as a progress bar's numbers and in words."""
+    left = max(0.0, limit - spent)
+    text = f"epsilon {epsilon(spent)} of {limit:g} spent, "
+    text += f"{epsilon(left)} left" if left else "none left"
+    # A bar cannot go past its end; the words say how far the spending went.
+    return {"value": min(spent, limit), "max": limit, "text": text + before}
+
+
+def privacy_settings(settings: dict[str, float]) -> list[dict[str, str]]:
+    """A federation's DP settings (federation.core.privacy.PrivacySettings) in words."""
+    sigma, clip, fraction = (
+        settings["noise_multiplier"],
+        settings["clip"],
+        settings["sample_fraction"],
+    )
+    sampled = (
+        "every approved site takes part in each training round"
+        if fraction >= 1
+        else f"each training round draws each site with probability {fraction:g} (Poisson)"
+    )
+    return [
+        {
+            "label": "Noise multiplier",
+            "text": f"{sigma:g}: the sum of the sites' updates carries Gaussian noise of "
+            f"standard deviation {sigma:g} x the clipping bound, added in shares by the sites",
+        },
+        {
+            "label": "Clipping bound",
+            "text": f"{clip:g}: each site's model update is clipped to this L2 norm, so no "
+            "one site moves the sum further",
+        },
+        {
+            "label": "Target epsilon",
+            "text": f"{settings['epsilon']:g} at delta {settings['delta']:g}: no training "
+            "round or analytics query starts that would take the federation past it",
+        },
+        {"label": "Sample fraction", "text": f"{fraction:g}: {sampled}"},
+    ]
+
+
+def budget_summary(budget: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The federation's epsilon spent against its target, its settings in words, and
+    its ledger's rows if given."""
+    if budget is None:
+        return None
+    ledger = budget["ledger"]
+    return {
+        **budget_meter(budget["spent"], budget["settings"]["epsilon"]),
+        "settings": privacy_settings(budget["settings"]),
+        "ledger": ledger_rows(ledger) if ledger is not None else None,
+        "ledger_limit": budget["ledger_limit"],
+    }
+
+
+def site_budget_summary(budget: dict[str, Any]) -> dict[str, Any]:
+    """What one site spent in one federation, against its own cap if it set one, else
+    against the federation's target; the site's ledger's rows."""
+    cap, target = budget["cap"], budget["settings"]["epsilon"]
+    if cap is not None:
+        meter = budget_meter(budget["spent"], cap, " before the site's cap")
+        limits = f"The site's own cap: epsilon {cap:g}; the federation's target: {target:g}."
+    else:
+        meter = budget_meter(budget["spent"], target, " before the federation's target")
+        limits = f"No cap of its own; the federation's target: epsilon {target:g}."
+    return {**budget, "meter": meter, "limits": limits, "rows": ledger_rows(budget["ledger"])}
+
+
 def federation_page(progress: dict[str, Any]) -> dict[str, Any]:
     """Everything of the page that changes while a federation runs."""
     return {
@@ -216,4 +314,6 @@ def federation_page(progress: dict[str, Any]) -> dict[str, Any]:
         "version_columns": VERSION_COLUMNS,
         "versions": version_rows(progress),
         "figure": metrics_figure(progress["versions"]),
+        "budget": budget_summary(progress["budget"]),
+        "ledger_columns": LEDGER_COLUMNS,
     }

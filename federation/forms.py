@@ -42,3 +42,25 @@ class JoinForm(forms.Form):
 
 class ParticipationForm(forms.Form):
     status = forms.ChoiceField(choices=Site.Status.choices)
+
+
+class CapForm(forms.Form):
+    """A site owner's own limit on the epsilon the site spends in one federation.
+
+    Parses a number or nothing; federation.budget.membership_set_cap decides what
+    a cap may be. Each membership's form has its own ids, as one page shows several.
+    """
+
+    epsilon_cap = forms.FloatField(
+        required=False,
+        help_text="Work that would take this site past its cap leaves it out. "
+        "Empty: no cap of its own, the federation's target only.",
+    )
+
+    def __init__(self, *args: Any, membership: Membership, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_id", f"id_cap_{membership.id}_%s")
+        cap = membership.epsilon_cap
+        kwargs.setdefault("initial", {"epsilon_cap": f"{cap:g}" if cap is not None else None})
+        super().__init__(*args, **kwargs)
+        self.membership = membership
+        self.fields["epsilon_cap"].label = f"Epsilon cap in {membership.federation.name}"

@@ -44,4 +44,9 @@ urlpatterns = [
         views.membership_leave,
         name="membership-leave",
     ),
+    path(
+        "sites/<slug:name>/memberships/<int:membership_id>/cap/",
+        views.membership_cap,
+        name="membership-cap",
+    ),
 ]

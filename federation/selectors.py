@@ -10,12 +10,14 @@ from django.db.models import Count, Prefetch, Q
 from django.http import FileResponse
 from django.utils import timezone
 
+from federation.budget import privacy_of
 from federation.core.secagg.protocol import STAGES
 from federation.models import (
     Contribution,
     Federation,
     Membership,
     ModelVersion,
+    PrivacySpend,
     Round,
     Site,
     StageMessage,
@@ -26,6 +28,8 @@ LIVE_ROUND_STATUSES = (Round.Status.OPEN, Round.Status.COLLECTING, Round.Status.
 # a worker that polls every few seconds is never quieter than this.
 WORKER_QUIET_AFTER = timedelta(minutes=3)
 SENT_LOG_LIMIT = 50
+# Each round adds a line: the newest are enough, as each carries the epsilon so far.
+LEDGER_LIMIT = 100
 
 
 def site_public(*, site: Site) -> dict[str, Any]:
@@ -165,11 +169,15 @@ def _round_entry(
     }
 
 
-def federation_progress(*, federation: Federation, show_sites: bool = False) -> dict[str, Any]:
+def federation_progress(
+    *, federation: Federation, show_sites: bool = False, show_ledger: bool = False
+) -> dict[str, Any]:
     """Rounds and model versions of a federation, for the demo, the pages and tests.
 
     ``current`` is the round in progress (or None); ``sites`` of each round names the
-    sites only with ``show_sites`` (the admin and owners of member sites).
+    sites only with ``show_sites`` (the admin and owners of member sites); ``budget``
+    is the privacy budget (None without DP), with its ledger only with ``show_ledger``
+    (the admin).
     """
     now = timezone.now()
     rounds_qs = (
@@ -222,7 +230,81 @@ def federation_progress(*, federation: Federation, show_sites: bool = False) -> 
         "current": live[-1] if live else None,
         "rounds": rounds,
         "versions": versions,
+        "budget": federation_budget(federation=federation, with_ledger=show_ledger),
     }
+
+
+# --- the privacy budget ------------------------------------------------------------------
+
+
+def epsilon_so_far(*, federation: Federation, site: Site | None = None) -> float:
+    """Epsilon spent by the federation (or one site in it): its ledger's last line.
+
+    Each line stores the composition of every line before it (federation.budget.record),
+    the number ``budget.spent`` recomputes; recomputing costs seconds with sampling,
+    too slow for a page polled every two seconds.
+    """
+    last = (
+        PrivacySpend.objects.filter(federation=federation, site=site)
+        .order_by("-id")
+        .values_list("epsilon", flat=True)
+        .first()
+    )
+    return float(last) if last is not None else 0.0
+
+
+def _ledger(federation: Federation, site: Site | None) -> list[dict[str, Any]]:
+    lines = PrivacySpend.objects.filter(federation=federation, site=site).order_by("-id")
+    return [
+        {
+            "at": timezone.localtime(line.created_at),
+            "kind": line.kind,
+            "kind_label": PrivacySpend.Kind(line.kind).label,
+            "description": line.description,
+            "noise_multiplier": line.noise_multiplier,
+            "sample_fraction": line.sample_fraction,
+            "epsilon": line.epsilon,
+        }
+        for line in lines[:LEDGER_LIMIT]
+    ]
+
+
+def federation_budget(
+    *, federation: Federation, with_ledger: bool = False
+) -> dict[str, Any] | None:
+    """A federation's DP settings and the epsilon it spent (None without DP); with
+    ``with_ledger``, its ledger too, newest first (the federation's lines only)."""
+    settings = privacy_of(federation)
+    if settings is None:
+        return None
+    return {
+        "settings": settings.to_dict(),
+        "spent": epsilon_so_far(federation=federation),
+        "ledger": _ledger(federation, None) if with_ledger else None,
+        "ledger_limit": LEDGER_LIMIT,
+    }
+
+
+def site_budgets(*, site: Site) -> list[dict[str, Any]]:
+    """For each of the site's federations with DP: what the site spent there, its own
+    cap, the federation's target, and the site's ledger (its lines only), newest first."""
+    memberships = site.memberships.select_related("federation").order_by("federation__name")
+    budgets = []
+    for membership in memberships:
+        settings = privacy_of(membership.federation)
+        if settings is None:
+            continue
+        budgets.append(
+            {
+                "membership": membership,
+                "federation": membership.federation,
+                "settings": settings.to_dict(),
+                "spent": epsilon_so_far(federation=membership.federation, site=site),
+                "cap": membership.epsilon_cap,
+                "ledger": _ledger(membership.federation, site),
+            }
+        )
+    return budgets
 
 
 def round_timing(*, round_: Round) -> dict[str, float]:
@@ -340,4 +422,6 @@ def site_portal(*, site: Site) -> dict[str, Any]:
         "memberships": list(memberships),
         "sent": site_sent_log(site=site),
         "sent_limit": SENT_LOG_LIMIT,
+        "budgets": site_budgets(site=site),
+        "ledger_limit": LEDGER_LIMIT,
     }

@@ -21,9 +21,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST
 
-from dashboard.progress import federation_page
-from federation import selectors, services
-from federation.forms import JoinForm, ParticipationForm, SiteForm
+from dashboard.progress import LEDGER_COLUMNS, federation_page, site_budget_summary
+from federation import budget, selectors, services
+from federation.forms import CapForm, JoinForm, ParticipationForm, SiteForm
 from federation.models import Federation, Membership, ModelVersion, Site
 from federation.selectors import can_download_models, model_file_response
 from federation.services import FederationError
@@ -91,9 +91,13 @@ def federation_list(request: HttpRequest) -> HttpResponse:
 
 
 def _federation_page(request: HttpRequest, federation: Federation) -> dict[str, Any]:
-    """The changing part of a federation's page; site names for its admin and members only."""
+    """The changing part of a federation's page; site names for its admin and members
+    only, the privacy ledger for its admin only (anyone sees the epsilon spent)."""
     insider = selectors.is_insider(federation=federation, user=request.user)
-    progress = selectors.federation_progress(federation=federation, show_sites=insider)
+    is_admin = federation.admin_id == request.user.pk  # type: ignore[attr-defined]
+    progress = selectors.federation_progress(
+        federation=federation, show_sites=insider, show_ledger=is_admin
+    )
     return federation_page(progress)
 
 
@@ -212,16 +216,29 @@ def site_new(request: HttpRequest) -> HttpResponse:
     return render(request, "federation/site_new.html", {"form": form})
 
 
-@login_required
-def site_detail(request: HttpRequest, name: str) -> HttpResponse:
-    site = _owned_site(request, name)
+def _site_page(request: HttpRequest, site: Site, cap_form: CapForm | None = None) -> HttpResponse:
+    """The site's portal; ``cap_form``, bound and refused, in place of its membership's."""
+    portal = selectors.site_portal(site=site)
+    budgets = []
+    for entry in portal.pop("budgets"):
+        membership = entry["membership"]
+        mine = cap_form is not None and cap_form.membership.id == membership.id
+        form = cap_form if mine else CapForm(membership=membership)
+        budgets.append({**site_budget_summary(entry), "form": form})
     context = {
         "site": site,
-        **selectors.site_portal(site=site),
+        **portal,
+        "budgets": budgets,
+        "ledger_columns": LEDGER_COLUMNS,
         "join_form": JoinForm(site=site),
         "Status": Site.Status,
     }
     return render(request, "federation/site_detail.html", context)
+
+
+@login_required
+def site_detail(request: HttpRequest, name: str) -> HttpResponse:
+    return _site_page(request, _owned_site(request, name))
 
 
 @login_required
@@ -263,6 +280,41 @@ def membership_leave(request: HttpRequest, name: str, membership_id: int) -> Htt
     services.membership_leave(membership=membership)
     messages.success(request, f"{site.name} left {membership.federation.name}.")
     return redirect("pages:site", name=site.name)
+
+
+@login_required
+@require_POST
+def membership_cap(request: HttpRequest, name: str, membership_id: int) -> HttpResponse:
+    """Set or clear the site's own epsilon cap in a federation with DP (404 for others)."""
+    site = _owned_site(request, name)
+    membership = get_object_or_404(
+        Membership.objects.select_related("federation", "site")
+        .exclude(status=Membership.Status.LEFT)
+        .filter(federation__privacy__isnull=False),
+        id=membership_id,
+        site=site,
+    )
+    form = CapForm(request.POST, membership=membership)
+    if form.is_valid():
+        cap = form.cleaned_data["epsilon_cap"]
+        try:
+            budget.membership_set_cap(membership=membership, epsilon_cap=cap)
+        except FederationError as error:
+            form.add_error("epsilon_cap", str(error))
+        else:
+            messages.success(request, _cap_message(membership))
+            return redirect("pages:site", name=site.name)
+    return _site_page(request, site, cap_form=form)
+
+
+def _cap_message(membership: Membership) -> str:
+    where = f"{membership.site.name} in {membership.federation.name}"
+    if membership.epsilon_cap is None:
+        return f"No cap of its own for {where}: the federation's target applies."
+    return (
+        f"The cap of {where} is epsilon {membership.epsilon_cap:g}: work that would take "
+        "the site past it leaves it out."
+    )
 
 
 @login_required

@@ -5,6 +5,9 @@
 2. Join a federation as a site: sign up, create the site, ask to join, the admin
    approves, the owner gets the credential once.
 3. Open the Tycoon, change a cost and see the profit table change.
+
+Beside them: the privacy budget of a federation with differential privacy, as its
+page follows the ledger and as a site's owner caps the site.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
+from federation.core.privacy import PrivacySettings
 from federation.models import (
     Contribution,
     Federation,
     Membership,
     ModelVersion,
+    PrivacySpend,
     Round,
     Site,
     StageMessage,
@@ -200,6 +205,54 @@ def test_the_federation_page_is_usable_with_the_keyboard(browser: Browser):
     assert outline == "solid"
     levels = [int(h.tag_name[1]) for h in browser.find_all("main h1, main h2, main h3")]
     assert levels[0] == 1 and all(b - a <= 1 for a, b in zip(levels, levels[1:], strict=False))
+
+
+def spend(federation: Federation, site: Site | None, round_number: int, epsilon: float) -> None:
+    """A line of the privacy ledger, as a training round of noise multiplier 1.1 leaves it."""
+    PrivacySpend.objects.create(
+        federation=federation,
+        site=site,
+        kind=PrivacySpend.Kind.TRAINING,
+        description=f"training round {round_number}",
+        noise_multiplier=1.1,
+        epsilon=epsilon,
+        delta=1e-5,
+    )
+
+
+def test_the_privacy_budget_follows_the_ledger_and_an_owner_caps_the_site(browser: Browser):
+    federation, _ = running_federation()
+    privacy = PrivacySettings(noise_multiplier=1.1, clip=0.5, epsilon=8.0, delta=1e-5)
+    Federation.objects.filter(id=federation.id).update(privacy=privacy.to_dict())
+    east = Site.objects.get(name="east-hangar")
+    for number, epsilon in [(1, 1.9), (2, 3.2)]:
+        spend(federation, None, number, epsilon)
+        spend(federation, east, number, epsilon)
+
+    browser.open(f"/federations/{federation.id}/")
+
+    assert browser.text("#budget-progress-text") == "epsilon 3.2 of 8 spent, 4.8 left"
+    assert "Target epsilon 8 at delta 1e-05" in browser.text("#budget-settings")
+    assert not browser.find_all("#ledger-table")  # the ledger is for the admin
+    browser.screenshots("federation-privacy")
+    spend(federation, None, 3, 3.9)  # the next round opens and spends
+    browser.wait_for_text("#budget-progress-text", "epsilon 3.9 of 8 spent, 4.1 left")
+    assert browser.find("#budget-progress").get_attribute("value") == "3.9"
+
+    owner = get_user_model().objects.get(username="owner-east-hangar")
+    owner.set_password(PASSWORD)
+    owner.save()
+    log_in(browser, "owner-east-hangar")
+    browser.open("/sites/east-hangar/")
+    assert "epsilon 3.2 of 8 spent" in browser.text(".budget .meter output")
+    browser.fill({"Epsilon cap in North fleet:": "5"})
+    browser.click_button("Set the cap")
+    browser.wait_for_text(".messages", "The cap of east-hangar in North fleet is epsilon 5")
+
+    assert Membership.objects.get(site=east).epsilon_cap == 5.0
+    assert "3.2 of 5 spent, 1.8 left before the site's cap" in browser.text(".budget .meter")
+    assert len(browser.find_all(".site-ledger tbody tr")) == 2
+    browser.screenshots("site-privacy")
 
 
 def test_an_owner_joins_a_federation_and_sees_the_credential_once(browser: Browser):

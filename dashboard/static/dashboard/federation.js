@@ -88,7 +88,8 @@
     show(prefix + "-meter", Boolean(numbers));
     if (!numbers) return;
     var bar = byId(prefix + "-progress");
-    bar.max = Math.max(numbers.max, 1);
+    // A bar needs a positive end (0 of 0 rounds); an epsilon target may be below 1.
+    bar.max = numbers.max > 0 ? numbers.max : 1;
     bar.value = numbers.value;
     bar.textContent = numbers.text;
     setText(prefix + "-progress-text", numbers.text);
@@ -112,6 +113,17 @@
     show("versions-wrap", page.versions.length > 0);
     show("versions-empty", page.versions.length === 0);
     drawChart(page.figure);
+    renderBudget(page.budget);
+  }
+
+  // Epsilon spent for everyone; the ledger only reaches the admin's page.
+  function renderBudget(budget) {
+    if (!budget) return;
+    meter("budget", budget);
+    if (!budget.ledger || !byId("ledger-table")) return;
+    fillRows("ledger-table", budget.ledger, function (row) { return rowOf(row, false); });
+    show("ledger-wrap", budget.ledger.length > 0);
+    show("ledger-empty", budget.ledger.length === 0);
   }
 
   var running = true;

@@ -23,7 +23,6 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from federation.core.privacy import PrivacySettings
 from federation.core.secagg import protocol as p
 from federation.core.secagg import session, wire
 from federation.core.secagg.aggregate import (
@@ -62,16 +61,16 @@ def round_begin(
     round_: Round,
     sites: list[Site],
     length: int,
-    privacy: PrivacySettings | None = None,
+    noise: tuple[float, float] | None = None,
     minimum: int = 2,
 ) -> list[Site]:
     """Set a round up for secure aggregation of ``length``-long vectors; the sites that
     take part.
 
     Only sites that registered an identity can sign their round keys; the others sit
-    this round out (their worker registers one when it starts). Under differential
-    privacy each site adds the noise share that makes the sum of the fewest sites the
-    round can end with carry the configured noise.
+    this round out (their worker registers one when it starts). With ``noise``
+    (multiplier, clipping bound) each site adds the noise share that makes the sum of
+    the fewest sites the round can end with carry the configured noise.
     """
     ready = [s for s in sites if s.identity_key]
     if len(ready) < 2:
@@ -88,13 +87,14 @@ def round_begin(
     # A public number of the order of the total examples: the sites weight by it.
     rows = [int((s.data_summary or {}).get("train_rows", 0)) for s in ready]
     parameters[session.WEIGHT_SCALE] = max(sum(rows), 1)
-    if privacy is not None:
+    if noise is not None:
         parameters[session.PRIVACY] = {
-            "clip": privacy.clip,
-            "noise_multiplier": privacy.noise_multiplier,
+            "noise_multiplier": noise[0],
+            "clip": noise[1],
             "noise_sites": max(settings.threshold, minimum),
         }
-        parameters[session.WEIGHT_SCALE] = len(ready)  # one site, one vote
+        if round_.kind == Round.Kind.TRAIN:
+            parameters[session.WEIGHT_SCALE] = len(ready)  # one site, one vote
     Round.objects.filter(id=round_.id).update(stage=p.ADVERTISE_KEYS, secagg=parameters)
     round_.refresh_from_db()
     return ready

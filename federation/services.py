@@ -28,12 +28,15 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from federation import budget, secure
-from federation.core import messages, server
+from federation.core import analytics, messages, server
+from federation.core.privacy import Spend
+from federation.core.secagg import session
 from federation.core.secagg.aggregate import TRAINING_EXTRAS, input_length, training_result
 from federation.core.secagg.protocol import MASKED_INPUT
 from federation.core.strategies import SiteResult, make_strategy
 from federation.errors import FederationError
 from federation.models import (
+    AnalyticsQuery,
     Contribution,
     Federation,
     Membership,
@@ -51,6 +54,9 @@ from turbofan.models.training import get_weights, seed_everything
 log = logging.getLogger(__name__)
 
 CREDENTIAL_PREFIX = "tfs_"
+# The L2 bound of a site's scaled query vector under DP (federation.core.analytics
+# scales counts by the federation's total rows: a site's counts are at most 1).
+QUERY_CLIP = 1.0
 
 
 # --- sites and membership ---------------------------------------------------------
@@ -177,7 +183,12 @@ def federation_start(*, federation: Federation) -> Round:
             raise FederationError(f"the federation is {federation.status}: it cannot start")
         federation.refresh_from_db()
         # After a failure, the failed step runs again (training from the latest model).
-        failed = federation.round_set.filter(status=Round.Status.FAILED).order_by("-id").first()
+        failed = (
+            federation.round_set.filter(status=Round.Status.FAILED)
+            .exclude(kind=Round.Kind.ANALYTICS)
+            .order_by("-id")
+            .first()
+        )
         if failed is not None:
             return round_open(federation=federation, kind=failed.kind, number=failed.number)
         return round_open(federation=federation, kind=Round.Kind.POINTS, number=0)
@@ -193,15 +204,33 @@ def _participants(federation: Federation) -> list[Site]:
     )
 
 
-def round_open(*, federation: Federation, kind: str, number: int) -> Round:
-    """Open a round for the approved, active sites; fail it at once below the minimum."""
+def round_open(
+    *, federation: Federation, kind: str, number: int, query: AnalyticsQuery | None = None
+) -> Round:
+    """Open a round for the approved, active sites; fail it at once below the minimum.
+
+    Under secure aggregation every round sums vectors: the model for training, the
+    setup statistics and analytics queries from :mod:`federation.core.analytics`. A
+    round that spends privacy (DP training, a query with noise) is admitted against
+    the budget first.
+    """
     deadline = timezone.now() + timedelta(seconds=federation.round_deadline)
     round_ = Round.objects.create(
         federation=federation, kind=kind, number=number, deadline=deadline
     )
+    if query is not None:
+        AnalyticsQuery.objects.filter(id=query.id).update(round=round_)
     sites = _participants(federation)
+    if len(sites) < federation.min_sites:
+        round_fail(
+            round_=round_,
+            reason=f"only {len(sites)} approved, active sites; the federation needs "
+            f"{federation.min_sites} per round",
+        )
+        return round_
+    noise = _round_noise(federation, kind, query)
     admission = None
-    if kind == Round.Kind.TRAIN and federation.privacy:
+    if noise is not None:
         if not federation.secure_aggregation:
             round_fail(
                 round_=round_,
@@ -212,22 +241,22 @@ def round_open(*, federation: Federation, kind: str, number: int) -> Round:
         admission = budget.admit(
             federation=federation,
             sites=sites,
-            spend=budget.training_spend(federation),
+            spend=Spend(noise[0], federation.privacy["sample_fraction"])
+            if kind == Round.Kind.TRAIN
+            else Spend(noise[0]),
             minimum=max(federation.min_sites, 2),
-            what=f"training round {number}",
+            what=_spend_description(round_),
         )
         if admission.refusal:
             round_fail(round_=round_, reason=admission.refusal)
             return round_
         sites = admission.sites
-    if kind == Round.Kind.TRAIN and federation.secure_aggregation:
-        current = federation.versions.order_by("-version").first()
-        assert current is not None  # version 0 exists before the first training round
+    if federation.secure_aggregation:
         ready = secure.round_begin(
             round_=round_,
             sites=sites,
-            length=input_length(_version_weights_arrays(current), TRAINING_EXTRAS),
-            privacy=budget.privacy_of(federation),
+            length=_secure_length(federation, kind, query),
+            noise=noise,
             minimum=federation.min_sites,
         )
         minimum = max(federation.min_sites, 2)
@@ -240,19 +269,20 @@ def round_open(*, federation: Federation, kind: str, number: int) -> Round:
             )
             return round_
         sites = ready
-    if len(sites) < federation.min_sites:
+    elif kind == Round.Kind.ANALYTICS:
         round_fail(
             round_=round_,
-            reason=f"only {len(sites)} approved, active sites; the federation needs "
-            f"{federation.min_sites} per round",
+            reason="analytics run over the secure sum only: turn secure aggregation on",
         )
         return round_
     if admission is not None:  # the round runs: its privacy cost goes into the ledger
         budget.record(
             federation=federation,
             admission=admission,
-            kind=PrivacySpend.Kind.TRAINING,
-            description=f"training round {number}",
+            kind=PrivacySpend.Kind.ANALYTICS
+            if kind == Round.Kind.ANALYTICS
+            else PrivacySpend.Kind.TRAINING,
+            description=_spend_description(round_),
             round_=round_,
         )
     Contribution.objects.bulk_create([Contribution(round=round_, site=s) for s in sites])
@@ -273,6 +303,84 @@ def round_open(*, federation: Federation, kind: str, number: int) -> Round:
     return round_
 
 
+def _round_noise(
+    federation: Federation, kind: str, query: AnalyticsQuery | None
+) -> tuple[float, float] | None:
+    """(noise multiplier, clipping bound) of a round that spends privacy, else None."""
+    if kind == Round.Kind.TRAIN and federation.privacy:
+        return federation.privacy["noise_multiplier"], federation.privacy["clip"]
+    if query is not None and query.noise_multiplier:
+        return query.noise_multiplier, QUERY_CLIP
+    return None
+
+
+def _spend_description(round_: Round) -> str:
+    if round_.kind == Round.Kind.ANALYTICS:
+        return f"analytics query {round_.number}"
+    return f"training round {round_.number}"
+
+
+def _secure_length(federation: Federation, kind: str, query: AnalyticsQuery | None) -> int:
+    """The length of the vectors a secure round of this kind sums."""
+    if kind == Round.Kind.POINTS:
+        return analytics.points_length()
+    if kind == Round.Kind.MOMENTS:
+        return analytics.moments_length(RegimeModel.from_dict(federation.regimes).n_regimes)
+    if kind == Round.Kind.ANALYTICS:
+        assert query is not None
+        return analytics.query_length(
+            analytics.Query.from_dict(query.query), _n_regimes(federation)
+        )
+    current = federation.versions.order_by("-version").first()
+    assert current is not None  # version 0 exists before the first training round
+    return input_length(_version_weights_arrays(current), TRAINING_EXTRAS)
+
+
+def _n_regimes(federation: Federation) -> int:
+    return RegimeModel.from_dict(federation.regimes).n_regimes if federation.regimes else 1
+
+
+def analytics_request(
+    *,
+    federation: Federation,
+    query: dict[str, Any],
+    noise_multiplier: float | None = None,
+    user: AbstractBaseUser | None = None,
+) -> AnalyticsQuery:
+    """Ask the sites for statistics across them: a secure round that answers ``query``.
+
+    With ``noise_multiplier``, each site adds its share of noise and the query spends
+    the federation's privacy budget (refused, with the reason, past it).
+    """
+    try:
+        parsed = analytics.Query.from_dict(query)
+    except (analytics.QueryError, TypeError, KeyError) as error:
+        raise FederationError(f"the query is not valid: {error}", status=400) from None
+    if parsed.per_regime and not federation.regimes:
+        raise FederationError(
+            "per-regime statistics need the federation's operating regimes: they are "
+            "found in its first round, once it has started"
+        )
+    if noise_multiplier is not None:
+        if not noise_multiplier > 0:
+            raise FederationError("the noise multiplier must be > 0", status=400)
+        if not federation.privacy:
+            raise FederationError(
+                "a query with noise spends privacy budget, and this federation has none: "
+                "give it DP settings, or ask without noise"
+            )
+    with transaction.atomic():
+        record = AnalyticsQuery.objects.create(
+            federation=federation,
+            requested_by=user,
+            query=parsed.to_dict(),
+            noise_multiplier=noise_multiplier,
+        )
+        round_open(federation=federation, kind=Round.Kind.ANALYTICS, number=record.id, query=record)
+    record.refresh_from_db()
+    return record
+
+
 def round_fail(*, round_: Round, reason: str) -> bool:
     changed = Round.objects.filter(
         id=round_.id,
@@ -285,9 +393,14 @@ def round_fail(*, round_: Round, reason: str) -> bool:
         log.warning(
             "round failed federation=%s round=%s: %s", round_.federation_id, round_.number, reason
         )
-        Federation.objects.filter(id=round_.federation_id).update(
-            status=Federation.Status.FAILED, reason=f"{round_}: {reason}"
-        )
+        if round_.kind == Round.Kind.ANALYTICS:  # a query fails alone; training goes on
+            AnalyticsQuery.objects.filter(round=round_).update(
+                status=AnalyticsQuery.Status.FAILED, reason=reason, finished_at=timezone.now()
+            )
+        else:
+            Federation.objects.filter(id=round_.federation_id).update(
+                status=Federation.Status.FAILED, reason=f"{round_}: {reason}"
+            )
     round_.refresh_from_db()
     return bool(changed)
 
@@ -326,6 +439,10 @@ def work_message(contribution: Contribution) -> dict[str, Any]:
     if round_.stage:
         work[secure.KEY_SECAGG] = secure.work_part(contribution)
     if round_.kind == Round.Kind.MOMENTS:
+        work[messages.KEY_REGIMES] = federation.regimes
+    elif round_.kind == Round.Kind.ANALYTICS:
+        query = AnalyticsQuery.objects.get(round=round_)
+        work[messages.KEY_QUERY] = query.query
         work[messages.KEY_REGIMES] = federation.regimes
     elif round_.kind == Round.Kind.TRAIN and round_.stage in ("", MASKED_INPUT):
         version = federation.versions.order_by("-version").first()
@@ -493,19 +610,40 @@ def round_aggregate(*, round_: Round) -> None:
     federation_fields: dict[str, Any] = {}
     version: _NewVersion | None = None
     strategy_state: bytes | None = None
-    if round_.kind == Round.Kind.POINTS:
-        points = [messages.points_from_json(json.loads(p)) for p in payloads]
+    scale = round_.secagg.get(session.WEIGHT_SCALE, 1)
+    summed = secure.unmasked_sum(round_=round_) if round_.stage else None
+    next_round: tuple[str, int] | None
+    if round_.kind == Round.Kind.ANALYTICS:
+        assert summed is not None  # analytics rounds are always secure
+        query = AnalyticsQuery.objects.get(round=round_)
+        privacy = round_.secagg.get(session.PRIVACY)
+        result = analytics.decode_query(
+            summed,
+            analytics.Query.from_dict(query.query),
+            scale=scale,
+            n_regimes=_n_regimes(federation),
+            privacy=analytics.QueryPrivacy.from_dict(privacy) if privacy else None,
+        )
+        next_round = None
+    elif round_.kind == Round.Kind.POINTS:
+        if summed is not None:  # the sites' operating points, counted on a public grid
+            points = [analytics.decode_points(summed, scale=scale)]
+        else:
+            points = [messages.points_from_json(json.loads(p)) for p in payloads]
         federation_fields["regimes"] = server.merge_regimes(points, template.n_regimes).to_dict()
         next_round = (Round.Kind.MOMENTS, 0)
     elif round_.kind == Round.Kind.MOMENTS:
-        moments = [messages.moments_from_json(json.loads(p)) for p in payloads]
         regimes = RegimeModel.from_dict(federation.regimes)
+        if summed is not None:
+            moments = [analytics.decode_moments(summed, n_regimes=regimes.n_regimes, scale=scale)]
+        else:
+            moments = [messages.moments_from_json(json.loads(p)) for p in payloads]
         pipeline = server.merge_pipeline(template, regimes, moments)
         federation_fields["pipeline"] = pipeline.to_dict()
         version = _new_version(federation, pipeline, 0, _initial_weights(federation, pipeline))
         next_round = (Round.Kind.TRAIN, 1)
     else:
-        version, strategy_state = _aggregate_training(round_, received, payloads)
+        version, strategy_state = _aggregate_training(round_, received, payloads, summed)
         next_round = (Round.Kind.TRAIN, round_.number + 1)
     timings = {**round_.timings, "aggregate_seconds": round(time.perf_counter() - started, 3)}
     with transaction.atomic():
@@ -523,6 +661,11 @@ def round_aggregate(*, round_: Round) -> None:
             Federation.objects.filter(id=federation.id).update(**federation_fields)
         if version is not None:
             version.store(federation, None if round_.kind != Round.Kind.TRAIN else round_)
+        if next_round is None:  # a query: its answer, and nothing follows
+            AnalyticsQuery.objects.filter(round=round_).update(
+                status=AnalyticsQuery.Status.DONE, result=result, finished_at=timezone.now()
+            )
+            return
         federation.refresh_from_db()
         kind, number = next_round
         if kind == Round.Kind.TRAIN and number > federation.rounds:
@@ -553,7 +696,7 @@ class _NewVersion:
 
 
 def _aggregate_training(
-    round_: Round, received: list[Contribution], payloads: list[bytes]
+    round_: Round, received: list[Contribution], payloads: list[bytes], summed: Any
 ) -> tuple[_NewVersion, bytes | None]:
     federation = round_.federation
     current = federation.versions.order_by("-version").first()
@@ -562,7 +705,7 @@ def _aggregate_training(
     strategy = make_strategy(federation.strategy, **federation.strategy_settings)
     if round_.stage:
         # The coordinator sees the sum only: the average and the pooled validation error.
-        average, val = training_result(secure.unmasked_sum(round_=round_), like)
+        average, val = training_result(summed, like)
         strategy.average = lambda results: average  # type: ignore[attr-defined]
         results = [SiteResult([], c.examples) for c in received]
     else:

@@ -19,7 +19,10 @@ pytestmark = pytest.mark.django_db
 def cast(django_user_model):
     """A federation with two approved sites (each owner holds a credential) and its admin."""
     admin = django_user_model.objects.create_user("admin", password="pw-admin-123")
-    federation = Federation.objects.create(name="fleet", admin=admin, min_sites=1)
+    # Plain rounds (their payloads are simple to write); secure ones: test_secure_rounds.py.
+    federation = Federation.objects.create(
+        name="fleet", admin=admin, min_sites=1, secure_aggregation=False
+    )
     credentials, sites = {}, {}
     for name in ("alpha", "beta"):
         owner = django_user_model.objects.create_user(f"owner-{name}", password="pw-123-xyz")

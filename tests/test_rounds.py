@@ -16,7 +16,11 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def federation(django_user_model):
     admin = django_user_model.objects.create_user("admin")
-    federation = Federation.objects.create(name="fleet", admin=admin, min_sites=2)
+    # Plain rounds: the state machine, with payloads simple to write (secure rounds are
+    # in test_secure_rounds.py).
+    federation = Federation.objects.create(
+        name="fleet", admin=admin, min_sites=2, secure_aggregation=False
+    )
     for name in ("alpha", "beta", "gamma"):
         site = services.site_create(owner=django_user_model.objects.create_user(name), name=name)
         services.membership_approve(

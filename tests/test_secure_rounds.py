@@ -8,14 +8,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from django.conf import settings
 from django.utils import timezone
 
 from federation import secure, services
-from federation.core.secagg import protocol as p
 from federation.core import messages
-from federation.core.client import secure_training_input
+from federation.core.client import secure_input
+from federation.core.secagg import protocol as p
 from federation.core.secagg import session
 from federation.core.secagg.aggregate import DEFAULT_CLIP, PRECISE_LEVELS, training_input
 from federation.core.secagg.primitives import SecAggError
@@ -60,7 +61,8 @@ class Cast:
 
     def __init__(self, federation: Federation, sites: dict[str, Site], keys: dict[str, Keystore]):
         self.federation, self.sites, self.keys = federation, sites, keys
-        self.states: dict[str, dict | None] = dict.fromkeys(sites)
+        # Each site's keystore entry per secure round, as a worker keeps it.
+        self.states: dict[tuple[str, str], dict] = {}
         version = federation.versions.get(version=0)
         self.start = RulModel.from_bytes(version.file.read()).members[0]
         rng = np.random.default_rng(7)
@@ -70,6 +72,7 @@ class Cast:
             for name in sites
         }
         self.examples = {"alpha": 100, "beta": 300, "gamma": 600}
+        self.frames: dict[str, pd.DataFrame] = {}  # the sites' rows, for statistics rounds
 
     def open(self) -> Round:
         return services.round_open(federation=self.federation, kind=Round.Kind.TRAIN, number=1)
@@ -90,10 +93,16 @@ class Cast:
                 "metrics": {"val_sse": 7500.0, "val_count": 300, "seconds": 0.5},
                 "payload": messages.b64(messages.weights_to_bytes(self.trained[name])),
             }
-            return secure_training_input(result, work, part[session.ROUND_PARAMETERS])
+            frame = self.frames.get(name)
+            return secure_input(frame, work, part[session.ROUND_PARAMETERS], lambda: result)
 
-        body, self.states[name] = session.site_step(
-            part, self.sites[name].id, self.keys[name].identity(), self.states[name], masked_input
+        key = (name, part[session.ROUND_PARAMETERS][p.ROUND])
+        body, self.states[key] = session.site_step(
+            part,
+            self.sites[name].id,
+            self.keys[name].identity(),
+            self.states.get(key),
+            masked_input,
         )
         return body
 
@@ -299,7 +308,6 @@ def test_keys_replayed_from_an_earlier_round_are_refused(cast):
     old = cast.step("alpha")
     services.round_fail(round_=first, reason="test")
     Federation.objects.filter(id=cast.federation.id).update(status="running")
-    cast.states["alpha"] = None
     cast.open()
     contribution, _ = cast.work("alpha")
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from federation.core import messages
-from federation.core.client import run_work, secure_training_input
+from federation.core.client import run_work, secure_input
 from federation.core.secagg import protocol as p
 from federation.core.secagg import session
 from federation.core.secagg.primitives import SecAggError
@@ -189,7 +189,7 @@ class SiteRuntime:
         keystore = Keystore(self.state_dir)
 
         def masked_input() -> tuple[np.ndarray, dict[str, Any]]:
-            return secure_training_input(self._computed(work), work["work"], parameters)
+            return secure_input(self.rows(), work["work"], parameters, lambda: self._computed(work))
 
         try:
             body, state = session.site_step(

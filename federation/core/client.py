@@ -8,13 +8,14 @@ summed over the site's validation engines.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from federation.core import messages
+from federation.core import analytics, messages
 from federation.core.privacy import PrivacySettings, private_result
 from federation.core.secagg import session
 from federation.core.secagg.aggregate import training_input
@@ -173,3 +174,38 @@ def secure_training_input(
     private = private_result(SiteResult(weights, examples), reference, settings, dp["noise_sites"])
     vector = training_input(private.weights, private.examples, 0.0, 0, scale)
     return vector, {messages.KEY_EXAMPLES: 0, messages.KEY_METRICS: timing}
+
+
+def secure_input(
+    frame: pd.DataFrame,
+    work: dict[str, Any],
+    parameters: dict[str, Any],
+    trained: Callable[[], dict[str, Any]],
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """This site's vector for the masked-input stage of a secure round of any kind, and
+    the plain metadata beside it. ``trained`` runs the training work (training rounds
+    only); statistics are encoded straight from the site's rows
+    (:mod:`federation.core.analytics`), scaled by the round's public scale."""
+    kind = work[messages.KEY_KIND]
+    if kind == messages.TRAIN:
+        return secure_training_input(trained(), work, parameters)
+    scale = parameters[session.WEIGHT_SCALE]
+    if kind == messages.POINTS:
+        vector = analytics.encode_points(frame[SETTING_COLUMNS].to_numpy(), scale=scale)
+    elif kind == messages.MOMENTS:
+        regimes = RegimeModel.from_dict(work[messages.KEY_REGIMES])
+        vector = analytics.encode_moments(frame, regimes, scale=scale)
+    elif kind == messages.ANALYTICS:
+        query = analytics.Query.from_dict(work[messages.KEY_QUERY])
+        regimes = work.get(messages.KEY_REGIMES)
+        dp = parameters.get(session.PRIVACY)
+        vector = analytics.encode_query(
+            frame,
+            query,
+            scale=scale,
+            regimes=RegimeModel.from_dict(regimes) if query.per_regime and regimes else None,
+            privacy=analytics.QueryPrivacy.from_dict(dp) if dp else None,
+        )
+    else:
+        raise ValueError(f"unknown kind of work {kind!r}")
+    return vector, {messages.KEY_EXAMPLES: 0, messages.KEY_METRICS: {}}

@@ -18,7 +18,8 @@ from turbofan.data.features import SensorMoments
 POINTS = "points"
 MOMENTS = "moments"
 TRAIN = "train"
-KINDS = (POINTS, MOMENTS, TRAIN)
+ANALYTICS = "analytics"
+KINDS = (POINTS, MOMENTS, TRAIN, ANALYTICS)
 
 # Keys of work and result messages.
 KEY_KIND = "kind"
@@ -31,6 +32,7 @@ KEY_PROXIMAL_MU = "proximal_mu"
 KEY_EXAMPLES = "examples"
 KEY_METRICS = "metrics"
 KEY_PAYLOAD = "payload"
+KEY_QUERY = "query"
 
 
 def weights_to_bytes(weights: list[np.ndarray]) -> bytes:

@@ -1,0 +1,154 @@
+"""Statistics over the secure sum in live rounds: the setup rounds and analytics queries."""
+
+# The secure-round fixtures are imported by name, and pytest passes them back in.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from federation import services
+from federation.core.privacy import PrivacySettings
+from federation.core.secagg import protocol as p
+from federation.models import AnalyticsQuery, Federation, PrivacySpend, Round, StageMessage
+from tests.test_secure_rounds import SITES, cast, pipeline_dict, scheduled  # noqa: F401
+from turbofan.data.features import SETTING_COLUMNS, RegimeModel
+from turbofan.data.files import read_engine_file
+
+pytestmark = pytest.mark.django_db
+
+SENSORS = ("s_2", "s_11")
+
+
+@pytest.fixture(scope="module")
+def frames(cmapss_dir):
+    rows = read_engine_file(cmapss_dir / "train_FD004.txt")
+    rows = rows[rows["unit"] <= 60]
+    return {name: rows[rows["unit"] % 3 == i] for i, name in enumerate(SITES)}
+
+
+@pytest.fixture
+def fleet(cast, frames):
+    cast.frames = frames
+    for name, frame in frames.items():
+        services.site_report_data(
+            site=cast.sites[name],
+            summary={"train_rows": len(frame), "train_engines": 20, "subsets": ["FD004"]},
+        )
+    Federation.objects.filter(id=cast.federation.id).update(subset="FD004")
+    cast.federation.refresh_from_db()
+    return cast
+
+
+def run(cast, round_: Round) -> Round:
+    for _ in p.STAGES:
+        cast.stage(round_)
+    services.round_aggregate(round_=round_)
+    round_.refresh_from_db()
+    return round_
+
+
+def test_the_operating_regimes_come_from_a_secure_count_of_operating_points(fleet, frames):
+    round_ = services.round_open(federation=fleet.federation, kind=Round.Kind.POINTS, number=0)
+
+    assert run(fleet, round_).status == Round.Status.DONE, round_.reason
+
+    fleet.federation.refresh_from_db()
+    pooled = np.concatenate([f[list(SETTING_COLUMNS)].to_numpy() for f in frames.values()])
+    regimes = RegimeModel.from_dict(fleet.federation.regimes)
+    assert regimes.n_regimes == 6
+    expected = RegimeModel.fit(pooled, 6, 0).assign(pooled)
+    found = regimes.assign(pooled)
+    # The same six groups of rows, whatever their numbering.
+    assert len({(a, b) for a, b in zip(expected, found, strict=True)}) == 6
+
+
+def test_the_scaling_statistics_come_from_the_secure_sum_of_the_sites_moments(fleet, frames):
+    run(fleet, services.round_open(federation=fleet.federation, kind=Round.Kind.POINTS, number=0))
+    fleet.federation.refresh_from_db()
+    regimes = RegimeModel.from_dict(fleet.federation.regimes)
+    moments_round = Round.objects.get(federation=fleet.federation, kind=Round.Kind.MOMENTS)
+    assert moments_round.stage == p.ADVERTISE_KEYS  # the next setup round is secure too
+
+    run(fleet, moments_round)
+
+    fleet.federation.refresh_from_db()
+    from federation.core.client import sensor_moments
+
+    total = None
+    for frame in frames.values():  # what the sites hold: never sent, summed here to check
+        moments = sensor_moments(frame, regimes)
+        total = moments if total is None else total + moments
+    decoded = fleet.federation.pipeline
+    template = fleet.federation.versions.get(version=0)  # the pipeline was fitted
+    assert template is not None
+    from federation.core.server import merge_pipeline
+    from federation.specs import federation_recipe
+
+    pooled = merge_pipeline(
+        federation_recipe(fleet.federation).pipeline("FD004"), regimes, [total]
+    ).to_dict()
+    assert decoded.keys() == pooled.keys()
+    for key in ("means", "stds"):
+        if key in pooled:
+            assert np.allclose(decoded[key], pooled[key], rtol=1e-6), key
+
+
+def test_an_analytics_query_answers_as_the_pooled_rows_would(fleet, frames):
+    query = {
+        "sensors": list(SENSORS),
+        "bins": [{"sensor": "s_2", "low": 535, "high": 650, "count": 23}],
+    }
+
+    record = services.analytics_request(federation=fleet.federation, query=query)
+    run(fleet, record.round)
+
+    record.refresh_from_db()
+    assert record.status == AnalyticsQuery.Status.DONE, record.reason
+    pooled = np.concatenate([f["s_2"].to_numpy() for f in frames.values()])
+    overall = record.result["overall"]["sensors"]["s_2"]
+    assert record.result["count"] == len(pooled)
+    assert overall["mean"] == pytest.approx(pooled.mean(), rel=1e-9)
+    assert overall["variance"] == pytest.approx(pooled.var(), rel=1e-6)
+    assert overall["histogram"]["counts"] == np.histogram(pooled, 23, (535, 650))[0].tolist()
+    # What the coordinator kept of the round: masked vectors, no site's statistics.
+    for message in StageMessage.objects.filter(round=record.round, stage=p.MASKED_INPUT):
+        masked = np.frombuffer(message.vector.read(), dtype=np.uint64)
+        assert masked.std() > 2**62
+    assert fleet.federation.status == Federation.Status.DRAFT  # training untouched
+
+
+def test_a_query_with_noise_spends_the_budget_and_is_refused_past_it(fleet):
+    privacy = PrivacySettings(noise_multiplier=1.0, clip=1.0, epsilon=5.0)
+    Federation.objects.filter(id=fleet.federation.id).update(privacy=privacy.to_dict())
+    fleet.federation.refresh_from_db()
+    query = {"sensors": ["s_2"]}
+
+    first = services.analytics_request(
+        federation=fleet.federation, query=query, noise_multiplier=2.0
+    )
+    second = services.analytics_request(
+        federation=fleet.federation, query=query, noise_multiplier=0.5
+    )
+
+    assert first.status == AnalyticsQuery.Status.RUNNING
+    line = PrivacySpend.objects.get(site=None)
+    assert line.kind == "analytics" and line.description == f"analytics query {first.id}"
+    assert second.status == AnalyticsQuery.Status.FAILED
+    assert second.reason.startswith("the privacy budget would be exceeded: analytics query")
+    fleet.federation.refresh_from_db()
+    assert fleet.federation.status == Federation.Status.DRAFT  # a failed query fails alone
+
+
+def test_a_query_with_noise_needs_a_budget_and_a_bad_query_is_refused(fleet):
+    with pytest.raises(services.FederationError, match="spends privacy budget"):
+        services.analytics_request(
+            federation=fleet.federation, query={"sensors": ["s_2"]}, noise_multiplier=1.0
+        )
+    with pytest.raises(services.FederationError, match="the query is not valid"):
+        services.analytics_request(federation=fleet.federation, query={"sensors": ["s_99"]})
+    with pytest.raises(services.FederationError, match="operating regimes"):
+        services.analytics_request(
+            federation=fleet.federation, query={"sensors": ["s_2"], "per_regime": True}
+        )

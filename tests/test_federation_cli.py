@@ -110,3 +110,14 @@ def test_privacy_settings_that_cannot_work_are_refused_with_the_reason(users):
         run("create", "private", "--admin", "boss", "--dp-noise", "1", "--dp-delta", "2")
     with pytest.raises(CommandError, match="needs secure aggregation"):
         run("create", "private", "--admin", "boss", "--dp-noise", "1", "--plain")
+
+
+def test_a_query_is_asked_and_a_bad_one_is_refused_with_the_reason(users):
+    run("create", "fleet", "--admin", "boss", "--min-sites", "1")
+
+    with pytest.raises(CommandError, match="--bins 's_2:1:2': write SENSOR:LOW:HIGH:COUNT"):
+        run("query", "fleet", "--sensors", "s_2", "--bins", "s_2:1:2")
+    with pytest.raises(CommandError, match="refused: only 0 approved, active sites"):
+        run("query", "fleet", "--sensors", "s_2")
+    answer = json.loads(run("answer", "1"))
+    assert answer["status"] == "failed" and answer["query"]["sensors"] == ["s_2"]

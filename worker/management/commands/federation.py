@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from federation import budget, selectors, services
 from federation.core.privacy import PrivacyError, PrivacySettings
-from federation.models import Federation, Membership, Site
+from federation.models import AnalyticsQuery, Federation, Membership, Site
 from federation.specs import default_model_spec
 
 
@@ -59,6 +59,22 @@ class Command(BaseCommand):
         cap.add_argument("site")
         cap.add_argument("--owner", required=True, help="user name of the site's owner")
         cap.add_argument("--epsilon", type=float, help="the most epsilon the site will spend")
+        query = actions.add_parser(
+            "query", help="ask the sites for statistics over the secure sum (the admin)"
+        )
+        query.add_argument("federation")
+        query.add_argument("--sensors", nargs="+", required=True, help="e.g. s_2 s_11")
+        query.add_argument("--per-regime", action="store_true", help="also per operating regime")
+        query.add_argument(
+            "--bins",
+            nargs="+",
+            default=[],
+            metavar="SENSOR:LOW:HIGH:COUNT",
+            help="histograms, e.g. s_2:535:650:23 (quantiles come from them)",
+        )
+        query.add_argument("--noise", type=float, help="DP noise multiplier (spends budget)")
+        answer = actions.add_parser("answer", help="print a query's status and answer (JSON)")
+        answer.add_argument("query", type=int, help="the query's id")
         join = actions.add_parser("join", help="create a site (if new) and ask to join")
         join.add_argument("federation")
         join.add_argument("site")
@@ -150,6 +166,44 @@ class Command(BaseCommand):
             if cap is not None
             else f"{options['site']!r} has no cap of its own there"
         )
+
+    def _query(self, options: dict[str, Any]) -> None:
+        bins = []
+        for spec in options["bins"]:
+            try:
+                sensor, low, high, count = spec.split(":")
+                bins.append(
+                    {"sensor": sensor, "low": float(low), "high": float(high), "count": int(count)}
+                )
+            except ValueError:
+                raise CommandError(f"--bins {spec!r}: write SENSOR:LOW:HIGH:COUNT") from None
+        record = services.analytics_request(
+            federation=self._federation(options["federation"]),
+            query={
+                "sensors": options["sensors"],
+                "per_regime": options["per_regime"],
+                "bins": bins,
+            },
+            noise_multiplier=options["noise"],
+        )
+        if record.status == record.Status.FAILED:
+            raise CommandError(f"query {record.id} refused: {record.reason}")
+        self.stdout.write(
+            f"query {record.id} is running; its answer: manage.py federation answer {record.id}"
+        )
+
+    def _answer(self, options: dict[str, Any]) -> None:
+        record = AnalyticsQuery.objects.filter(id=options["query"]).first()
+        if record is None:
+            raise CommandError(f"no query {options['query']}")
+        report = {
+            "query": record.query,
+            "noise_multiplier": record.noise_multiplier,
+            "status": record.status,
+            "reason": record.reason,
+            "result": record.result,
+        }
+        self.stdout.write(json.dumps(report, indent=2))
 
     def _join(self, options: dict[str, Any]) -> None:
         federation = self._federation(options["federation"])

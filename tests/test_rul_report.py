@@ -83,3 +83,60 @@ def test_by_subset_needs_two_subsets(tmp_path):
 
     assert result.returncode == 1
     assert "needs at least two --subsets" in result.stderr
+
+
+def test_the_default_report_has_no_privacy_rows(report):
+    out, stdout = report
+
+    data = json.loads((out / "report.json").read_text())
+
+    assert "privacy" not in data["config"]
+    assert not [s for s in data["results"]["FD001"] if "dp" in s]
+    assert "DP" not in (out / "report.md").read_text() and "DP" not in stdout
+
+
+@pytest.fixture(scope="module")
+def private_report(tmp_path_factory, cmapss_dir):
+    out = tmp_path_factory.mktemp("private-report")
+    result = manage(
+        *("rul_report", "--subsets", "FD001", "--sites", "2", "--out", str(out)),
+        *("--quick", "--no-progress", "--dp-epsilon", "8", "1", "--dp-clip", "0.5"),
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    return out, result.stdout
+
+
+def test_each_target_epsilon_adds_a_federated_setup_within_its_budget(private_report):
+    out, stdout = private_report
+
+    results = json.loads((out / "report.json").read_text())["results"]["FD001"]
+
+    for epsilon in (8, 1):
+        (run,) = results[f"federated-dp-eps{epsilon}"]["runs"]
+        dp = run["privacy"]
+        assert dp["epsilon"] == epsilon and dp["clip"] == 0.5 and dp["delta"] == 1e-5
+        assert dp["rounds"] == 2  # the quick preset's 2 rounds of its one ensemble member
+        assert epsilon * 0.99 <= dp["epsilon_spent"] <= epsilon
+    less, more = (results[f"federated-dp-eps{e}"]["runs"][0]["privacy"] for e in (8, 1))
+    assert more["noise_multiplier"] > less["noise_multiplier"]
+    assert (out / "predictions" / "federated-dp-eps1_FD001.csv").exists()
+    assert (out / "models" / "federated-dp-eps8_FD001.rulmodel").exists()
+    assert "| FD001 | federated (DP, eps=8) |" in stdout
+    assert "| FD001 | federated (DP, eps=1) | 1 | 1e-05 | 0.5 |" in stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--dp-epsilon", "0"], "target epsilon must be > 0"),
+        (["--dp-epsilon", "8", "--dp-delta", "2"], "delta must be between 0 and 1"),
+        (["--dp-epsilon", "8", "--dp-clip", "0"], "clipping bound must be > 0"),
+    ],
+)
+def test_privacy_settings_that_cannot_work_are_refused_before_training(tmp_path, flags, message):
+    result = manage("rul_report", "--subsets", "FD001", "--out", str(tmp_path), "--quick", *flags)
+
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert not (tmp_path / "report.json").exists()

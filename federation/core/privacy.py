@@ -41,7 +41,8 @@ class PrivacySettings:
 
     Parameters
     ----------
-    noise_multiplier : noise standard deviation in units of ``clip`` (0: no DP)
+    noise_multiplier : noise standard deviation in units of ``clip`` (> 0; no DP: no
+        settings at all)
     clip : L2 bound of one site's model update
     epsilon, delta : the budget: no round or query starts that would take the
         federation past ``epsilon`` at this ``delta``
@@ -71,7 +72,22 @@ class PrivacySettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PrivacySettings:
-        return cls(**{k: float(data[k]) for k in cls.__dataclass_fields__ if k in data})
+        names = list(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise PrivacyError(
+                f"unknown privacy setting(s) {', '.join(unknown)}: use {', '.join(names)}"
+            )
+        if "noise_multiplier" not in data:
+            raise PrivacyError("privacy settings need a noise_multiplier")
+        values = {}
+        for name in names:
+            if name in data:
+                try:
+                    values[name] = float(data[name])
+                except (TypeError, ValueError):
+                    raise PrivacyError(f"{name} must be a number, not {data[name]!r}") from None
+        return cls(**values)
 
 
 # --- the site's side ------------------------------------------------------------------------
@@ -88,6 +104,8 @@ def clip_and_noise(
 ) -> Weights:
     """``reference`` plus this site's update, clipped to L2 norm ``clip``, plus its share
     of the noise (standard deviation ``noise_multiplier * clip / sqrt(noise_sites)``)."""
+    if noise_sites < 1:
+        raise PrivacyError("noise_sites (the fewest sites whose noise is summed) must be >= 1")
     rng = rng or np.random.default_rng(secrets.randbits(128))
     base = np.concatenate([r.astype(np.float64).ravel() for r in reference])
     update = np.concatenate([w.astype(np.float64).ravel() for w in weights]) - base

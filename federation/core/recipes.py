@@ -34,6 +34,14 @@ def default_simulation() -> SimulationConfig:
     )
 
 
+# Clipping bound of a site's update under DP: the median L2 norm of the sites' updates
+# in the default federated run (FD001, 4 sites, seed 0, no DP: 0.78 over 30 rounds,
+# from 2.5 in the first round to 0.2 in the last), so that about half the updates
+# are clipped. DP runs keep default_simulation()'s schedule: with site-level noise
+# no local setting makes a 9k-weight model usable across a handful of sites.
+DP_CLIP = 0.8
+
+
 @dataclass(frozen=True)
 class Preset:
     recipe: NetworkRecipe

@@ -2,11 +2,14 @@
 
 For each subset (and seed) it trains the four setups of the federated-learning
 literature on the same engines and scores them on the subset's test set, both
-the literature's way (true RUL capped at 125) and strictly (as given).
+the literature's way (true RUL capped at 125) and strictly (as given). With a
+:class:`PrivacyPlan` it also trains, per target epsilon, the federated setup under
+site-level differential privacy (``federated-dp-eps<epsilon>``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -17,6 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from federation.core.privacy import PrivacySettings, noise_for_budget
+from federation.core.recipes import DP_CLIP
 from federation.core.simulation import SimulationConfig, run_simulation
 from turbofan.data.features import REGIMES_BY_SUBSET, FeaturePipeline
 from turbofan.data.files import pool_engines, read_engine_file, read_rul_file
@@ -27,6 +32,30 @@ from turbofan.models.fit import NetworkRecipe, fit_baseline_model, fit_network_m
 
 SETUPS = ("centralised", "local", "federated", "baseline")
 SCHEMES = ("iid", "by-subset")
+DP_SETUP = "federated-dp-eps"  # + the target epsilon, e.g. federated-dp-eps8
+
+
+@dataclass
+class PrivacyPlan:
+    """Federated setups under DP: one per target epsilon, each with the smallest noise
+    multiplier that stays within it over all the rounds of all the ensemble members."""
+
+    epsilons: list[float]
+    delta: float = 1e-5
+    clip: float = DP_CLIP
+    sample_fraction: float = 1.0
+
+    def settings(self, epsilon: float, rounds: int) -> PrivacySettings:
+        # Checked (with a stand-in noise multiplier) before the accountant sees them.
+        settings = PrivacySettings(
+            noise_multiplier=1.0,
+            clip=self.clip,
+            epsilon=epsilon,
+            delta=self.delta,
+            sample_fraction=self.sample_fraction,
+        )
+        noise = noise_for_budget(epsilon, self.delta, rounds, self.sample_fraction)
+        return dataclasses.replace(settings, noise_multiplier=noise)
 
 
 @dataclass
@@ -37,9 +66,24 @@ class ReportConfig:
     scheme: str = "iid"
     recipe: NetworkRecipe = field(default_factory=NetworkRecipe)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    privacy: PrivacyPlan | None = None
+
+    def private_settings(self) -> dict[str, PrivacySettings]:
+        """The DP setups by name, each with its settings (none without a plan)."""
+        if self.privacy is None:
+            return {}
+        # Every ensemble member is another training run on the same sites: all count.
+        rounds = self.simulation.rounds * self.recipe.ensemble
+        return {
+            f"{DP_SETUP}{epsilon:g}": self.privacy.settings(epsilon, rounds)
+            for epsilon in self.privacy.epsilons
+        }
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.privacy is None:
+            del data["privacy"]  # a report without DP reads as it always did
+        return data
 
 
 @dataclass
@@ -74,6 +118,8 @@ class Report:
             raise ValueError(f"unknown scheme {config.scheme!r}: use one of {', '.join(SCHEMES)}")
         self.config, self.data_dir, self.out_dir = config, Path(data_dir), Path(out_dir)
         self.progress, self.say = progress, say
+        # Settled before any training, so that a bad privacy setting fails at once.
+        self.private = config.private_settings()
         self.results: dict[str, dict[str, Any]] = {}
 
     # --- running --------------------------------------------------------------------
@@ -163,6 +209,15 @@ class Report:
             tests,
             lambda: self._federated(site_frames, template, seed),
         )
+        for setup, settings in self.private.items():
+            self._step(
+                f"{title}: federated over {len(sites)} sites, DP epsilon {settings.epsilon:g} "
+                f"(noise x{settings.noise_multiplier:.3g})",
+                seed_index,
+                setup,
+                tests,
+                lambda s=settings: self._federated(site_frames, template, seed, s),
+            )
         self._step(
             f"{title}: baseline",
             seed_index,
@@ -184,9 +239,19 @@ class Report:
         )
 
     def _federated(
-        self, sites: dict[str, pd.DataFrame], template: FeaturePipeline, seed: int
+        self,
+        sites: dict[str, pd.DataFrame],
+        template: FeaturePipeline,
+        seed: int,
+        privacy: PrivacySettings | None = None,
     ) -> RulModel:
-        config = SimulationConfig(**{**self.config.simulation.to_dict(), "seed": seed})
+        config = SimulationConfig(
+            **{
+                **self.config.simulation.to_dict(),
+                "seed": seed,
+                "privacy": privacy.to_dict() if privacy else None,
+            }
+        )
         result = run_simulation(sites, template, self.config.recipe, config, progress=self.progress)
         result.model.meta["rounds"] = result.history
         return result.model
@@ -209,6 +274,8 @@ class Report:
                 predictions["predicted_rul"].to_numpy(), test.rul, cap=model.pipeline.rul_cap or 125
             )
             entry = {"seed": self.config.seeds[seed_index], "seconds": round(seconds, 1), **scores}
+            if "privacy" in model.meta:  # settings, rounds run and the epsilon they spent
+                entry["privacy"] = model.meta["privacy"]
             self.results.setdefault(subset, {}).setdefault(setup, []).append(entry)
             self.say(
                 f"[{title}] {subset}: RMSE {scores['literature']['rmse']:.2f} "
@@ -282,10 +349,15 @@ def markdown_table(report: dict[str, Any]) -> str:
         "federated": "federated",
         "baseline": "gradient boosting (centralised)",
     }
+    private: list[str] = []
     for subset, rows in report["results"].items():
-        for setup in SETUPS:
+        for setup in [*SETUPS[:3], *_private_setups(rows), *SETUPS[3:]]:
             if setup not in rows:
                 continue
+            if setup.startswith(DP_SETUP):
+                epsilon = rows[setup]["runs"][0]["privacy"]["epsilon"]
+                labels[setup] = f"federated (DP, eps={epsilon:g})"
+                private.append(_privacy_row(subset, labels[setup], rows[setup]["runs"]))
             mean = rows[setup]["mean"]
             lit, strict = mean["literature"], mean["strict"]
             lines.append(
@@ -293,5 +365,34 @@ def markdown_table(report: dict[str, Any]) -> str:
                 f"{lit['score']:.0f} | {strict['rmse']:.2f} | {strict['score']:.0f} | "
                 f"{mean['runs']} |"
             )
+    if private:
+        lines += [
+            "",
+            "Differential privacy across sites: updates clipped to L2 norm 'clip', Gaussian "
+            "noise of 'noise' x clip on their secure sum (added in shares by the sites), "
+            "sites sampled at 'q' per round; epsilon spent by every round of every "
+            "ensemble member (dp_accounting's RDP accountant). The last round's model is "
+            "kept.",
+            "",
+            "| subset | setup | target epsilon | delta | clip | noise | q | rounds | "
+            "epsilon spent |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+            *private,
+        ]
     lines += ["", f"Total time: {report['seconds']} s.", ""]
     return "\n".join(lines)
+
+
+def _private_setups(rows: dict[str, Any]) -> list[str]:
+    return [setup for setup in rows if setup.startswith(DP_SETUP)]
+
+
+def _privacy_row(subset: str, label: str, runs: list[dict[str, Any]]) -> str:
+    """One DP setup's settings and the epsilon spent (the most over its seeds)."""
+    dp = runs[0]["privacy"]
+    spent = max(run["privacy"]["epsilon_spent"] for run in runs)
+    rounds = max(run["privacy"]["rounds"] for run in runs)
+    return (
+        f"| {subset} | {label} | {dp['epsilon']:g} | {dp['delta']:g} | {dp['clip']:g} | "
+        f"{dp['noise_multiplier']:.3f} | {dp['sample_fraction']:g} | {rounds} | {spent:.3f} |"
+    )

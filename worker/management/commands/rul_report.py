@@ -1,4 +1,4 @@
-"""``manage.py rul_report --subsets FD001 [FD002 ...] --sites N --out DIR``."""
+"""``manage.py rul_report --subsets FD001 [FD002 ...] --sites N --out DIR [--dp-epsilon 8 4 1]``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from federation.core.recipes import QUICK, default_recipe, default_simulation
-from federation.core.report import SCHEMES, Report, ReportConfig, markdown_table
+from federation.core.recipes import DP_CLIP, QUICK, default_recipe, default_simulation
+from federation.core.report import SCHEMES, PrivacyPlan, Report, ReportConfig, markdown_table
 from turbofan.data.files import DataFileError
 from turbofan.data.source import DataSourceError, find_data_dir
 
@@ -40,6 +40,27 @@ class Command(BaseCommand):
             help="a few epochs and rounds only: checks the pipeline, not accuracy",
         )
         parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+        dp = parser.add_argument_group(
+            "differential privacy",
+            "with --dp-epsilon, one more federated setup per target epsilon, under "
+            "site-level DP: the noise multiplier is the smallest that stays within the "
+            "target over all rounds (of all ensemble members) at --dp-delta",
+        )
+        dp.add_argument("--dp-epsilon", type=float, nargs="+", default=[], metavar="EPSILON")
+        dp.add_argument("--dp-delta", type=float, default=1e-5)
+        dp.add_argument(
+            "--dp-clip",
+            type=float,
+            default=DP_CLIP,
+            help=f"L2 bound of a site's update (default {DP_CLIP}: the median update norm "
+            "of the default federated run on FD001)",
+        )
+        dp.add_argument(
+            "--dp-sample-fraction",
+            type=float,
+            default=1.0,
+            help="fraction of sites Poisson-sampled into each round (default 1: all)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["scheme"] == "by-subset" and len(options["subsets"]) < 2:
@@ -51,6 +72,14 @@ class Command(BaseCommand):
             scheme=options["scheme"],
             recipe=QUICK.recipe if options["quick"] else default_recipe(),
             simulation=QUICK.simulation if options["quick"] else default_simulation(),
+            privacy=PrivacyPlan(
+                epsilons=options["dp_epsilon"],
+                delta=options["dp_delta"],
+                clip=options["dp_clip"],
+                sample_fraction=options["dp_sample_fraction"],
+            )
+            if options["dp_epsilon"]
+            else None,
         )
         try:
             report = Report(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -63,6 +64,7 @@ def round_begin(
     length: int,
     noise: tuple[float, float] | None = None,
     minimum: int = 2,
+    reference_max: float = 0.0,
 ) -> list[Site]:
     """Set a round up for secure aggregation of ``length``-long vectors; the sites that
     take part.
@@ -76,8 +78,9 @@ def round_begin(
     if len(ready) < 2:
         return ready  # the caller fails the round below its minimum
     settings = p.plan(secrets.token_hex(16), tuple(s.id for s in ready))
+    noise_sites = max(settings.threshold, minimum)
     quantiser = Quantiser(
-        clip=DEFAULT_CLIP,
+        clip=_value_range(round_, noise, noise_sites, len(ready), reference_max),
         levels=PRECISE_LEVELS,
         n_sites=len(ready),
         modulus_bits=PRECISE_MODULUS_BITS,
@@ -91,13 +94,33 @@ def round_begin(
         parameters[session.PRIVACY] = {
             "noise_multiplier": noise[0],
             "clip": noise[1],
-            "noise_sites": max(settings.threshold, minimum),
+            "noise_sites": noise_sites,
         }
         if round_.kind == Round.Kind.TRAIN:
             parameters[session.WEIGHT_SCALE] = len(ready)  # one site, one vote
     Round.objects.filter(id=round_.id).update(stage=p.ADVERTISE_KEYS, secagg=parameters)
     round_.refresh_from_db()
     return ready
+
+
+def _value_range(
+    round_: Round,
+    noise: tuple[float, float] | None,
+    noise_sites: int,
+    n_sites: int,
+    reference_max: float,
+) -> float:
+    """The fixed-point range of the round's inputs, from public numbers only.
+
+    A DP training input is (global weights + clipped update + noise share) / n: its
+    range must hold six standard deviations of a noise share, or clipping would cut
+    the noise the accountant counts on. Statistics keep the analytics encoding's range.
+    """
+    if noise is None or round_.kind != Round.Kind.TRAIN:
+        return DEFAULT_CLIP
+    multiplier, clip = noise
+    bound = (reference_max + clip + 6 * multiplier * clip / math.sqrt(noise_sites)) / n_sites
+    return max(DEFAULT_CLIP, bound)
 
 
 # --- what each site gets ------------------------------------------------------------------------
@@ -319,7 +342,7 @@ def close_stage(*, round_: Round, minimum: int) -> tuple[bool, str]:
         round=round_, status=Contribution.Status.ASSIGNED, stage=stage
     ).count()
     threshold = round_.secagg["threshold"]
-    needed = max(threshold, minimum) if stage == p.MASKED_INPUT else threshold
+    needed = max(threshold, minimum)  # fewer now cannot reach the minimum later
     if answered < needed:
         return False, (
             f"{answered} of {answered + dropped} sites answered the {stage} stage by its "

@@ -31,7 +31,12 @@ from federation import budget, secure
 from federation.core import analytics, messages, server
 from federation.core.privacy import Spend
 from federation.core.secagg import session
-from federation.core.secagg.aggregate import TRAINING_EXTRAS, input_length, training_result
+from federation.core.secagg.aggregate import (
+    DEFAULT_CLIP,
+    TRAINING_EXTRAS,
+    input_length,
+    training_result,
+)
 from federation.core.secagg.protocol import MASKED_INPUT
 from federation.core.strategies import SiteResult, make_strategy
 from federation.errors import FederationError
@@ -258,6 +263,7 @@ def round_open(
             length=_secure_length(federation, kind, query),
             noise=noise,
             minimum=federation.min_sites,
+            reference_max=_reference_max(federation) if kind == Round.Kind.TRAIN else 0.0,
         )
         minimum = max(federation.min_sites, 2)
         if len(ready) < minimum:
@@ -269,6 +275,18 @@ def round_open(
             )
             return round_
         sites = ready
+        if kind == Round.Kind.ANALYTICS and noise is not None:
+            # The encoding's range must hold six standard deviations of a noise share.
+            root = math.sqrt(round_.secagg[session.PRIVACY]["noise_sites"])
+            largest = (DEFAULT_CLIP - 1) / 6 / noise[1] * root
+            if noise[0] > largest:
+                round_fail(
+                    round_=round_,
+                    reason=f"a noise multiplier of {noise[0]:g} is too large for the "
+                    f"fixed-point range of a query over {len(ready)} sites: at most "
+                    f"{largest:.3g}",
+                )
+                return round_
     elif kind == Round.Kind.ANALYTICS:
         round_fail(
             round_=round_,
@@ -334,6 +352,13 @@ def _secure_length(federation: Federation, kind: str, query: AnalyticsQuery | No
     current = federation.versions.order_by("-version").first()
     assert current is not None  # version 0 exists before the first training round
     return input_length(_version_weights_arrays(current), TRAINING_EXTRAS)
+
+
+def _reference_max(federation: Federation) -> float:
+    """The largest absolute global weight: public, bounds the training inputs' range."""
+    current = federation.versions.order_by("-version").first()
+    assert current is not None
+    return float(max(np.abs(w).max() for w in _version_weights_arrays(current)))
 
 
 def _n_regimes(federation: Federation) -> int:

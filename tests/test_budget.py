@@ -129,3 +129,12 @@ def test_differential_privacy_needs_secure_aggregation(cast):
 
     assert round_.status == Round.Status.FAILED
     assert "turn secure aggregation on" in round_.reason
+
+
+def test_the_fixed_point_range_of_a_dp_round_holds_the_noise_shares(cast):
+    with_privacy(cast, noise_multiplier=30.0, clip=1.0, epsilon=1e6)
+
+    round_ = cast.open()
+
+    # Six standard deviations of a share (30 / sqrt(2)) plus the weights, over 3 sites.
+    assert round_.secagg["clip"] > 6 * 30.0 / np.sqrt(2) / 3

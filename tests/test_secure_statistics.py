@@ -115,7 +115,7 @@ def test_an_analytics_query_answers_as_the_pooled_rows_would(fleet, frames):
     # What the coordinator kept of the round: masked vectors, no site's statistics.
     for message in StageMessage.objects.filter(round=record.round, stage=p.MASKED_INPUT):
         masked = np.frombuffer(message.vector.read(), dtype=np.uint64)
-        assert masked.std() > 2**62
+        assert masked.std() > 2**61
     assert fleet.federation.status == Federation.Status.DRAFT  # training untouched
 
 
@@ -126,7 +126,7 @@ def test_a_query_with_noise_spends_the_budget_and_is_refused_past_it(fleet):
     query = {"sensors": ["s_2"]}
 
     first = services.analytics_request(
-        federation=fleet.federation, query=query, noise_multiplier=2.0
+        federation=fleet.federation, query=query, noise_multiplier=1.5
     )
     second = services.analytics_request(
         federation=fleet.federation, query=query, noise_multiplier=0.5
@@ -152,3 +152,18 @@ def test_a_query_with_noise_needs_a_budget_and_a_bad_query_is_refused(fleet):
         services.analytics_request(
             federation=fleet.federation, query={"sensors": ["s_2"], "per_regime": True}
         )
+
+
+def test_a_query_whose_noise_would_not_fit_the_fixed_point_range_is_refused(fleet):
+    privacy = PrivacySettings(noise_multiplier=1.0, clip=1.0, epsilon=1e6)
+    Federation.objects.filter(id=fleet.federation.id).update(privacy=privacy.to_dict())
+    fleet.federation.refresh_from_db()
+
+    record = services.analytics_request(
+        federation=fleet.federation, query={"sensors": ["s_2"]}, noise_multiplier=50.0
+    )
+
+    assert record.status == AnalyticsQuery.Status.FAILED
+    assert "too large for the fixed-point range of a query over 3 sites: at most 1.65" in (
+        record.reason
+    )

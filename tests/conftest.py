@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.secure_cast import cast, pipeline_dict, scheduled  # noqa: F401  (fixtures)
 from turbofan.data.source import DataSourceError, find_data_dir
 
 

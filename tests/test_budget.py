@@ -1,8 +1,5 @@
 """The privacy budget of live rounds: noise in shares, the ledger, refusals, site caps."""
 
-# The secure-round fixtures are imported by name, and pytest passes them back in.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +10,7 @@ from federation.core.privacy import PrivacySettings, Spend, epsilon_spent
 from federation.core.secagg import protocol as p
 from federation.core.secagg import session
 from federation.models import Federation, Membership, ModelVersion, PrivacySpend, Round
-from tests.test_secure_rounds import SITES, aggregated_weights, cast, pipeline_dict, scheduled  # noqa: F401
+from tests.secure_cast import SITES, aggregated_weights
 
 pytestmark = pytest.mark.django_db
 

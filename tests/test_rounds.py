@@ -29,18 +29,6 @@ def federation(django_user_model):
     return federation
 
 
-@pytest.fixture
-def scheduled(monkeypatch):
-    """Record what the services hand to the coordinator's queue instead of sending it."""
-    calls: list[tuple[str, int]] = []
-    monkeypatch.setattr(
-        "worker.tasks.schedule_deadline", lambda r: calls.append(("deadline", r.id))
-    )
-    monkeypatch.setattr("worker.tasks.enqueue_aggregate", lambda i: calls.append(("aggregate", i)))
-    monkeypatch.setattr("worker.tasks.enqueue_close", lambda i: calls.append(("close", i)))
-    return calls
-
-
 def answer(round_: Round, site: str) -> None:
     contribution = round_.contributions.get(site__name=site)
     services.contribution_submit(

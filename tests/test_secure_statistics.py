@@ -1,8 +1,5 @@
 """Statistics over the secure sum in live rounds: the setup rounds and analytics queries."""
 
-# The secure-round fixtures are imported by name, and pytest passes them back in.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +9,7 @@ from federation import services
 from federation.core.privacy import PrivacySettings
 from federation.core.secagg import protocol as p
 from federation.models import AnalyticsQuery, Federation, PrivacySpend, Round, StageMessage
-from tests.test_secure_rounds import SITES, cast, pipeline_dict, scheduled  # noqa: F401
+from tests.secure_cast import SITES
 from turbofan.data.features import SETTING_COLUMNS, RegimeModel
 from turbofan.data.files import read_engine_file
 

@@ -12,6 +12,17 @@ urlpatterns = [
         views.federation_progress,
         name="federation-progress",
     ),
+    path("federations/<int:federation_id>/fleet/", views.fleet_health, name="fleet"),
+    path(
+        "federations/<int:federation_id>/fleet/queries/",
+        views.query_new,
+        name="query-new",
+    ),
+    path(
+        "federations/<int:federation_id>/fleet/queries/<int:query_id>.json",
+        views.query_status,
+        name="query-status",
+    ),
     path(
         "federations/<int:federation_id>/start/",
         views.federation_start,

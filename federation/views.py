@@ -3,6 +3,8 @@
 Each view parses its input, calls one service, and renders or redirects. A site's
 pages answer 404 to anyone but its owner, so names cannot be probed; a federation's
 admin actions answer 403 to other signed-in users (the federation itself is public).
+A federation's fleet health (its sensors' statistics and analytics queries, aggregates
+of the sites' data) is for its admin and the owners of its member sites: 403 for others.
 Credentials are rendered once, in the response to the POST that made them.
 """
 
@@ -18,13 +20,15 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Prefetch
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST
 
 from dashboard.progress import LEDGER_COLUMNS, federation_page, site_budget_summary
 from federation import budget, selectors, services
-from federation.forms import CapForm, JoinForm, ParticipationForm, SiteForm
-from federation.models import Federation, Membership, ModelVersion, Site
+from federation.forms import CapForm, JoinForm, ParticipationForm, QueryForm, SiteForm
+from federation.models import AnalyticsQuery, Federation, Membership, ModelVersion, Site
 from federation.selectors import can_download_models, model_file_response
 from federation.services import FederationError
 
@@ -109,6 +113,7 @@ def federation_detail(request: HttpRequest, federation_id: int) -> HttpResponse:
         "page": _federation_page(request, federation),
         "approved_sites": federation.memberships.filter(status=Membership.Status.APPROVED).count(),
         "is_admin": is_admin,
+        "is_insider": selectors.is_insider(federation=federation, user=request.user),
         "can_download": can_download_models(federation=federation, user=request.user),
         "can_start": federation.status in {Federation.Status.DRAFT, Federation.Status.FAILED},
         "pending": _memberships(federation, [Membership.Status.REQUESTED]) if is_admin else [],
@@ -334,3 +339,92 @@ def model_download(request: HttpRequest, federation_id: int, version: int) -> Ht
         raise Http404("no such model")
     model = get_object_or_404(ModelVersion, federation=federation, version=version)
     return model_file_response(model)
+
+
+# --- fleet health: the setup rounds' statistics and analytics queries -------------------
+
+
+def _insider_federation(request: HttpRequest, federation_id: int) -> Federation:
+    """The federation, for its admin and the owners of its approved member sites only:
+    its statistics describe the sites' data (403 for everyone else)."""
+    federation = get_object_or_404(Federation, id=federation_id)
+    if not selectors.is_insider(federation=federation, user=request.user):
+        raise PermissionDenied("the fleet's statistics are for the admin and member sites")
+    return federation
+
+
+def _query_form(federation: Federation, data: Any = None) -> QueryForm:
+    ranges = selectors.histogram_defaults(federation=federation)
+    return QueryForm(data, federation=federation, ranges=ranges)
+
+
+def _fleet_page(
+    request: HttpRequest, federation: Federation, form: QueryForm | None = None
+) -> HttpResponse:
+    is_admin = federation.admin_id == request.user.pk  # type: ignore[attr-defined]
+    if is_admin and form is None:
+        form = _query_form(federation)
+    context = {
+        "federation": federation,
+        "normalisation": selectors.fleet_normalisation(federation=federation),
+        "queries": selectors.analytics_queries(federation=federation),
+        "query_limit": selectors.QUERY_LIST_LIMIT,
+        "form": form if is_admin else None,
+        "is_admin": is_admin,
+    }
+    return render(request, "federation/fleet.html", context)
+
+
+@login_required
+def fleet_health(request: HttpRequest, federation_id: int) -> HttpResponse:
+    return _fleet_page(request, _insider_federation(request, federation_id))
+
+
+@login_required
+@require_POST
+def query_new(request: HttpRequest, federation_id: int) -> HttpResponse:
+    """Ask the sites a new analytics query (the admin only); a refusal stays on the form."""
+    federation = _administered(request, federation_id)
+    form = _query_form(federation, request.POST)
+    if form.is_valid():
+        try:
+            query = services.analytics_request(
+                federation=federation,
+                query=form.query(),
+                noise_multiplier=form.cleaned_data.get("noise_multiplier"),
+                user=request.user,  # type: ignore[arg-type]
+            )
+        except FederationError as error:
+            form.add_error(None, str(error))
+        else:
+            _query_message(request, query)
+            return redirect(reverse("pages:fleet", args=[federation.id]) + f"#query-{query.id}")
+    return _fleet_page(request, federation, form)
+
+
+def _query_message(request: HttpRequest, query: AnalyticsQuery) -> None:
+    if query.status == AnalyticsQuery.Status.FAILED:
+        messages.error(request, f"Query {query.id} could not run: {query.reason}")
+    else:
+        messages.success(
+            request,
+            f"Query {query.id} asked: the sites answer it in a secure round, and its result "
+            "appears below when they have.",
+        )
+
+
+def query_status(request: HttpRequest, federation_id: int, query_id: int) -> JsonResponse:
+    """What the fleet page polls for a running query: its state, and its part of the page."""
+    federation = get_object_or_404(Federation, id=federation_id)
+    if not selectors.is_insider(federation=federation, user=request.user):
+        return JsonResponse({"error": "for the federation's admin and member sites"}, status=403)
+    entry = selectors.analytics_query(federation=federation, query_id=query_id)
+    if entry is None:
+        return JsonResponse({"error": "no such query in this federation"}, status=404)
+    html = render_to_string(
+        "federation/_query.html", {"q": entry, "federation": federation}, request=request
+    )
+    body = {key: entry[key] for key in ("id", "status", "status_label", "running", "reason")}
+    response = JsonResponse({**body, "html": html})
+    add_never_cache_headers(response)
+    return response

@@ -7,7 +7,8 @@
 3. Open the Tycoon, change a cost and see the profit table change.
 
 Beside them: the privacy budget of a federation with differential privacy, as its
-page follows the ledger and as a site's owner caps the site.
+page follows the ledger and as a site's owner caps the site; and the fleet-health page,
+where a running analytics query shows its result by itself.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from selenium.webdriver.support.ui import Select
 
 from federation.core.privacy import PrivacySettings
 from federation.models import (
+    AnalyticsQuery,
     Contribution,
     Federation,
     Membership,
@@ -347,3 +349,42 @@ def test_a_player_changes_the_maintenance_cost_and_the_profits_change(
 
     browser.wait(profits_changed, "the profit table did not change with the maintenance cost")
     browser.screenshots("tycoon-changed")
+
+
+def test_the_admin_reads_the_fleets_health_and_a_query_finishes_by_itself(browser: Browser):
+    from tests.test_fleet_pages import PIPELINE, QUERY, REGIMES, decoded
+
+    federation, _ = running_federation()
+    Federation.objects.filter(id=federation.id).update(pipeline=PIPELINE, regimes=REGIMES.to_dict())
+    admin = federation.admin
+    AnalyticsQuery.objects.create(
+        federation=federation,
+        requested_by=admin,
+        query=QUERY.to_dict(),
+        status=AnalyticsQuery.Status.DONE,
+        result=decoded(QUERY),
+    )
+    running = AnalyticsQuery.objects.create(
+        federation=federation, requested_by=admin, query=QUERY.to_dict()
+    )
+    log_in(browser, "ada")
+
+    browser.open(f"/federations/{federation.id}/")
+    browser.driver.find_element(By.LINK_TEXT, "Fleet health").click()
+    browser.wait(lambda: browser.find_all("#normalisation-chart svg.main-svg"), "no chart drawn")
+    browser.wait(lambda: browser.find_all("article.query svg.main-svg"), "no histogram drawn")
+    browser.driver.execute_script("window.notReloaded = true")
+
+    assert "642.68 ± 0.5" in browser.text("#normalisation-table")
+    assert "the sites are answering" in browser.text(f"#query-{running.id}")
+    assert browser.find("#id_per_regime").is_enabled()
+    browser.screenshots("fleet-health")
+
+    AnalyticsQuery.objects.filter(id=running.id).update(
+        status=AnalyticsQuery.Status.DONE, result=decoded(QUERY)
+    )
+    browser.wait_for_text(f"#query-{running.id}", "rows across the sites")
+    browser.wait(
+        lambda: browser.find_all(f"#query-{running.id} svg.main-svg"), "no histogram drawn"
+    )
+    assert browser.driver.execute_script("return window.notReloaded") is True

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -158,12 +159,17 @@ def epsilon_spent(spends: Sequence[Spend], delta: float) -> float:
     """The epsilon at ``delta`` of all ``spends`` together (RDP composition)."""
     if not spends:
         return 0.0
-    accountant = RdpAccountant()
+    # Equal mechanisms compose as one event run ``count`` times: the same RDP, and one
+    # (costly, for sampled events) evaluation per kind instead of one per ledger line.
+    counts: Counter[tuple[float, float]] = Counter()
     for spend in spends:
-        event: dp_accounting.DpEvent = dp_accounting.GaussianDpEvent(spend.noise_multiplier)
-        if spend.sample_fraction < 1:
-            event = dp_accounting.PoissonSampledDpEvent(spend.sample_fraction, event)
-        accountant.compose(event, spend.count)
+        counts[spend.noise_multiplier, spend.sample_fraction] += spend.count
+    accountant = RdpAccountant()
+    for (noise_multiplier, sample_fraction), count in counts.items():
+        event: dp_accounting.DpEvent = dp_accounting.GaussianDpEvent(noise_multiplier)
+        if sample_fraction < 1:
+            event = dp_accounting.PoissonSampledDpEvent(sample_fraction, event)
+        accountant.compose(event, count)
     return float(accountant.get_epsilon(delta))
 
 

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from federation import services
+from federation.core import analytics
 from federation.core.privacy import PrivacySettings
 from federation.core.secagg import protocol as p
-from federation.models import AnalyticsQuery, Federation, PrivacySpend, Round, StageMessage
+from federation.models import (
+    AnalyticsQuery,
+    Contribution,
+    Federation,
+    PrivacySpend,
+    Round,
+    StageMessage,
+)
 from tests.secure_cast import SITES
 from turbofan.data.features import SETTING_COLUMNS, RegimeModel
 from turbofan.data.files import read_engine_file
@@ -164,3 +175,28 @@ def test_a_query_whose_noise_would_not_fit_the_fixed_point_range_is_refused(flee
     assert "too large for the fixed-point range of a query over 3 sites: at most 1.65" in (
         record.reason
     )
+
+
+def test_the_coordinator_stores_no_sites_statistics(fleet, frames, settings):
+    run(fleet, services.round_open(federation=fleet.federation, kind=Round.Kind.POINTS, number=0))
+    fleet.federation.refresh_from_db()
+    moments_round = Round.objects.get(federation=fleet.federation, kind=Round.Kind.MOMENTS)
+    run(fleet, moments_round)
+    regimes = RegimeModel.from_dict(fleet.federation.regimes)
+
+    stored_rows = json.dumps(
+        [
+            list(model.objects.values())
+            for model in (Round, Contribution, StageMessage, Federation, AnalyticsQuery)
+        ],
+        default=str,
+    ).encode()
+    files = [f.read_bytes() for f in Path(settings.MEDIA_ROOT).rglob("*") if f.is_file()]
+    scale = moments_round.secagg["weight_scale"]
+    for name, frame in frames.items():  # each site's own statistics, as it encodes them
+        own = analytics.encode_moments(frame, regimes, scale=scale)
+        quantised = np.rint((np.clip(own, -8, 8) + 8) / (16 / 2**40)).astype(np.uint64)
+        for needle in (own, quantised, own.astype(np.float32)):
+            chunk = needle[:12].tobytes()
+            assert chunk not in stored_rows and all(chunk not in data for data in files), name
+        assert repr(float(frame["s_2"].sum()))[:9].encode() not in stored_rows

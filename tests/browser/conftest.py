@@ -15,7 +15,11 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -109,12 +113,22 @@ class Browser:
 
     def wait(self, condition: Callable[[], Any], message: str = "") -> Any:
         # A page that is being replaced leaves stale elements behind: look again.
+        def attempt(_: Any) -> Any:
+            try:
+                return condition()
+            except WebDriverException as error:
+                # Chromium reports an element of the page being replaced like this,
+                # rather than as a stale element.
+                if "does not belong to the document" in str(error):
+                    return False
+                raise
+
         return WebDriverWait(
             self.driver,
             WAIT_SECONDS,
             poll_frequency=0.1,
             ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
-        ).until(lambda _: condition(), message)
+        ).until(attempt, message)
 
     def wait_for_text(self, css: str, text: str) -> None:
         self.wait(

@@ -38,8 +38,6 @@ from federation.models import Contribution, Round, Site, StageMessage
 
 log = logging.getLogger(__name__)
 
-KEY_SECAGG = session.WORK_KEY
-
 
 # --- identities ---------------------------------------------------------------------------
 

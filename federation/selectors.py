@@ -10,6 +10,7 @@ from django.db.models import Count, Prefetch, Q
 from django.http import FileResponse
 from django.utils import timezone
 
+from federation import budget
 from federation.budget import privacy_of
 from federation.core.analytics import SENSOR_ENVELOPE
 from federation.core.secagg.protocol import STAGES
@@ -239,22 +240,6 @@ def federation_progress(
 # --- the privacy budget ------------------------------------------------------------------
 
 
-def epsilon_so_far(*, federation: Federation, site: Site | None = None) -> float:
-    """Epsilon spent by the federation (or one site in it): its ledger's last line.
-
-    Each line stores the composition of every line before it (federation.budget.record),
-    the number ``budget.spent`` recomputes; recomputing costs seconds with sampling,
-    too slow for a page polled every two seconds.
-    """
-    last = (
-        PrivacySpend.objects.filter(federation=federation, site=site)
-        .order_by("-id")
-        .values_list("epsilon", flat=True)
-        .first()
-    )
-    return float(last) if last is not None else 0.0
-
-
 def _ledger(federation: Federation, site: Site | None) -> list[dict[str, Any]]:
     lines = PrivacySpend.objects.filter(federation=federation, site=site).order_by("-id")
     return [
@@ -281,7 +266,7 @@ def federation_budget(
         return None
     return {
         "settings": settings.to_dict(),
-        "spent": epsilon_so_far(federation=federation),
+        "spent": budget.spent(federation=federation),
         "ledger": _ledger(federation, None) if with_ledger else None,
         "ledger_limit": LEDGER_LIMIT,
     }
@@ -301,7 +286,7 @@ def site_budgets(*, site: Site) -> list[dict[str, Any]]:
                 "membership": membership,
                 "federation": membership.federation,
                 "settings": settings.to_dict(),
-                "spent": epsilon_so_far(federation=membership.federation, site=site),
+                "spent": budget.spent(federation=membership.federation, site=site),
                 "cap": membership.epsilon_cap,
                 "ledger": _ledger(membership.federation, site),
             }

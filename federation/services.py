@@ -462,7 +462,7 @@ def work_message(contribution: Contribution) -> dict[str, Any]:
     federation = round_.federation
     work: dict[str, Any] = {messages.KEY_KIND: round_.kind}
     if round_.stage:
-        work[secure.KEY_SECAGG] = secure.work_part(contribution)
+        work[session.WORK_KEY] = secure.work_part(contribution)
     if round_.kind == Round.Kind.MOMENTS:
         work[messages.KEY_REGIMES] = federation.regimes
     elif round_.kind == Round.Kind.ANALYTICS:

@@ -50,11 +50,11 @@ def main() -> None:
 
     frame = read_engine_file(path)
 
-    def load_and_window() -> object:
+    def load_and_window() -> tuple[np.ndarray, np.ndarray]:
         loaded = read_engine_file(path)
         return FeaturePipeline.for_subset(args.subset).fit(loaded).training_windows(loaded)
 
-    windows, _ = load_and_window()  # type: ignore[misc]
+    windows, _ = load_and_window()
     rows = [
         (
             "strict reader (this project)",

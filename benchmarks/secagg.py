@@ -110,7 +110,7 @@ class Round:
 
     def plain_sum(self) -> np.ndarray:
         make, dropped = self.input_maker(), self.dropped()
-        return sum(make(s) for s in self.sites if s not in dropped)
+        return np.sum([make(s) for s in self.sites if s not in dropped], axis=0)
 
     def error_bound(self) -> float:
         """Largest error of a sum of the survivors' quantised inputs: one step each
@@ -136,7 +136,7 @@ def ours(r: Round) -> tuple[Timing, np.ndarray]:
     make_input, dropped = r.input_maker(), r.dropped()
     seconds = {"client": 0.0, "server": 0.0}
 
-    def timed(side, work, *args):  # type: ignore[no-untyped-def]
+    def timed(side, work, *args):
         started = time.perf_counter()
         out = work(*args)
         seconds[side] += time.perf_counter() - started

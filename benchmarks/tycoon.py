@@ -13,6 +13,7 @@ reference), on a case small enough for it. Exits 1 when the goal is missed.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -128,7 +129,7 @@ def main() -> None:
     seconds = {}
     for name, implementation, economics, work in rows:
         repeat = args.repeat if work is replay else 1
-        taken = median_seconds(lambda w=work, e=economics: w(lives, predictions, e), repeat)
+        taken = median_seconds(functools.partial(work, lives, predictions, economics), repeat)
         seconds[(name, implementation)] = taken
         print(f"| {name} | {implementation} | {taken * 1000:.1f} |")
     achieved = seconds[(rows[0][0], "numpy")]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from django.contrib.staticfiles.finders import BaseFinder
 from django.core.checks import CheckMessage, Error
@@ -35,10 +35,16 @@ class PlotlyFinder(BaseFinder):
             return [Error("plotly.js not found: install the plotly package (requirements.txt)")]
         return []
 
-    def find(self, path: str, find_all: bool = False, **kwargs: Any) -> str | list[str]:
+    @overload
+    def find(self, path: str, find_all: Literal[False] = False) -> str | None: ...
+
+    @overload
+    def find(self, path: str, find_all: Literal[True]) -> list[str]: ...
+
+    def find(self, path: str, find_all: bool = False) -> str | list[str] | None:
         folder = bundle_dir()
         if folder is None or path != f"{PREFIX}/{BUNDLE}":
-            return [] if find_all else ""
+            return [] if find_all else None
         found = str(folder / BUNDLE)
         return [found] if find_all else found
 
@@ -46,5 +52,7 @@ class PlotlyFinder(BaseFinder):
         folder = bundle_dir()
         if folder is not None:
             storage = FileSystemStorage(location=str(folder))
-            storage.prefix = PREFIX  # collectstatic writes it under plotly/
+            # collectstatic writes it under plotly/: Django reads a storage's ``prefix``,
+            # which FileSystemStorage does not declare.
+            storage.prefix = PREFIX  # type: ignore[attr-defined]
             yield BUNDLE, storage

@@ -18,7 +18,7 @@ def service_status() -> dict[str, str]:
         data = "not found yet (it is downloaded on first use)"
     return {
         "database": connection.vendor,
-        "broker": urlsplit(settings.CELERY_BROKER_URL).scheme,
+        "broker": str(urlsplit(settings.CELERY_BROKER_URL).scheme),
         "data": data,
         "environment": settings.DJANGO_ENV,
     }

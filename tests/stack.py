@@ -97,6 +97,8 @@ class Stack:
             f"127.0.0.1:{self.port}",
             "--workers",
             "2",
+            "--threads",
+            "16",  # each site's long poll for work holds a thread
         ]
         self._spawn("web", argv, self.env)
         deadline = time.monotonic() + 60

@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -405,9 +406,7 @@ class _Replay:
         return Trace(slot, start, run, self.maintained[s, engine], engine)
 
 
-def _money(
-    economics: Economics, running: int, maintenances: int, failures: int
-) -> dict[str, float | int]:
+def _money(economics: Economics, running: int, maintenances: int, failures: int) -> dict[str, Any]:
     """The profit formula and its terms, from the counts over the horizon."""
     revenue = economics.revenue_per_cycle * running
     maintenance_spend = economics.maintenance_cost * maintenances

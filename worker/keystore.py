@@ -40,17 +40,18 @@ class Keystore:
                 serialization.NoEncryption(),
             )
             self._write(path, pem)
-        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(private, Ed25519PrivateKey):
+        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(loaded, Ed25519PrivateKey):
             raise ValueError(f"{path} does not hold an Ed25519 private key")
-        public = private.public_key().public_bytes(
+        public = loaded.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
-        return SigningKey(private, public)
+        return SigningKey(loaded, public)
 
     def load_round(self, round_id: str) -> dict[str, Any] | None:
         try:
-            return json.loads(self._round_path(round_id).read_text())  # type: ignore[no-any-return]
+            state: dict[str, Any] = json.loads(self._round_path(round_id).read_text())
+            return state
         except FileNotFoundError:
             return None
 

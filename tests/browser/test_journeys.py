@@ -324,7 +324,7 @@ def test_a_player_changes_the_maintenance_cost_and_the_profits_change(
     browser: Browser, settings, tmp_path
 ):
     # The Tycoon replays a prediction pack: the small fake one of the Tycoon's page tests.
-    from tests.test_tycoon_pages import fake_pack
+    from tests.app.test_tycoon_pages import fake_pack
 
     settings.TYCOON_PACK = tmp_path / "pack.npz"
     fake_pack().save(settings.TYCOON_PACK)
@@ -352,7 +352,7 @@ def test_a_player_changes_the_maintenance_cost_and_the_profits_change(
 
 
 def test_the_admin_reads_the_fleets_health_and_a_query_finishes_by_itself(browser: Browser):
-    from tests.test_fleet_pages import PIPELINE, QUERY, REGIMES, decoded
+    from tests.app.test_fleet_pages import PIPELINE, QUERY, REGIMES, decoded
 
     federation, _ = running_federation()
     Federation.objects.filter(id=federation.id).update(pipeline=PIPELINE, regimes=REGIMES.to_dict())

@@ -168,7 +168,7 @@ class SensorMoments:
 def informative_sensors(frame: pd.DataFrame, regime: np.ndarray, min_levels: int = 3) -> list[str]:
     """Sensors that vary within at least one operating regime (see :class:`SensorMoments`)."""
     n_regimes = int(np.max(regime)) + 1 if len(regime) else 1
-    varied = SensorMoments.of(frame, regime, n_regimes, min_levels).varied.any(axis=0)
+    varied = np.asarray(SensorMoments.of(frame, regime, n_regimes, min_levels).varied.any(axis=0))
     return [name for name, keep in zip(SENSOR_COLUMNS, varied, strict=True) if keep]
 
 
@@ -224,7 +224,7 @@ class FeaturePipeline:
 
     def fit_moments(self, regimes: RegimeModel, moments: SensorMoments) -> FeaturePipeline:
         """Fit from regimes and (possibly summed) moments instead of rows."""
-        keep = moments.varied.any(axis=0)
+        keep = np.asarray(moments.varied.any(axis=0))
         self.regimes = regimes
         self.sensors = [name for name, k in zip(SENSOR_COLUMNS, keep, strict=True) if k]
         counts = np.maximum(moments.counts, 1)[:, None]

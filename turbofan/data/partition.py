@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -171,6 +172,7 @@ def _replace_dir(staging: Path, out_dir: Path) -> None:
         staging.rename(out_dir)
 
 
-def read_manifest(out_dir: Path) -> dict[str, object]:
+def read_manifest(out_dir: Path) -> dict[str, Any]:
     """The plan a partition folder was written from."""
-    return json.loads((Path(out_dir) / MANIFEST).read_text())
+    manifest: dict[str, Any] = json.loads((Path(out_dir) / MANIFEST).read_text())
+    return manifest

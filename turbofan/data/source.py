@@ -30,7 +30,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from tqdm import tqdm
 
@@ -389,7 +389,7 @@ def _too_large_message(url: str) -> str:
 
 
 def _copy_stream(
-    source: BinaryIO,
+    source: IO[bytes],
     target: BinaryIO,
     *,
     limit: int,

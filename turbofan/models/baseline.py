@@ -50,11 +50,11 @@ def fit_baseline(
         n_iter_no_change=30,
         random_state=seed,
     )
-    if validate:
+    if validate and val_windows is not None:
         return model.fit(
             window_features(windows),
             labels,
             X_val=window_features(val_windows),
-            y_val=val_labels,  # type: ignore[arg-type]
+            y_val=val_labels,
         )
     return model.fit(window_features(windows), labels)

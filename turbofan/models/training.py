@@ -154,7 +154,7 @@ def train_network(
             total += float(loss.detach()) * len(batch)
         record = {"epoch": epoch, "train_rmse": scale * math.sqrt(total / len(x))}
         if validate:
-            record["val_rmse"] = float(np.sqrt(np.mean((predict(net, x_val) - y_val) ** 2)))  # type: ignore[arg-type, operator]
+            record["val_rmse"] = float(np.sqrt(np.mean((predict(net, x_val) - y_val) ** 2)))  # type: ignore[arg-type]
             if record["val_rmse"] < best_rmse:
                 best_rmse, best_weights, best_epoch = record["val_rmse"], get_weights(net), epoch
         history.append(record)

@@ -179,7 +179,7 @@ class Command(BaseCommand):
 
 
 def _one_subset(manifest: dict[str, Any]) -> str:
-    subsets = sorted(manifest["holdout"]["engines"])  # type: ignore[index]
+    subsets = sorted(manifest["holdout"]["engines"])
     if len(subsets) != 1:
         raise ValueError(f"the replay takes one subset, the partition has {', '.join(subsets)}")
     return subsets[0]
@@ -213,7 +213,7 @@ def _federated(federation: Federation) -> tuple[ModelInfo, RulModel]:
     version = federation.versions.order_by("-version").first()
     assert version is not None
     with version.file.open("rb") as handle:
-        model = RulModel.from_bytes(handle.read(), source=version.file.name)
+        model = RulModel.from_bytes(handle.read(), source=str(version.file.name))
     info = ModelInfo(
         FEDERATED,
         FEDERATED,

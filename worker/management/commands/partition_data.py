@@ -46,7 +46,7 @@ class Command(BaseCommand):
         shares = {share.name: share.n_engines for share in [*plan.sites, plan.holdout]}
         self.stdout.write(json.dumps({"out": str(out), "engines": shares}, indent=2))
 
-    def _plan(self, source: Path, options: dict[str, Any]):  # type: ignore[no-untyped-def]
+    def _plan(self, source: Path, options: dict[str, Any]):
         if options["scheme"] == "iid":
             subsets = options["subset"] or ["FD001"]
             if len(subsets) != 1:

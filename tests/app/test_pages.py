@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 from datetime import timedelta
-from html.parser import HTMLParser
 
 import pytest
 from django.core.files.base import ContentFile
@@ -14,7 +12,6 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from federation import services
 from federation.models import (
     Contribution,
     Federation,
@@ -24,52 +21,14 @@ from federation.models import (
     Site,
     StageMessage,
 )
+from federation.services import sites
+from tests.app.pages import ACTORS, Controls, signed_in
+from tests.cast import PASSWORD, Cast
 
 pytestmark = pytest.mark.django_db
 
-PASSWORD = "a-long-unusual-passphrase-42"
 CREDENTIAL = re.compile(r"tfs_[A-Za-z0-9_-]{20,}")
 LOGIN = "login"  # expected outcome: a redirect to the login page
-
-
-@pytest.fixture(autouse=True)
-def auth_settings(settings):
-    # The values config/settings.py sets for the pages (LOGIN_URL is Django's default).
-    settings.LOGIN_URL = "/accounts/login/"
-    settings.LOGIN_REDIRECT_URL = "/sites/"
-    settings.LOGOUT_REDIRECT_URL = "/"
-    # A fast hash: the default costs a third of a second per user.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@dataclass
-class Cast:
-    admin: object
-    owner: object
-    other: object
-    federation: Federation
-    site: Site
-    other_site: Site
-    membership: Membership
-
-
-@pytest.fixture
-def cast(django_user_model) -> Cast:
-    """A federation run by its admin; one owner's site asked to join; another owner's site."""
-    admin = django_user_model.objects.create_user("ada", password=PASSWORD)
-    owner = django_user_model.objects.create_user("olga", password=PASSWORD)
-    other = django_user_model.objects.create_user("otto", password=PASSWORD)
-    federation = Federation.objects.create(name="fd001-fleet", admin=admin)
-    site = Site.objects.create(owner=owner, name="north-hangar")
-    other_site = Site.objects.create(owner=other, name="south-hangar")
-    membership = Membership.objects.create(federation=federation, site=site)
-    return Cast(admin, owner, other, federation, site, other_site, membership)
-
-
-def signed_in(client: Client, cast: Cast, actor: str) -> Client:
-    if actor != "anonymous":
-        client.force_login(getattr(cast, actor))
-    return client
 
 
 PAGES = {
@@ -115,7 +74,6 @@ MATRIX = [
     ("leave", "POST", (LOGIN, 302, 404, 404)),
     ("credential", "POST", (LOGIN, 200, 404, 404)),
 ]
-ACTORS = ("anonymous", "owner", "other", "admin")
 CASES = [
     pytest.param(page, method, actor, expected, id=f"{page}-{actor}")
     for page, method, answers in MATRIX
@@ -154,7 +112,7 @@ def test_actions_refuse_get_so_a_link_cannot_trigger_them(client, cast, page):
 
 def test_another_owner_cannot_leave_a_membership_through_their_own_site(client, cast):
     url = reverse("pages:membership-leave", args=[cast.other_site.name, cast.membership.id])
-    client.force_login(cast.other)
+    client.force_login(cast.outsider)
 
     response = client.post(url)
 
@@ -164,7 +122,7 @@ def test_another_owner_cannot_leave_a_membership_through_their_own_site(client, 
 
 
 def test_the_admin_cannot_approve_a_membership_of_another_federation(client, cast):
-    elsewhere = Federation.objects.create(name="fd002-fleet", admin=cast.other)
+    elsewhere = Federation.objects.create(name="fd002-fleet", admin=cast.outsider)
     foreign = Membership.objects.create(federation=elsewhere, site=cast.other_site)
     client.force_login(cast.admin)
 
@@ -248,7 +206,7 @@ def test_approving_again_after_a_suspension_leaves_the_credential_alone(client, 
     suspend = reverse("pages:membership-suspend", args=[cast.federation.id, cast.membership.id])
     client.post(approve)
     first_hash = (
-        services.site_issue_credential(site=cast.site)
+        sites.site_issue_credential(site=cast.site)
         and Site.objects.get(id=cast.site.id).credential_hash
     )
 
@@ -404,7 +362,7 @@ def test_my_sites_lists_only_the_users_own_sites(client, cast):
 
 
 def test_a_duplicate_site_name_is_reported_on_the_form(client, cast):
-    client.force_login(cast.other)
+    client.force_login(cast.outsider)
 
     response = client.post(reverse("pages:site-new"), {"name": "north-hangar"})
 
@@ -481,7 +439,7 @@ def test_every_page_carries_the_link_bar(client, cast):
 
 @pytest.mark.parametrize(
     ("actor", "expected"),
-    [("anonymous", 302), ("owner", 200), ("other", 404), ("admin", 200)],
+    [("anonymous", 302), ("owner", 200), ("outsider", 404), ("admin", 200)],
 )
 def test_model_files_go_to_the_admin_and_owners_of_member_sites_only(client, cast, actor, expected):
     Membership.objects.filter(id=cast.membership.id).update(status=Membership.Status.APPROVED)
@@ -584,7 +542,7 @@ def test_progress_json_follows_the_database_between_two_polls(client, cast):
 
 @pytest.mark.parametrize(
     ("actor", "named"),
-    [("anonymous", False), ("other", True), ("owner", True), ("admin", True)],
+    [("anonymous", False), ("outsider", True), ("owner", True), ("admin", True)],
 )
 def test_only_the_admin_and_members_see_which_sites_answered(client, cast, actor, named):
     running_round(cast)  # both hangars are members now, "other" owns one of them
@@ -693,11 +651,11 @@ def test_the_site_page_shows_its_data_and_what_the_coordinator_received_from_it(
     Site.objects.filter(id=cast.site.id).update(
         data_summary={"train_rows": 5123, "train_engines": 25, "subsets": ["FD001", "FD003"]}
     )
-    contribution = Contribution.objects.get(round=round_, site=cast.site)
-    contribution.payload.save("result.bin", ContentFile(b"x" * 2048))
     StageMessage.objects.create(
         round=round_, site=cast.site, stage="advertise_keys", body={"share_public": "k" * 40}
     )
+    masked = StageMessage(round=round_, site=cast.site, stage="masked_input", body={})
+    masked.vector.save("masked.uint64", ContentFile(b"x" * 2048))
     StageMessage.objects.create(
         round=round_, site=cast.other_site, stage="advertise_keys", body={"secret": "theirs"}
     )
@@ -708,8 +666,8 @@ def test_the_site_page_shows_its_data_and_what_the_coordinator_received_from_it(
     page = response.content.decode()
     sent = response.context["sent"]
     assert [(e["what"], e["round"], e["bytes"]) for e in sent] == [
+        ("secure aggregation: masked input", 1, 2048),
         ("secure aggregation: advertise keys", 1, len('{"share_public":"' + "k" * 40 + '"}')),
-        ("round result", 1, 2048),
     ]
     assert "theirs" not in page and "k" * 40 not in page  # sizes, never content
     assert "5123" in page and "FD001, FD003" in page
@@ -719,7 +677,7 @@ def test_the_site_page_shows_its_data_and_what_the_coordinator_received_from_it(
 
 def test_another_owner_gets_404_for_a_site_portal_and_sees_nothing_of_its_log(client, cast):
     running_round(cast)
-    client.force_login(cast.other)
+    client.force_login(cast.outsider)
 
     response = client.get(reverse("pages:site", args=[cast.site.name]))
 
@@ -728,33 +686,6 @@ def test_another_owner_gets_404_for_a_site_portal_and_sees_nothing_of_its_log(cl
 
 
 # --- accessibility ----------------------------------------------------------------------------
-
-
-class Controls(HTMLParser):
-    """Form controls without a label, and heading levels, of one page."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.labelled: set[str] = set()
-        self.controls: list[dict[str, str | None]] = []
-        self.headings: list[int] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = dict(attrs)
-        if tag == "label" and attributes.get("for"):
-            self.labelled.add(attributes["for"] or "")
-        if tag in {"input", "select", "textarea", "progress"} and attributes.get("type") not in {
-            "hidden",
-            "submit",
-        }:
-            self.controls.append(attributes)
-        if re.fullmatch(r"h[1-6]", tag):
-            self.headings.append(int(tag[1]))
-
-    def unlabelled(self) -> list[dict[str, str | None]]:
-        return [
-            c for c in self.controls if c.get("id") not in self.labelled and not c.get("aria-label")
-        ]
 
 
 @pytest.mark.parametrize(
@@ -778,5 +709,4 @@ def test_every_control_has_a_label_and_headings_go_in_order(client, cast, actor,
     parser.feed(client.get(PAGES[page](cast)).content.decode())
 
     assert parser.unlabelled() == []
-    assert parser.headings[0] == 1
-    assert all(b - a <= 1 for a, b in zip(parser.headings, parser.headings[1:], strict=False))
+    assert parser.headings_in_order()

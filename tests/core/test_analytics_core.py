@@ -30,16 +30,27 @@ from federation.core.analytics import (
     query_length,
     query_spend,
 )
-from federation.core.client import sensor_moments
+from federation.core.engine.simulation import secure_sum
 from federation.core.privacy import PrivacyError, Spend, epsilon_spent
-from federation.core.secagg.aggregate import secure_sum
-from federation.core.server import merge_pipeline
-from turbofan.data.features import FeaturePipeline, RegimeModel
+from turbofan.data.features import FeaturePipeline, RegimeModel, SensorMoments
 from turbofan.data.files import SETTING_COLUMNS, read_engine_file
 from turbofan.data.partition import plan_iid
 
-# What live rounds use: 2^40 levels over [-8, 8] modulo 2^64.
-secure = functools.partial(secure_sum, clip=8.0, levels=2**40, modulus_bits=64)
+# The secure sum a live round computes: the whole protocol, in this process.
+secure = secure_sum
+
+
+def sensor_moments(frame: pd.DataFrame, regimes: RegimeModel) -> SensorMoments:
+    """A site's own per-regime moments (what it never sends)."""
+    regime = regimes.assign(frame[SETTING_COLUMNS].to_numpy())
+    return SensorMoments.of(frame, regime, regimes.n_regimes)
+
+
+def merge_pipeline(
+    template: FeaturePipeline, regimes: RegimeModel, moments: list[SensorMoments]
+) -> FeaturePipeline:
+    return template.unfitted().fit_moments(regimes, functools.reduce(lambda a, b: a + b, moments))
+
 
 Sites = list[pd.DataFrame]
 

@@ -29,7 +29,7 @@ from turbofan.data.source import (
     project_data_dir,
 )
 
-REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPOSITORY_ROOT.parent / "shared" / "data" / "cmapss"
 
 needs_shared_data = pytest.mark.skipif(

@@ -167,20 +167,3 @@ def test_a_request_to_reveal_both_shares_of_one_peer_is_refused():
     clients[1].unmask({1, 2, 3, 4}, set())
     with pytest.raises(SecAggError, match="answered the unmask request of the round already"):
         clients[1].unmask({1, 3, 4}, {2})  # a second request could combine with the first
-
-
-def test_the_secure_average_equals_the_plain_weighted_average():
-    from federation.core.secagg.aggregate import secure_average
-    from federation.core.strategies import SiteResult, weighted_average
-
-    rng = np.random.default_rng(1)
-    results = [
-        SiteResult([rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=2)], examples=e)
-        for e in (10, 30, 60, 100, 5)
-    ]
-
-    secure = secure_average()(results)
-
-    for got, want in zip(secure, weighted_average(results), strict=True):
-        assert got.shape == want.shape and got.dtype == want.dtype
-        np.testing.assert_allclose(got, want, atol=1e-4)

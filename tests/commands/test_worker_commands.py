@@ -1,4 +1,4 @@
-"""Worker commands as a user runs them."""
+"""The data and site-worker commands as a user runs them (no worker is left running)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,8 @@ import os
 
 import pytest
 
+from tests.core.test_data_files import rows
 from tests.helpers import manage
-from tests.stack import Stack
-from tests.test_data_files import rows
-from worker.celery import COORDINATOR_QUEUE
-from worker.tasks import coordinator_health
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +85,3 @@ def test_a_site_worker_says_when_the_coordinator_is_unreachable(partition):
 
     assert result.returncode == 1
     assert "cannot introduce the site to the coordinator" in result.stderr
-
-
-@pytest.mark.integration
-def test_the_coordinator_worker_answers_from_its_own_process(tmp_path):
-    with Stack(tmp_path) as stack:
-        stack.start("coordinator", "coordinator_worker")
-
-        reply = coordinator_health.apply_async(queue=COORDINATOR_QUEUE).get(timeout=90)
-
-    assert reply["pid"] != os.getpid()
-    assert reply["database"] in {"sqlite", "postgresql"}

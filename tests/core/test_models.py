@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from federation.core import client
-from federation.core.simulation import SimulationConfig, federated_pipeline, run_simulation
+from federation.core.engine.simulation import Simulation, run_simulation
+from federation.core.engine.training import FederatedTraining, local_update, prepare_local_data
 from tests.helpers import manage
 from turbofan.data.features import FeaturePipeline
 from turbofan.data.files import read_engine_file
@@ -131,7 +131,10 @@ def test_the_federation_fits_the_same_pipeline_as_pooled_rows_would_without_pool
     sites = {f"site-{k}": train[train["unit"].between(8 * k - 7, 8 * k)] for k in (1, 2, 3)}
     template = FeaturePipeline.for_subset("FD001", window=40, cycle_channel=True)
 
-    federated = federated_pipeline(sites, template)
+    simulation = Simulation(
+        sites, template=template, recipe=NetworkRecipe(), training=FederatedTraining()
+    )
+    federated = FeaturePipeline.from_dict(simulation.setup().pipeline)
     pooled = template.unfitted().fit(train)
 
     assert federated.sensors == pooled.sensors
@@ -154,7 +157,7 @@ def test_the_cnn_architecture_takes_the_same_windows(train):
 def test_a_small_federation_improves_on_its_starting_model(train, test_frame, cmapss_dir):
     sites = {f"site-{k}": train[train["unit"].between(8 * k - 7, 8 * k)] for k in (1, 2, 3)}
     recipe = NetworkRecipe(net_options=SMALL_NET)
-    config = SimulationConfig(rounds=4, local_epochs=1, lr=5e-3, lr_final=5e-3, patience=0)
+    config = FederatedTraining(rounds=4, local_epochs=1, lr=5e-3, lr_final=5e-3, patience=0)
     validation = read_engine_file(cmapss_dir / "train_FD001.txt")
     validation = validation[validation["unit"].between(60, 75)]
 
@@ -203,14 +206,14 @@ def test_predict_with_a_bad_model_file_exits_1_without_traceback(tmp_path, cmaps
 
 def test_fedprox_keeps_a_site_closer_to_the_global_model(train):
     pipeline = FeaturePipeline.for_subset("FD001").fit(train)
-    data = client.prepare_local_data(train, pipeline, val_fraction=0.2, seed=0)
+    data = prepare_local_data(train, pipeline, val_fraction=0.2, seed=0)
     model = new_network_model(pipeline, NetworkRecipe(net_options=SMALL_NET))
     seed_everything(0)
     start = get_weights(model.new_net())
     config = TrainConfig(epochs=2, lr=1e-2, schedule="constant")
 
     def drift(mu: float) -> float:
-        result = client.local_update(model, start, data, config, proximal_mu=mu)
-        return sum(float(((w - s) ** 2).sum()) for w, s in zip(result.weights, start, strict=True))
+        weights = local_update(model, start, data, config, proximal_mu=mu)
+        return sum(float(((w - s) ** 2).sum()) for w, s in zip(weights, start, strict=True))
 
     assert drift(1.0) < 0.5 * drift(0.0)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from tests.core.test_data_files import rows
 from tests.helpers import manage
-from tests.test_data_files import rows
 
 
 def test_it_prints_a_json_summary_of_a_good_file(cmapss_dir):

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from federation import services
 from federation.core import analytics
+from federation.core.messages import Kind
 from federation.core.privacy import PrivacySettings
 from federation.core.secagg import protocol as p
+from federation.errors import FederationError
 from federation.models import (
     AnalyticsQuery,
     Contribution,
@@ -20,8 +21,10 @@ from federation.models import (
     Round,
     StageMessage,
 )
-from tests.secure_cast import SITES
-from turbofan.data.features import SETTING_COLUMNS, RegimeModel
+from federation.services import rounds, sites
+from federation.specs import federation_recipe
+from tests.rounds import SITES
+from turbofan.data.features import SETTING_COLUMNS, RegimeModel, SensorMoments
 from turbofan.data.files import read_engine_file
 
 pytestmark = pytest.mark.django_db
@@ -37,34 +40,33 @@ def frames(cmapss_dir):
 
 
 @pytest.fixture
-def fleet(cast, frames):
-    cast.frames = frames
+def fd004(fleet, frames):
+    """The fleet's sites holding FD004 engines (six operating regimes)."""
+    fleet.frames = frames
     for name, frame in frames.items():
-        services.site_report_data(
-            site=cast.sites[name],
+        sites.site_report_data(
+            site=fleet.sites[name],
             summary={"train_rows": len(frame), "train_engines": 20, "subsets": ["FD004"]},
         )
-    Federation.objects.filter(id=cast.federation.id).update(subset="FD004")
-    cast.federation.refresh_from_db()
-    return cast
+        fleet.sites[name].refresh_from_db()
+    Federation.objects.filter(id=fleet.federation.id).update(subset="FD004")
+    fleet.federation.refresh_from_db()
+    return fleet
 
 
-def run(cast, round_: Round) -> Round:
-    for _ in p.STAGES:
-        cast.stage(round_)
-    services.round_aggregate(round_=round_)
-    round_.refresh_from_db()
+def run(fd004, round_: Round) -> Round:
+    fd004.run(round_)
     return round_
 
 
-def test_the_operating_regimes_come_from_a_secure_count_of_operating_points(fleet, frames):
-    round_ = services.round_open(federation=fleet.federation, kind=Round.Kind.POINTS, number=0)
+def test_the_operating_regimes_come_from_a_secure_count_of_operating_points(fd004, frames):
+    round_ = rounds.round_open(federation=fd004.federation, kind=Kind.POINTS, number=0)
 
-    assert run(fleet, round_).status == Round.Status.DONE, round_.reason
+    assert run(fd004, round_).status == Round.Status.DONE, round_.reason
 
-    fleet.federation.refresh_from_db()
+    fd004.federation.refresh_from_db()
     pooled = np.concatenate([f[list(SETTING_COLUMNS)].to_numpy() for f in frames.values()])
-    regimes = RegimeModel.from_dict(fleet.federation.regimes)
+    regimes = RegimeModel.from_dict(fd004.federation.regimes)
     assert regimes.n_regimes == 6
     expected = RegimeModel.fit(pooled, 6, 0).assign(pooled)
     found = regimes.assign(pooled)
@@ -72,45 +74,39 @@ def test_the_operating_regimes_come_from_a_secure_count_of_operating_points(flee
     assert len({(a, b) for a, b in zip(expected, found, strict=True)}) == 6
 
 
-def test_the_scaling_statistics_come_from_the_secure_sum_of_the_sites_moments(fleet, frames):
-    run(fleet, services.round_open(federation=fleet.federation, kind=Round.Kind.POINTS, number=0))
-    fleet.federation.refresh_from_db()
-    regimes = RegimeModel.from_dict(fleet.federation.regimes)
-    moments_round = Round.objects.get(federation=fleet.federation, kind=Round.Kind.MOMENTS)
+def test_the_scaling_statistics_come_from_the_secure_sum_of_the_sites_moments(fd004, frames):
+    run(fd004, rounds.round_open(federation=fd004.federation, kind=Kind.POINTS, number=0))
+    fd004.federation.refresh_from_db()
+    regimes = RegimeModel.from_dict(fd004.federation.regimes)
+    moments_round = Round.objects.get(federation=fd004.federation, kind=Round.Kind.MOMENTS)
     assert moments_round.stage == p.ADVERTISE_KEYS  # the next setup round is secure too
 
-    run(fleet, moments_round)
+    run(fd004, moments_round)
 
-    fleet.federation.refresh_from_db()
-    from federation.core.client import sensor_moments
-
+    fd004.federation.refresh_from_db()
     total = None
     for frame in frames.values():  # what the sites hold: never sent, summed here to check
-        moments = sensor_moments(frame, regimes)
+        regime = regimes.assign(frame[list(SETTING_COLUMNS)].to_numpy())
+        moments = SensorMoments.of(frame, regime, regimes.n_regimes)
         total = moments if total is None else total + moments
-    decoded = fleet.federation.pipeline
-    template = fleet.federation.versions.get(version=0)  # the pipeline was fitted
-    assert template is not None
-    from federation.core.server import merge_pipeline
-    from federation.specs import federation_recipe
-
-    pooled = merge_pipeline(
-        federation_recipe(fleet.federation).pipeline("FD004"), regimes, [total]
-    ).to_dict()
+    decoded = fd004.federation.pipeline
+    assert fd004.federation.versions.filter(version=0).exists()  # the initial model
+    template = federation_recipe(fd004.federation).pipeline("FD004")
+    pooled = template.unfitted().fit_moments(regimes, total).to_dict()
     assert decoded.keys() == pooled.keys()
     for key in ("means", "stds"):
         if key in pooled:
             assert np.allclose(decoded[key], pooled[key], rtol=1e-6), key
 
 
-def test_an_analytics_query_answers_as_the_pooled_rows_would(fleet, frames):
+def test_an_analytics_query_answers_as_the_pooled_rows_would(fd004, frames):
     query = {
         "sensors": list(SENSORS),
         "bins": [{"sensor": "s_2", "low": 535, "high": 650, "count": 23}],
     }
 
-    record = services.analytics_request(federation=fleet.federation, query=query)
-    run(fleet, record.round)
+    record = rounds.analytics_request(federation=fd004.federation, query=query)
+    run(fd004, record.round)
 
     record.refresh_from_db()
     assert record.status == AnalyticsQuery.Status.DONE, record.reason
@@ -124,20 +120,18 @@ def test_an_analytics_query_answers_as_the_pooled_rows_would(fleet, frames):
     for message in StageMessage.objects.filter(round=record.round, stage=p.MASKED_INPUT):
         masked = np.frombuffer(message.vector.read(), dtype=np.uint64)
         assert masked.std() > 2**61
-    assert fleet.federation.status == Federation.Status.DRAFT  # training untouched
+    assert fd004.federation.status == Federation.Status.DRAFT  # training untouched
 
 
-def test_a_query_with_noise_spends_the_budget_and_is_refused_past_it(fleet):
+def test_a_query_with_noise_spends_the_budget_and_is_refused_past_it(fd004):
     privacy = PrivacySettings(noise_multiplier=1.0, clip=1.0, epsilon=5.0)
-    Federation.objects.filter(id=fleet.federation.id).update(privacy=privacy.to_dict())
-    fleet.federation.refresh_from_db()
+    Federation.objects.filter(id=fd004.federation.id).update(privacy=privacy.to_dict())
+    fd004.federation.refresh_from_db()
     query = {"sensors": ["s_2"]}
 
-    first = services.analytics_request(
-        federation=fleet.federation, query=query, noise_multiplier=1.5
-    )
-    second = services.analytics_request(
-        federation=fleet.federation, query=query, noise_multiplier=0.5
+    first = rounds.analytics_request(federation=fd004.federation, query=query, noise_multiplier=1.5)
+    second = rounds.analytics_request(
+        federation=fd004.federation, query=query, noise_multiplier=0.5
     )
 
     assert first.status == AnalyticsQuery.Status.RUNNING
@@ -145,30 +139,30 @@ def test_a_query_with_noise_spends_the_budget_and_is_refused_past_it(fleet):
     assert line.kind == "analytics" and line.description == f"analytics query {first.id}"
     assert second.status == AnalyticsQuery.Status.FAILED
     assert second.reason.startswith("the privacy budget would be exceeded: analytics query")
-    fleet.federation.refresh_from_db()
-    assert fleet.federation.status == Federation.Status.DRAFT  # a failed query fails alone
+    fd004.federation.refresh_from_db()
+    assert fd004.federation.status == Federation.Status.DRAFT  # a failed query fails alone
 
 
-def test_a_query_with_noise_needs_a_budget_and_a_bad_query_is_refused(fleet):
-    with pytest.raises(services.FederationError, match="spends privacy budget"):
-        services.analytics_request(
-            federation=fleet.federation, query={"sensors": ["s_2"]}, noise_multiplier=1.0
+def test_a_query_with_noise_needs_a_budget_and_a_bad_query_is_refused(fd004):
+    with pytest.raises(FederationError, match="spends privacy budget"):
+        rounds.analytics_request(
+            federation=fd004.federation, query={"sensors": ["s_2"]}, noise_multiplier=1.0
         )
-    with pytest.raises(services.FederationError, match="the query is not valid"):
-        services.analytics_request(federation=fleet.federation, query={"sensors": ["s_99"]})
-    with pytest.raises(services.FederationError, match="operating regimes"):
-        services.analytics_request(
-            federation=fleet.federation, query={"sensors": ["s_2"], "per_regime": True}
+    with pytest.raises(FederationError, match="the query is not valid"):
+        rounds.analytics_request(federation=fd004.federation, query={"sensors": ["s_99"]})
+    with pytest.raises(FederationError, match="operating regimes"):
+        rounds.analytics_request(
+            federation=fd004.federation, query={"sensors": ["s_2"], "per_regime": True}
         )
 
 
-def test_a_query_whose_noise_would_not_fit_the_fixed_point_range_is_refused(fleet):
+def test_a_query_whose_noise_would_not_fit_the_fixed_point_range_is_refused(fd004):
     privacy = PrivacySettings(noise_multiplier=1.0, clip=1.0, epsilon=1e6)
-    Federation.objects.filter(id=fleet.federation.id).update(privacy=privacy.to_dict())
-    fleet.federation.refresh_from_db()
+    Federation.objects.filter(id=fd004.federation.id).update(privacy=privacy.to_dict())
+    fd004.federation.refresh_from_db()
 
-    record = services.analytics_request(
-        federation=fleet.federation, query={"sensors": ["s_2"]}, noise_multiplier=50.0
+    record = rounds.analytics_request(
+        federation=fd004.federation, query={"sensors": ["s_2"]}, noise_multiplier=50.0
     )
 
     assert record.status == AnalyticsQuery.Status.FAILED
@@ -177,12 +171,12 @@ def test_a_query_whose_noise_would_not_fit_the_fixed_point_range_is_refused(flee
     )
 
 
-def test_the_coordinator_stores_no_sites_statistics(fleet, frames, settings):
-    run(fleet, services.round_open(federation=fleet.federation, kind=Round.Kind.POINTS, number=0))
-    fleet.federation.refresh_from_db()
-    moments_round = Round.objects.get(federation=fleet.federation, kind=Round.Kind.MOMENTS)
-    run(fleet, moments_round)
-    regimes = RegimeModel.from_dict(fleet.federation.regimes)
+def test_the_coordinator_stores_no_sites_statistics(fd004, frames, settings):
+    run(fd004, rounds.round_open(federation=fd004.federation, kind=Kind.POINTS, number=0))
+    fd004.federation.refresh_from_db()
+    moments_round = Round.objects.get(federation=fd004.federation, kind=Round.Kind.MOMENTS)
+    run(fd004, moments_round)
+    regimes = RegimeModel.from_dict(fd004.federation.regimes)
 
     stored_rows = json.dumps(
         [
@@ -192,7 +186,7 @@ def test_the_coordinator_stores_no_sites_statistics(fleet, frames, settings):
         default=str,
     ).encode()
     files = [f.read_bytes() for f in Path(settings.MEDIA_ROOT).rglob("*") if f.is_file()]
-    scale = moments_round.secagg["weight_scale"]
+    scale = moments_round.parameters["weight_scale"]
     for name, frame in frames.items():  # each site's own statistics, as it encodes them
         own = analytics.encode_moments(frame, regimes, scale=scale)
         quantised = np.rint((np.clip(own, -8, 8) + 8) / (16 / 2**40)).astype(np.uint64)

@@ -10,18 +10,22 @@ import numpy as np
 import pytest
 from dp_accounting.rdp import RdpAccountant
 
+from federation.core.engine.simulation import run_simulation
+from federation.core.engine.training import (
+    FederatedTraining,
+    LocalResult,
+    encode_private_training,
+)
 from federation.core.privacy import (
     PrivacyError,
     PrivacySettings,
     Spend,
+    admit,
     clip_and_noise,
     epsilon_spent,
     noise_for_budget,
-    private_result,
 )
 from federation.core.recipes import QUICK
-from federation.core.simulation import SimulationConfig, run_simulation
-from federation.core.strategies import SiteResult
 from turbofan.data.files import read_engine_file
 
 # --- the accountant ---------------------------------------------------------------------------
@@ -126,14 +130,13 @@ def test_the_sum_of_the_sites_noise_shares_has_the_configured_deviation():
     assert abs(np.mean(np.sum(shares, axis=0))) < 0.02
 
 
-def test_a_private_result_weighs_as_one_site_and_keeps_its_metrics_home():
+def test_a_private_training_vector_weighs_as_one_site_and_keeps_the_validation_error_home():
     reference = [np.zeros(3)]
-    result = SiteResult([np.array([0.0, 3.0, 4.0])], examples=1234, metrics={"train_rmse": 9.0})
-    settings = PrivacySettings(noise_multiplier=0.5, clip=2.0)
+    result = LocalResult([np.array([0.0, 3.0, 4.0])], 1234, val_sse=81.0, val_count=9, seconds=1)
+    privacy = {"noise_multiplier": 0.5, "clip": 2.0, "noise_sites": 2}
 
-    private = private_result(result, reference, settings, 2, np.random.default_rng(1))
+    vector = encode_private_training(result, reference, privacy, 4.0, np.random.default_rng(1))
 
-    assert private.examples == 1 and private.metrics == {}
     expected = clip_and_noise(
         result.weights,
         reference,
@@ -142,7 +145,50 @@ def test_a_private_result_weighs_as_one_site_and_keeps_its_metrics_home():
         noise_sites=2,
         rng=np.random.default_rng(1),
     )
-    np.testing.assert_array_equal(private.weights[0], expected[0])
+    np.testing.assert_array_equal(vector[:3], expected[0] / 4.0)
+    assert vector[3:].tolist() == [0.25, 0.0, 0.0]  # weight 1/4, no validation error
+
+
+# --- admission --------------------------------------------------------------------------------
+
+
+def test_a_run_past_the_target_is_refused_saying_how_far_it_would_go():
+    settings = PrivacySettings(noise_multiplier=1.0, epsilon=1.0)
+
+    admission = admit(
+        settings=settings,
+        spent=[Spend(1.0, 1.0, 10)],
+        site_spent={},
+        caps={},
+        sites=["a", "b"],
+        spend=Spend(1.0),
+        minimum=2,
+        what="training round 11",
+    )
+
+    assert admission.refusal.startswith(
+        "the privacy budget would be exceeded: training round 11 would take epsilon to"
+    )
+    assert admission.sites == []
+
+
+def test_a_site_whose_own_cap_would_be_passed_is_left_out():
+    settings = PrivacySettings(noise_multiplier=1.0, epsilon=100.0)
+    one = epsilon_spent([Spend(1.0)], settings.delta)
+
+    admission = admit(
+        settings=settings,
+        spent=[],
+        site_spent={"a": [Spend(1.0)]},
+        caps={"a": 1.05 * one, "b": None, "c": 10 * one},
+        sites=["a", "b", "c"],
+        spend=Spend(1.0),
+        minimum=2,
+        what="training round 2",
+    )
+
+    assert admission.refusal == "" and admission.sites == ["b", "c"]
+    assert admission.eligible == ["b", "c"]
 
 
 def test_noise_shares_need_at_least_one_site():
@@ -176,8 +222,8 @@ def test_settings_survive_a_round_trip_through_json_types():
     settings = PrivacySettings(noise_multiplier=1.5, clip=0.8, epsilon=4, sample_fraction=0.5)
 
     assert PrivacySettings.from_dict(settings.to_dict()) == settings
-    config = SimulationConfig(privacy=settings.to_dict())
-    assert SimulationConfig.from_dict(config.to_dict()).privacy_settings() == settings
+    config = FederatedTraining(privacy=settings.to_dict())
+    assert FederatedTraining.from_dict(config.to_dict()).privacy_settings() == settings
 
 
 # --- DP-FedAvg in the simulation --------------------------------------------------------------
@@ -192,7 +238,7 @@ def tiny_sites(cmapss_dir):
 
 def _simulate(sites, rounds, settings, ensemble=1):
     recipe = dataclasses.replace(QUICK.recipe, ensemble=ensemble)
-    config = SimulationConfig(
+    config = FederatedTraining(
         rounds=rounds, local_epochs=1, patience=0, val_fraction=0.34, privacy=settings.to_dict()
     )
     return run_simulation(sites, recipe.pipeline("FD001"), recipe, config)
@@ -223,15 +269,11 @@ def test_a_budget_that_allows_no_round_is_refused(tiny_sites):
         _simulate(tiny_sites, rounds=2, settings=settings)
 
 
-def test_sampled_rounds_with_fewer_than_two_sites_leave_the_model_as_it_was(tiny_sites):
+def test_sampled_rounds_draw_again_until_a_round_has_two_sites_as_live_rounds_do(tiny_sites):
     settings = PrivacySettings(noise_multiplier=1.0, clip=0.5, epsilon=100, sample_fraction=0.4)
 
     history = _simulate(tiny_sites, rounds=6, settings=settings).history
 
     counts = [h["sites"] for h in history]
-    assert len(history) == 6 and len(set(counts)) > 1
-    skipped = [i for i in range(1, 6) if counts[i] < 2]
-    assert skipped  # with this seed; each skipped round still costs its epsilon
-    for i in skipped:
-        assert history[i]["val_rmse"] == history[i - 1]["val_rmse"]
-        assert history[i]["epsilon"] > history[i - 1]["epsilon"]
+    assert len(history) == 6 and all(2 <= n <= 3 for n in counts)
+    assert all(b["epsilon"] > a["epsilon"] for a, b in zip(history, history[1:], strict=False))

@@ -14,7 +14,8 @@ from django.urls import reverse
 
 from federation.core.privacy import PrivacySettings
 from federation.models import Federation, Membership, PrivacySpend, Site
-from tests.test_pages import PASSWORD, Cast, Controls, auth_settings, cast, signed_in  # noqa: F401
+from tests.app.pages import Controls, signed_in
+from tests.cast import Cast
 
 pytestmark = pytest.mark.django_db
 
@@ -82,7 +83,7 @@ def cap_url(cast: Cast) -> str:
 
 @pytest.mark.parametrize(
     ("actor", "sees_ledger"),
-    [("anonymous", False), ("other", False), ("owner", False), ("admin", True)],
+    [("anonymous", False), ("outsider", False), ("owner", False), ("admin", True)],
 )
 def test_everyone_sees_spent_against_the_target_and_only_the_admin_the_ledger(
     client, cast, actor, sees_ledger
@@ -274,7 +275,7 @@ def test_a_bad_cap_is_refused_on_the_form_and_the_old_one_stays(client, cast, va
     assert cast.membership.epsilon_cap == 3.0
 
 
-@pytest.mark.parametrize(("actor", "expected"), [("other", 404), ("admin", 404)])
+@pytest.mark.parametrize(("actor", "expected"), [("outsider", 404), ("admin", 404)])
 def test_no_one_but_the_owner_may_set_the_sites_cap(client, cast, actor, expected):
     with_ledger(cast)
     signed_in(client, cast, actor)
@@ -307,7 +308,7 @@ def test_there_is_no_cap_to_set_where_there_is_no_budget_or_membership(client, c
         Membership.objects.filter(id=cast.membership.id).update(status=Membership.Status.LEFT)
     else:  # another owner names the membership under their own site
         url = reverse("pages:membership-cap", args=[cast.other_site.name, cast.membership.id])
-    client.force_login(cast.other if case == "through another site" else cast.owner)
+    client.force_login(cast.outsider if case == "through another site" else cast.owner)
 
     response = client.post(url, {"epsilon_cap": "1"})
 

@@ -1,0 +1,9 @@
+import pytest
+
+from tests.rounds import fleet, pipeline_dict  # noqa: F401  (fixtures)
+
+
+@pytest.fixture(autouse=True)
+def _media(media_root):
+    """Every database test writes its files to a folder of its own."""
+    return media_root

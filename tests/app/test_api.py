@@ -1,0 +1,301 @@
+"""The site API: who may call what, and the 4xx answers that say what is wrong."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import pytest
+from django.core.files.base import ContentFile
+
+from federation.core import messages as m
+from federation.core.engine.site import site_step
+from federation.core.messages import Kind
+from federation.core.secagg.primitives import SigningKey
+from federation.errors import FederationError
+from federation.models import Contribution, Federation, ModelVersion, Site
+from federation.services import rounds, sites
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def api(cast, tmp_path, scheduled):
+    """The cast's federation at its first round, with members alpha and beta (each with
+    its credential and keys); otto's south-hangar holds a credential but no membership."""
+    Federation.objects.filter(id=cast.federation.id).update(min_sites=1)
+    cast.federation.refresh_from_db()
+    members = {name: cast.add_member(name, keys=tmp_path) for name in ("alpha", "beta")}
+    credentials = {name: member.credential for name, member in members.items()}
+    credentials["gamma"] = sites.site_issue_credential(site=cast.other_site)
+    round_ = rounds.round_open(federation=cast.federation, kind=Kind.POINTS, number=0)
+    version = ModelVersion.objects.create(federation=cast.federation, version=0, sha256="0" * 64)
+    version.file.save("v0.rulmodel", ContentFile(b"model bytes"))
+    return {
+        "federation": cast.federation,
+        "credentials": credentials,
+        "members": members,
+        "sites": {name: member.site for name, member in members.items()},
+        "round": round_,
+        "admin": cast.admin,
+    }
+
+
+def call(client, method, path, credential=None, body=None):
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {credential}"} if credential else {}
+    data = json.dumps(body) if body is not None else None
+    return getattr(client, method)(path, data=data, content_type="application/json", **headers)
+
+
+def contribution_of(api, site):
+    return Contribution.objects.get(round=api["round"], site=api["sites"][site])
+
+
+def keys_of(client, api, name: str) -> dict:
+    """The message site ``name`` sends in the round's first stage: its signed keys."""
+    work = call(client, "get", "/api/v1/work", api["credentials"][name]).json()["work"]
+    member = api["members"][name]
+    body, _ = site_step(work, member.site.id, member.keystore.identity(), None, lambda: None)
+    return body
+
+
+def endpoints(client, api):
+    """Every site endpoint, as (method, path, body) for the site 'alpha'."""
+    federation = api["federation"].id
+    return [
+        ("get", "/api/v1/site", None),
+        ("put", "/api/v1/site/data", {"train_rows": 5, "train_engines": 1, "subsets": ["FD001"]}),
+        ("get", "/api/v1/work", None),
+        (
+            "post",
+            f"/api/v1/contributions/{contribution_of(api, 'alpha').id}",
+            keys_of(client, api, "alpha"),
+        ),
+        ("get", f"/api/v1/federations/{federation}/models/0", None),
+    ]
+
+
+def test_without_a_credential_every_endpoint_answers_401_with_a_hint(client, api):
+    for method, path, body in endpoints(client, api):
+        response = call(client, method, path, body=body)
+
+        assert response.status_code == 401, path
+        assert "Authorization: Bearer" in response.json()["error"]
+
+
+def test_a_logged_in_admin_is_no_site_and_gets_401(client, api):
+    client.force_login(api["admin"])
+
+    for method, path, body in endpoints(client, api):
+        assert call(client, method, path, body=body).status_code == 401, path
+
+
+def test_a_wrong_credential_answers_401(client, api):
+    response = call(client, "get", "/api/v1/site", credential="tfs_not-a-real-one")
+
+    assert response.status_code == 401
+    assert "unknown or replaced credential" in response.json()["error"]
+
+
+def test_the_owners_credential_reaches_every_endpoint(client, api):
+    expected = {"get": 200, "put": 200, "post": 200}
+
+    for method, path, body in endpoints(client, api):
+        response = call(client, method, path, api["credentials"]["alpha"], body)
+        assert response.status_code == expected[method], (path, response.content[:200])
+
+
+def test_a_site_sees_only_itself(client, api):
+    me = call(client, "get", "/api/v1/site", api["credentials"]["alpha"]).json()
+
+    assert me["name"] == "alpha"
+    assert [m["name"] for m in me["memberships"]] == ["fd001-fleet"]
+    assert "beta" not in json.dumps(me)
+
+
+def test_a_site_cannot_answer_for_another_site(client, api):
+    theirs = contribution_of(api, "beta")
+
+    response = call(
+        client,
+        "post",
+        f"/api/v1/contributions/{theirs.id}",
+        api["credentials"]["alpha"],
+        keys_of(client, api, "alpha"),
+    )
+
+    assert response.status_code == 404
+    assert response.json() == {"error": f"you have no contribution {theirs.id}"}
+    theirs.refresh_from_db()
+    assert theirs.status == Contribution.Status.ASSIGNED
+
+
+def test_a_site_outside_the_federation_cannot_download_its_models(client, api):
+    path = f"/api/v1/federations/{api['federation'].id}/models/0"
+
+    response = call(client, "get", path, api["credentials"]["gamma"])
+
+    assert response.status_code == 404
+    assert "not an approved member" in response.json()["error"]
+
+
+def test_a_member_downloads_a_model_with_its_hash(client, api):
+    path = f"/api/v1/federations/{api['federation'].id}/models/0"
+
+    response = call(client, "get", path, api["credentials"]["beta"])
+
+    assert b"".join(response.streaming_content) == b"model bytes"
+    assert response["X-Model-SHA256"] == "0" * 64
+
+
+def test_work_goes_to_the_site_it_was_assigned_to(client, api):
+    work = call(client, "get", "/api/v1/work", api["credentials"]["beta"]).json()
+
+    assert work["contribution"] == contribution_of(api, "beta").id
+    assert work["round"]["kind"] == "points" and work["work"][m.KEY_KIND] == "points"
+    assert work["work"][m.KEY_PROTOCOL][m.STAGE] == "advertise_keys"
+    assert work["work"][m.KEY_PROTOCOL][m.SITE] == api["sites"]["beta"].id
+
+
+def test_a_paused_site_gets_no_work(client, api):
+    sites.site_set_status(site=api["sites"]["alpha"], status=Site.Status.PAUSED)
+
+    assert call(client, "get", "/api/v1/work", api["credentials"]["alpha"]).status_code == 204
+
+
+def test_a_result_counts_once_even_if_delivered_twice(client, api):
+    path = f"/api/v1/contributions/{contribution_of(api, 'alpha').id}"
+    credential = api["credentials"]["alpha"]
+    body = keys_of(client, api, "alpha")
+
+    first = call(client, "post", path, credential, body)
+    second = call(client, "post", path, credential, body)
+
+    assert first.status_code == 200
+    assert second.status_code == 409
+    assert "answered the advertise_keys stage of the round already" in second.json()["error"]
+
+
+def test_a_body_that_is_not_json_is_located(client, api):
+    path = f"/api/v1/contributions/{contribution_of(api, 'alpha').id}"
+
+    response = client.post(
+        path,
+        data="{not json",
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {api['credentials']['alpha']}",
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("the body is not JSON: ")
+    assert "line 1, column 2" in response.json()["error"]
+
+
+def test_a_message_of_the_wrong_shape_is_refused_with_the_reason(client, api):
+    path = f"/api/v1/contributions/{contribution_of(api, 'alpha').id}"
+    bad = {**keys_of(client, api, "alpha"), "share_public": "c2hvcnQ="}
+
+    response = call(client, "post", path, api["credentials"]["alpha"], bad)
+
+    assert response.status_code == 400
+    assert "'share_public' must be 32 bytes, got 5" in response.json()["error"]
+
+
+def test_a_long_poll_answers_as_soon_as_work_is_there_and_waits_no_longer(client, api):
+    credential = api["credentials"]["alpha"]
+    call(
+        client,
+        "post",
+        f"/api/v1/contributions/{contribution_of(api, 'alpha').id}",
+        credential,
+        keys_of(client, api, "alpha"),
+    )
+    started = time.monotonic()
+
+    waited = call(client, "get", "/api/v1/work?wait=0.3", credential)
+
+    assert waited.status_code == 204  # alpha answered its stage; beta has not
+    assert 0.3 <= time.monotonic() - started < 2
+    assert (
+        call(client, "get", "/api/v1/work?wait=0.3", api["credentials"]["beta"]).status_code == 200
+    )
+
+
+@pytest.mark.parametrize("wait", ["-1", "26", "soon"])
+def test_a_wait_out_of_range_is_refused_with_the_range(client, api, wait):
+    response = call(client, "get", f"/api/v1/work?wait={wait}", api["credentials"]["alpha"])
+
+    assert response.status_code == 400
+    assert "'wait' must be a number of seconds from 0 to 25" in response.json()["error"]
+
+
+def test_raw_rows_are_not_accepted_as_a_data_summary(client, api):
+    response = call(
+        client, "put", "/api/v1/site/data", api["credentials"]["alpha"], {"rows": [[1, 1, 0.5]]}
+    )
+
+    assert response.status_code == 400
+    assert "counts only, never rows" in response.json()["error"]
+
+
+def test_a_wrong_method_answers_405_with_the_right_one(client, api):
+    response = call(client, "post", "/api/v1/work", api["credentials"]["alpha"], {})
+
+    assert response.status_code == 405
+    assert response.json() == {"error": "use GET on this endpoint"}
+
+
+def test_the_openapi_description_lists_every_endpoint_and_needs_no_credential(client):
+    spec = client.get("/api/v1/openapi.json").json()
+
+    assert spec["openapi"].startswith("3.")
+    assert set(spec["paths"]) == {
+        "/openapi.json",
+        "/site",
+        "/site/data",
+        "/site/identity",
+        "/work",
+        "/contributions/{id}",
+        "/federations/{id}/models/{version}",
+    }
+
+
+def test_a_site_that_leaves_gets_no_more_work_and_its_open_work_is_dropped(client, api):
+    membership = api["federation"].memberships.get(site=api["sites"]["alpha"])
+
+    sites.membership_leave(membership=membership)
+
+    assert contribution_of(api, "alpha").status == Contribution.Status.DROPPED
+    assert call(client, "get", "/api/v1/work", api["credentials"]["alpha"]).status_code == 204
+    with pytest.raises(FederationError, match="the membership is left"):
+        sites.membership_leave(membership=membership)
+
+
+def test_a_site_registers_its_identity_key(client, api):
+    public = base64.b64encode(SigningKey.generate().public).decode()
+
+    response = call(
+        client, "put", "/api/v1/site/identity", api["credentials"]["alpha"], {"public_key": public}
+    )
+
+    assert response.status_code == 200
+    assert Site.objects.get(name="alpha").identity_key == public
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("not base64!", "'public_key' is not valid base64"),
+        (base64.b64encode(b"short").decode(), "must be a 32-byte Ed25519 public key"),
+        (None, "'public_key' must be a base64 string"),
+    ],
+)
+def test_a_malformed_identity_key_is_refused_with_the_reason(client, api, key, message):
+    response = call(
+        client, "put", "/api/v1/site/identity", api["credentials"]["alpha"], {"public_key": key}
+    )
+
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+    assert Site.objects.get(name="alpha").identity_key == api["sites"]["alpha"].identity_key

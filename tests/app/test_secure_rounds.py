@@ -1,0 +1,255 @@
+"""Secure training rounds on the database: four stages, dropouts, refusals, what is stored."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from federation.core import messages as m
+from federation.core.engine.training import LocalResult, encode_training
+from federation.core.fixed_point import CLIP, STEP
+from federation.core.secagg import protocol as p
+from federation.core.secagg.primitives import SecAggError
+from federation.errors import FederationError
+from federation.models import (
+    Contribution,
+    Federation,
+    ModelVersion,
+    Round,
+    Site,
+    StageMessage,
+)
+from federation.services import rounds, stages
+from tests.rounds import EXAMPLES, SITES, VAL_COUNT, VAL_SSE, aggregated_weights, close_enough
+from worker.keystore import Keystore
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_training_round_walks_the_four_stages_and_yields_the_weighted_average(fleet):
+    round_ = fleet.open()
+    assert round_.stage == p.ADVERTISE_KEYS
+
+    for stage in p.STAGES[1:]:
+        fleet.stage(round_)
+        assert round_.stage == stage
+    fleet.stage(round_)  # the unmask stage closes the round
+    assert round_.status == Round.Status.AGGREGATING
+    stages.round_aggregate(round_=round_)
+
+    round_.refresh_from_db()
+    assert round_.status == Round.Status.DONE
+    assert close_enough(aggregated_weights(fleet.federation, 1), fleet.expected(SITES))
+    received = round_.contributions.filter(status=Contribution.Status.RECEIVED)
+    assert received.count() == 3
+    # The pooled validation error of the incoming model came through the sum too.
+    version0 = ModelVersion.objects.get(federation=fleet.federation, version=0)
+    assert version0.metrics["federated_val_rmse"] == pytest.approx(5.0, abs=1e-3)
+
+
+def test_a_site_lost_after_sharing_its_keys_is_recovered_through_the_shares(fleet):
+    round_ = fleet.open()
+    fleet.stage(round_)  # keys
+    fleet.stage(round_)  # shares
+    fleet.answer("alpha")
+    fleet.answer("beta")  # gamma trained but never sent its masked input
+    Round.objects.filter(id=round_.id).update(deadline=timezone.now() - timedelta(seconds=1))
+    round_.refresh_from_db()
+    stages.stage_close(round_=round_)
+    round_.refresh_from_db()
+    assert round_.stage == p.UNMASK
+
+    _, work = fleet.work("alpha")
+    assert work[m.KEY_PROTOCOL][m.DROPPED] == [fleet.sites["gamma"].id]
+    fleet.stage(round_, names=("alpha", "beta"))
+    stages.round_aggregate(round_=round_)
+
+    round_.refresh_from_db()
+    assert round_.status == Round.Status.DONE, round_.reason
+    assert close_enough(aggregated_weights(fleet.federation, 1), fleet.expected(("alpha", "beta")))
+    dropped = round_.contributions.get(status=Contribution.Status.DROPPED)
+    assert dropped.site.name == "gamma"
+
+
+def test_below_the_threshold_the_round_fails_with_its_reason_and_nothing_is_aggregated(fleet):
+    round_ = fleet.open()
+    fleet.stage(round_)
+    fleet.stage(round_)
+    fleet.answer("alpha")  # beta and gamma never send their masked inputs
+    Round.objects.filter(id=round_.id).update(deadline=timezone.now() - timedelta(seconds=1))
+    round_.refresh_from_db()
+
+    stages.stage_close(round_=round_)
+
+    round_.refresh_from_db()
+    assert round_.status == Round.Status.FAILED
+    assert round_.reason == (
+        "1 of 3 sites answered the masked_input stage by its deadline; secure aggregation "
+        "needs 2 and the federation 2: nothing is aggregated"
+    )
+    assert not ModelVersion.objects.filter(federation=fleet.federation, version=1).exists()
+
+
+def test_a_site_without_a_registered_identity_sits_secure_rounds_out(fleet):
+    Site.objects.filter(name="gamma").update(identity_key="")
+
+    round_ = fleet.open()
+
+    assert sorted(round_.contributions.values_list("site__name", flat=True)) == ["alpha", "beta"]
+    assert stages.work_next(site=fleet.sites["gamma"]) is None
+
+
+def test_a_plain_federation_runs_one_stage_in_the_clear_through_the_same_engine(fleet):
+    Federation.objects.filter(id=fleet.federation.id).update(secure_aggregation=False)
+    fleet.federation.refresh_from_db()
+
+    round_ = fleet.open()
+    assert round_.stage == m.PLAIN_INPUT
+    _, work = fleet.work("alpha")
+    assert m.KEY_WEIGHTS in work and work[m.KEY_PROTOCOL][m.PARAMETERS]["mode"] == "plain"
+    fleet.run(round_)
+
+    assert round_.status == Round.Status.DONE, round_.reason
+    assert close_enough(aggregated_weights(fleet.federation, 1), fleet.expected(SITES))
+    assert "plain aggregation, for debugging" in fleet.federation.privacy_label
+
+
+def test_the_coordinator_stores_no_sites_update_in_the_clear(fleet):
+    round_ = fleet.open()
+    for _ in p.STAGES:
+        fleet.stage(round_)
+    stages.round_aggregate(round_=round_)
+
+    # Everything the coordinator keeps: rows of every table of the app, and every file.
+    stored_rows = json.dumps(
+        [
+            list(model.objects.values())
+            for model in (Round, Contribution, StageMessage, Federation, Site, ModelVersion)
+        ],
+        default=str,
+    ).encode()
+    files = [f.read_bytes() for f in Path(settings.MEDIA_ROOT).rglob("*") if f.is_file()]
+    scale = round_.parameters["weight_scale"]
+    for name in SITES:
+        update = np.concatenate([w.ravel() for w in fleet.trained[name]])
+        trained = LocalResult(fleet.trained[name], EXAMPLES[name], VAL_SSE, VAL_COUNT, 0.5)
+        vector = encode_training(trained, scale)
+        clipped = np.clip(vector, -CLIP, CLIP)
+        quantised = np.rint((clipped + CLIP) / STEP).astype(np.uint64)
+        for needle in (update.astype(np.float32), update.astype(np.float64), quantised):
+            chunk = needle[:16].tobytes()  # any 16 consecutive values, in any stored byte
+            assert chunk not in stored_rows and all(chunk not in data for data in files)
+        assert repr(float(update[0]))[:10].encode() not in stored_rows
+    # The masked vectors look nothing like the inputs: each is uniform noise on its own.
+    for message in StageMessage.objects.filter(stage=p.MASKED_INPUT):
+        masked = np.frombuffer(message.vector.read(), dtype=np.uint64)
+        assert masked.std() > 2**61  # uniform words: about 2**62; quantised inputs: 2**39
+    kinds = set(StageMessage.objects.values_list("stage", flat=True))
+    assert kinds == set(p.STAGES)
+
+
+def test_a_forged_key_signature_is_refused_with_a_400(fleet):
+    round_ = fleet.open()
+    body = fleet.step("alpha")
+    signature = bytearray(base64.b64decode(body[p.SIGNATURE]))
+    signature[0] ^= 1
+    body[p.SIGNATURE] = base64.b64encode(bytes(signature)).decode()
+    contribution, _ = fleet.work("alpha")
+
+    with pytest.raises(FederationError, match="signature of the site does not verify"):
+        stages.stage_submit(contribution=contribution, body=body)
+    assert not StageMessage.objects.filter(round=round_).exists()
+
+
+def test_keys_replayed_from_an_earlier_round_are_refused(fleet):
+    first = fleet.open()
+    old = fleet.step("alpha")
+    rounds.round_fail(round_=first, reason="test")
+    Federation.objects.filter(id=fleet.federation.id).update(status="running")
+    fleet.open()
+    contribution, _ = fleet.work("alpha")
+
+    with pytest.raises(FederationError, match="a replay from another round"):
+        stages.stage_submit(contribution=contribution, body=old)
+
+
+def test_a_site_answers_each_stage_once(fleet):
+    fleet.open()
+    contribution, _ = fleet.work("alpha")
+    body = fleet.step("alpha")
+    stages.stage_submit(contribution=contribution, body=body)
+    contribution.refresh_from_db()
+
+    with pytest.raises(FederationError, match="answered the advertise_keys stage"):
+        stages.stage_submit(contribution=contribution, body=body)
+    assert stages.work_next(site=fleet.sites["alpha"]) is None  # until the next stage
+
+
+def test_a_share_tampered_with_on_its_way_is_refused_by_its_addressee(fleet):
+    round_ = fleet.open()
+    fleet.stage(round_)
+    fleet.stage(round_)
+    _, work = fleet.work("alpha")
+    part = work[m.KEY_PROTOCOL]
+    sender = str(fleet.sites["beta"].id)
+    sealed = bytearray(base64.b64decode(part[m.SEALED][sender]))
+    sealed[-1] ^= 1
+    part[m.SEALED][sender] = base64.b64encode(bytes(sealed)).decode()
+
+    with pytest.raises(SecAggError, match="failed authentication"):
+        fleet.step("alpha", work)
+
+
+def test_a_request_to_reveal_both_shares_of_a_site_is_refused(fleet):
+    round_ = fleet.open()
+    for _ in range(3):
+        fleet.stage(round_)
+    _, work = fleet.work("alpha")
+    part = work[m.KEY_PROTOCOL]
+    part[m.DROPPED] = [fleet.sites["beta"].id]  # beta is alive: both of its shares
+
+    with pytest.raises(SecAggError, match="would reveal their input"):
+        fleet.step("alpha", work)
+
+
+def test_a_reveal_of_the_wrong_kind_of_share_is_refused_by_the_coordinator(fleet):
+    round_ = fleet.open()
+    for _ in range(3):
+        fleet.stage(round_)
+    contribution, work = fleet.work("alpha")
+    body = fleet.step("alpha")
+    beta = str(fleet.sites["beta"].id)
+    body[p.KEY_SHARES] = {beta: body[p.SEED_SHARES][beta]}  # a mask-key share of the living
+
+    with pytest.raises(FederationError, match="did not ask site"):
+        stages.stage_submit(contribution=contribution, body=body)
+
+
+def test_a_message_whose_post_failed_is_sent_again_unchanged(fleet):
+    fleet.open()
+    first = fleet.step("alpha")  # computed and kept, as if its post had failed
+
+    again = fleet.step("alpha")
+
+    assert again == first  # the same keys: new ones would not match what may have landed
+
+
+def test_the_keystore_keeps_the_identity_and_round_secrets_for_the_site_only(tmp_path):
+    keystore = Keystore(tmp_path)
+    identity = keystore.identity()
+    keystore.save_round("abc123", {"secret": 1})
+
+    assert Keystore(tmp_path).identity().public == identity.public
+    assert Keystore(tmp_path).load_round("abc123") == {"secret": 1}
+    for path in (tmp_path / "keystore").rglob("*"):
+        if path.is_file():
+            assert path.stat().st_mode & 0o077 == 0, path
+    keystore.forget_round("abc123")
+    assert keystore.load_round("abc123") is None

@@ -1,0 +1,272 @@
+"""The round engine without Django: kinds and stages, admission, the training vector, the
+site's step, and whole rounds through the in-process driver."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from federation.core import messages as m
+from federation.core.engine import admission
+from federation.core.engine import coordinator as c
+from federation.core.engine.rounds import (
+    Noise,
+    Participant,
+    following,
+    next_round,
+    plan_round,
+    value_range,
+)
+from federation.core.engine.simulation import Member, RoundFailed, run_stages, secure_sum
+from federation.core.engine.site import site_step
+from federation.core.engine.training import (
+    LocalResult,
+    decode_training,
+    encode_training,
+    training_length,
+)
+from federation.core.fixed_point import CLIP, STEP
+from federation.core.messages import Kind
+from federation.core.secagg import protocol as p
+from federation.core.secagg.primitives import SecAggError, SigningKey
+from federation.core.strategies import weighted_mean
+
+
+def models(rng: np.random.Generator, count: int) -> list[list[np.ndarray]]:
+    return [
+        [rng.normal(0, 0.5, (4, 3)).astype(np.float32), rng.normal(0, 0.5, 5).astype(np.float32)]
+        for _ in range(count)
+    ]
+
+
+def members_with(inputs: list[np.ndarray]) -> dict[int, Member]:
+    return {
+        i + 1: Member(i + 1, f"site-{i + 1}", SigningKey.generate(), lambda w, _, v=v: (v, {}))
+        for i, v in enumerate(inputs)
+    }
+
+
+def parameters_for(members: dict[int, Member], length: int, *, secure: bool):
+    participants = [Participant(s, member.identity.public, 100) for s, member in members.items()]
+    return plan_round(
+        kind=Kind.ANALYTICS, participants=participants, length=length, secure=secure, minimum=2
+    )
+
+
+def work_for(site: int, stage: str, part: dict) -> dict:
+    return {m.KEY_KIND: Kind.ANALYTICS, m.KEY_PROTOCOL: part}
+
+
+# --- kinds and stages ------------------------------------------------------------------------
+
+
+def test_a_federation_walks_its_setup_rounds_then_its_training_rounds_then_stops():
+    steps = [(Kind.POINTS, 0)]
+    while (following_round := next_round(*steps[-1], training_rounds=2)) is not None:
+        steps.append(following_round)
+
+    assert steps == [(Kind.POINTS, 0), (Kind.MOMENTS, 0), (Kind.TRAIN, 1), (Kind.TRAIN, 2)]
+    assert next_round(Kind.ANALYTICS, 7, training_rounds=2) is None
+
+
+def test_a_secure_round_has_four_stages_and_a_plain_round_one():
+    assert [following(s) for s in p.STAGES] == [*p.STAGES[1:], None]
+    assert following(m.PLAIN_INPUT) is None
+
+
+# --- the fixed-point range and admission --------------------------------------------------------
+
+
+def test_the_value_range_widens_only_for_dp_training_to_hold_six_sigmas_of_a_noise_share():
+    noise = Noise(multiplier=30.0, clip=1.0)
+
+    plain = value_range(kind=Kind.TRAIN, noise=None, noise_sites=2, n_sites=3, reference_max=0.5)
+    query = value_range(kind=Kind.ANALYTICS, noise=noise, noise_sites=2, n_sites=3, reference_max=0)
+    dp = value_range(kind=Kind.TRAIN, noise=noise, noise_sites=2, n_sites=3, reference_max=0.5)
+
+    assert plain == query == CLIP
+    assert dp == pytest.approx((0.5 + 1.0 + 6 * 30.0 / math.sqrt(2)) / 3)
+
+
+def test_each_reason_a_round_may_not_open_is_said_in_the_admins_words():
+    assert admission.too_few_sites(1, 2) == (
+        "only 1 approved, active sites; the federation needs 2 per round"
+    )
+    assert admission.too_few_sites(2, 2) == ""
+    assert "turn secure aggregation on" in admission.needs_secure_aggregation(
+        Kind.TRAIN, secure=False, noise=Noise(1.0, 1.0)
+    )
+    assert "analytics run over the secure sum only" in admission.needs_secure_aggregation(
+        Kind.ANALYTICS, secure=False, noise=None
+    )
+    assert admission.needs_secure_aggregation(Kind.TRAIN, secure=False, noise=None) == ""
+    assert "registered an identity key" in admission.too_few_identities(1, 2)
+    refusal = admission.query_noise_too_large(
+        Kind.ANALYTICS, Noise(50.0, 1.0), noise_sites=2, sites=3
+    )
+    assert refusal.endswith("a query over 3 sites: at most 1.65")
+
+
+def test_a_plain_round_needs_no_identity_and_a_secure_one_every_identity():
+    sites = [Participant(1, None, 10), Participant(2, None, 30)]
+
+    plain = plan_round(kind=Kind.POINTS, participants=sites, length=5, secure=False, minimum=2)
+
+    assert plain.secure is None and plain.weight_scale == 40.0 and plain.stages == (m.PLAIN_INPUT,)
+    with pytest.raises(SecAggError, match="needs a registered identity key"):
+        plan_round(kind=Kind.POINTS, participants=sites, length=5, secure=True, minimum=2)
+
+
+def test_round_parameters_survive_their_json_form():
+    members = members_with([np.zeros(3)] * 3)
+    parameters = parameters_for(members, 3, secure=True)
+
+    again = c.RoundParameters.from_json(parameters.to_json())
+
+    assert again == parameters
+    with pytest.raises(SecAggError, match="parameters are incomplete"):
+        c.RoundParameters.from_json({"mode": "plain"})
+
+
+# --- the training vector ------------------------------------------------------------------------
+
+
+def test_the_sum_of_training_vectors_decodes_into_the_weighted_mean_and_the_pooled_error():
+    rng = np.random.default_rng(3)
+    trained = models(rng, 3)
+    results = [
+        LocalResult(weights, examples, val_sse=sse, val_count=count, seconds=0.1)
+        for weights, examples, sse, count in zip(
+            trained, (100, 300, 600), (900.0, 1600.0, 2500.0), (9, 16, 25), strict=True
+        )
+    ]
+
+    summed = sum(encode_training(r, scale=1000.0) for r in results)
+    mean, rmse = decode_training(summed, trained[0])
+
+    for got, want in zip(mean, weighted_mean(trained, [100, 300, 600]), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    assert rmse == pytest.approx(math.sqrt(5000.0 / 50))
+    assert len(summed) == training_length(trained[0])
+
+
+# --- the site's step --------------------------------------------------------------------------
+
+
+def test_a_site_answers_a_stage_it_answered_before_with_the_same_message():
+    members = members_with([np.zeros(4)] * 3)
+    parameters = parameters_for(members, 4, secure=True)
+    part = c.stage_part(parameters, p.ADVERTISE_KEYS, 1, _Empty())
+    work = work_for(1, p.ADVERTISE_KEYS, part)
+
+    first, state = site_step(work, 1, members[1].identity, None, lambda: (np.zeros(4), {}))
+    again, _ = site_step(work, 1, members[1].identity, state, lambda: (np.zeros(4), {}))
+
+    assert again == first  # the same keys: new ones would not match what may have landed
+
+
+def test_a_site_refuses_parameters_that_changed_since_it_first_saw_them():
+    members = members_with([np.zeros(4)] * 3)
+    parameters = parameters_for(members, 4, secure=True)
+    part = c.stage_part(parameters, p.ADVERTISE_KEYS, 1, _Empty())
+    _, state = site_step(work_for(1, "", part), 1, members[1].identity, None, lambda: None)
+    changed = {**parameters.to_json(), "threshold": 1}
+    later = {**part, m.STAGE: p.SHARE_KEYS, m.PARAMETERS: changed, m.ADVERTISED: {}}
+
+    with pytest.raises(SecAggError, match="changed since this site first saw them"):
+        site_step(work_for(1, "", later), 1, members[1].identity, state, lambda: None)
+
+
+def test_a_site_refuses_to_send_an_input_of_another_length_than_the_round_sums():
+    members = members_with([np.zeros(3)] * 2)
+    parameters = parameters_for(members, 4, secure=False)
+
+    with pytest.raises(SecAggError, match="the input has 3 values"):
+        run_stages(parameters, members, work_for, minimum=2)
+
+
+class _Empty:
+    def messages(self, stage: str) -> list:
+        return []
+
+
+# --- whole rounds in process -----------------------------------------------------------------
+
+
+def test_plain_and_secure_rounds_of_the_same_inputs_give_the_same_sum_to_the_fixed_point():
+    rng = np.random.default_rng(5)
+    inputs = [rng.uniform(-2, 2, 50) for _ in range(4)]
+    members = members_with(inputs)
+
+    plain = run_stages(parameters_for(members, 50, secure=False), members, work_for, minimum=2)
+    secure = run_stages(parameters_for(members, 50, secure=True), members, work_for, minimum=2)
+
+    np.testing.assert_allclose(plain, np.sum(inputs, axis=0), atol=1e-12)
+    np.testing.assert_allclose(secure, plain, atol=4 * STEP)
+
+
+def test_a_site_lost_after_sharing_its_keys_is_unmasked_from_the_others_shares():
+    inputs = [np.full(6, float(i)) for i in range(1, 5)]
+
+    summed = secure_sum(inputs, drop={p.MASKED_INPUT: {4}})
+
+    np.testing.assert_allclose(summed, np.full(6, 1.0 + 2.0 + 3.0), atol=4 * STEP)
+
+
+def test_below_the_threshold_a_round_fails_as_a_live_one_would():
+    inputs = [np.ones(3)] * 3
+
+    with pytest.raises(RoundFailed) as failure:
+        secure_sum(inputs, drop={p.MASKED_INPUT: {2, 3}})
+
+    assert str(failure.value) == (
+        "1 of 3 sites answered the masked_input stage by its deadline; secure aggregation "
+        "needs 2 and the federation 2: nothing is aggregated"
+    )
+
+
+def test_each_site_sends_one_message_per_stage_and_the_log_says_how_big():
+    members = members_with([np.zeros(10)] * 3)
+    log: list = []
+
+    run_stages(parameters_for(members, 10, secure=True), members, work_for, minimum=2, log=log)
+
+    assert [(e.site, e.stage) for e in log] == [
+        (f"site-{s}", stage) for stage in p.STAGES for s in (1, 2, 3)
+    ]
+    sizes = {e.stage: e.bytes for e in log if e.site == "site-1"}
+    assert sizes[p.ADVERTISE_KEYS] == 32 + 32 + 64  # two public keys and a signature
+    assert sizes[p.MASKED_INPUT] == 10 * 8  # ten 64-bit words
+    assert sizes[p.UNMASK] == 3 * 70  # a self-mask share of each of the three living
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    n=st.integers(min_value=3, max_value=10),
+    dropped=st.integers(min_value=0, max_value=4),
+    seed=st.integers(min_value=0, max_value=2**16),
+)
+def test_the_secure_sum_equals_the_plain_sum_of_the_survivors_for_any_dropout_it_survives(
+    n, dropped, seed
+):
+    rng = np.random.default_rng(seed)
+    inputs = [rng.uniform(-CLIP, CLIP, 8) for _ in range(n)]
+    lost = set(range(n - dropped + 1, n + 1))
+    members = members_with(inputs)
+    parameters = parameters_for(members, 8, secure=True)
+    survivors = n - len(lost)
+    # A live round fails below the threshold of any neighbourhood; so does this one.
+    enough = survivors >= max(parameters.threshold, 2)
+
+    try:
+        summed = run_stages(parameters, members, work_for, minimum=2, drop={p.MASKED_INPUT: lost})
+    except (RoundFailed, SecAggError):
+        assert not enough or parameters.secure.settings.neighbours  # sparse graphs vary
+        return
+
+    expected = np.sum([v for i, v in enumerate(inputs, start=1) if i not in lost], axis=0)
+    np.testing.assert_allclose(summed, expected, atol=n * STEP)

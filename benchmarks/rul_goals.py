@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from federation.core.recipes import default_recipe, default_simulation  # noqa: E402
+from federation.core.recipes import default_recipe, default_training  # noqa: E402
 from federation.core.report import Report, ReportConfig, markdown_table  # noqa: E402
 from turbofan.data.source import find_data_dir  # noqa: E402
 
@@ -46,7 +46,7 @@ def part_fd001(out: Path) -> bool:
     started = time.perf_counter()
     run(
         ReportConfig(
-            ["FD001"], sites=4, seeds=[0], recipe=default_recipe(), simulation=default_simulation()
+            ["FD001"], sites=4, seeds=[0], recipe=default_recipe(), training=default_training()
         ),
         out / "fd001-one-seed",
     )
@@ -57,7 +57,7 @@ def part_fd001(out: Path) -> bool:
             sites=4,
             seeds=[0, 1, 2],
             recipe=default_recipe(),
-            simulation=default_simulation(),
+            training=default_training(),
         ),
         out / "fd001",
     )
@@ -89,7 +89,7 @@ def part_fd001(out: Path) -> bool:
 def part_multi_regime(subset: str, out: Path) -> bool:
     report = run(
         ReportConfig(
-            [subset], sites=4, seeds=[0], recipe=default_recipe(), simulation=default_simulation()
+            [subset], sites=4, seeds=[0], recipe=default_recipe(), training=default_training()
         ),
         out / subset.lower(),
     )
@@ -109,7 +109,7 @@ def part_noniid(out: Path) -> bool:
             seeds=[0],
             scheme="by-subset",
             recipe=default_recipe(),
-            simulation=default_simulation(),
+            training=default_training(),
         ),
         out / "noniid",
     )

@@ -183,6 +183,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):  # type: ignore[union-attr]
         "processed_folder": str(BROKER_DIR / "processed"),
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
+        # How often a consumer looks for new messages (kombu's default is 1 s): a round's
+        # aggregation waits for this once, after its last stage.
+        "polling_interval": 0.02,
     }
 _default_results = REDIS_URL or f"file://{VAR_DIR / 'celery-results'}"
 CELERY_RESULT_BACKEND = env_url("CELERY_RESULT_BACKEND", _default_results, RESULT_SCHEMES)

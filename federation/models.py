@@ -148,9 +148,11 @@ class Round(models.Model):
     aggregation_claimed_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     timings = models.JSONField(default=dict, blank=True)
-    # Secure rounds: the protocol stage being collected and the round's public parameters.
+    # The protocol stage being collected (federation.core.engine.rounds: four stages
+    # under secure aggregation, one in plain mode) and the round's public parameters
+    # (RoundParameters.to_json), which every site of the round is told.
     stage = models.CharField(max_length=20, blank=True)
-    secagg = models.JSONField(default=dict, blank=True)
+    parameters = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["federation", "id"]
@@ -168,7 +170,7 @@ class Round(models.Model):
 
 
 class Contribution(models.Model):
-    """A site's part in a round: metadata only; the payload is a file the coordinator keeps."""
+    """A site's part in a round; what it sent in each stage is a :class:`StageMessage`."""
 
     class Status(models.TextChoices):
         ASSIGNED = "assigned", "assigned"
@@ -178,10 +180,10 @@ class Contribution(models.Model):
     round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="contributions")
     site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="contributions")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ASSIGNED)
+    # What the site said beside its input: its examples and how long it trained.
     examples = models.PositiveIntegerField(default=0)
     metrics = models.JSONField(default=dict, blank=True)
-    payload = models.FileField(upload_to="contributions/", blank=True)
-    # Secure rounds: the last protocol stage this site answered.
+    # The last protocol stage this site answered.
     stage = models.CharField(max_length=20, blank=True)
     fetched_at = models.DateTimeField(null=True, blank=True)
     received_at = models.DateTimeField(null=True, blank=True)
@@ -211,17 +213,18 @@ class ModelVersion(models.Model):
 
 
 class StageMessage(models.Model):
-    """What one site sent in one stage of a secure round, as the coordinator keeps it.
+    """What one site sent in one stage of a round, as the coordinator keeps it.
 
-    Public keys and signatures, shares encrypted to another site, a masked vector (a
-    file), or the shares revealed for unmasking: never a site's update in the clear.
+    Under secure aggregation: public keys and signatures, shares encrypted to another
+    site, a masked vector (a file), or the shares revealed for unmasking, never a site's
+    update in the clear. In plain mode (for debugging): the site's input, in the clear.
     """
 
     round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="stage_messages")
     site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="stage_messages")
     stage = models.CharField(max_length=20)
     body = models.JSONField(default=dict, blank=True)
-    vector = models.FileField(upload_to="masked/", blank=True)
+    vector = models.FileField(upload_to="vectors/", blank=True)
     received_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -71,29 +71,41 @@ OPENAPI: dict[str, Any] = {
                         "properties": {
                             "id": {"type": "integer"},
                             "number": {"type": "integer"},
-                            "kind": {"enum": ["points", "moments", "train"]},
+                            "kind": {"enum": ["points", "moments", "train", "analytics"]},
                             "deadline": {"type": "string", "format": "date-time"},
                         },
                     },
                     "work": {
                         "type": "object",
-                        "description": "kind-specific inputs: regimes, "
-                        "pipeline, recipe, base64 .npz weights, local training settings; "
-                        "in a secure round, 'secagg': the stage, the round's public "
-                        "parameters and what the stage needs (neighbours' signed keys, "
-                        "shares encrypted to this site, the living and dropped sites)",
+                        "description": "'kind'; 'protocol': the stage to answer, the round's "
+                        "public parameters and what the stage needs (neighbours' signed "
+                        "keys, shares encrypted to this site, the living and dropped sites); "
+                        "in the stage that sends the site's input, the task: regimes, query, "
+                        "or pipeline, recipe, base64 .npz weights and local training settings",
                     },
                 },
             },
             "Result": {
                 "type": "object",
-                "description": "in a secure round, the stage's message instead: "
-                "{stage, round, site, ...} with signed public keys, encrypted shares, "
-                "the masked vector (base64 words) and examples, or revealed shares",
+                "description": "the stage's message: {stage, round, site, ...} with signed "
+                "public keys, encrypted shares, the masked vector (base64 words) with "
+                "'examples' and 'metrics' {seconds}, or revealed shares; in plain mode the "
+                "input vector in the clear ('vector', base64 float64 words)",
+                "required": ["stage", "round", "site"],
                 "properties": {
-                    "examples": {"type": "integer"},
+                    "stage": {
+                        "enum": [
+                            "advertise_keys",
+                            "share_keys",
+                            "masked_input",
+                            "unmask",
+                            "plain_input",
+                        ]
+                    },
+                    "round": {"type": "string"},
+                    "site": {"type": "integer"},
+                    "examples": {"type": "integer", "minimum": 0},
                     "metrics": {"type": "object"},
-                    "payload": {"description": "points/counts, moments, or base64 .npz weights"},
                 },
             },
         },
@@ -136,10 +148,21 @@ OPENAPI: dict[str, Any] = {
         },
         "/work": {
             "get": {
-                "summary": "Your next piece of work",
+                "summary": "Your next piece of work: the next stage you have not answered",
+                "parameters": [
+                    {
+                        "name": "wait",
+                        "in": "query",
+                        "required": False,
+                        "description": "seconds to wait for work if there is none yet (long "
+                        "polling): the answer comes as soon as there is",
+                        "schema": {"type": "number", "minimum": 0, "maximum": 25, "default": 0},
+                    }
+                ],
                 "responses": {
                     "200": _json({"$ref": "#/components/schemas/Work"}),
                     "204": {"description": "Nothing to do now"},
+                    "400": _ERROR,
                     "401": _ERROR,
                 },
             }

@@ -5,9 +5,9 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from federation.core.recipes import default_recipe, default_simulation
+from federation.core.engine.training import FederatedTraining
+from federation.core.recipes import default_recipe, default_training
 from federation.core.report import TestSet, load_test_set
-from federation.core.simulation import SimulationConfig
 from federation.models import Federation
 from turbofan.data.source import find_data_dir
 from turbofan.metrics import evaluate
@@ -19,7 +19,7 @@ def default_model_spec() -> dict[str, Any]:
     """The tuned recipe with one network (a live federation trains one global model)."""
     recipe = default_recipe()
     recipe.ensemble = 1
-    return {"recipe": recipe.to_dict(), "simulation": default_simulation().to_dict()}
+    return {"recipe": recipe.to_dict(), "training": default_training().to_dict()}
 
 
 def federation_recipe(federation: Federation) -> NetworkRecipe:
@@ -27,11 +27,20 @@ def federation_recipe(federation: Federation) -> NetworkRecipe:
     return NetworkRecipe.from_dict(spec.get("recipe", default_model_spec()["recipe"]))
 
 
-def federation_simulation(federation: Federation) -> SimulationConfig:
+def federation_training(federation: Federation) -> FederatedTraining:
+    """How the federation trains: its spec's schedule, with the settings the federation's
+    own fields hold (rounds, local epochs, strategy, secure aggregation, privacy)."""
     spec = federation.model_spec or default_model_spec()
-    settings = {**spec.get("simulation", default_model_spec()["simulation"])}
-    settings.update(rounds=federation.rounds, local_epochs=federation.local_epochs)
-    return SimulationConfig.from_dict(settings)
+    settings = {**spec.get("training", default_model_spec()["training"])}
+    settings.update(
+        rounds=federation.rounds,
+        local_epochs=federation.local_epochs,
+        strategy=federation.strategy,
+        strategy_settings=federation.strategy_settings or {},
+        secure=federation.secure_aggregation,
+        privacy=federation.privacy,
+    )
+    return FederatedTraining.from_dict(settings)
 
 
 @lru_cache(maxsize=4)

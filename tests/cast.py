@@ -50,14 +50,21 @@ class Cast:
         sites.membership_approve(membership=self.membership)
         return self.membership
 
-    def add_member(self, name: str, *, rows: int = 1000, keys: Path | None = None) -> Member:
-        """Another site, with its own owner, approved into the federation, holding a
-        credential, with ``rows`` training rows reported; with ``keys`` (a folder), its
-        keystore there and its identity key registered."""
+    def add_member(
+        self,
+        name: str,
+        *,
+        rows: int = 1000,
+        keys: Path | None = None,
+        federation: Federation | None = None,
+    ) -> Member:
+        """Another site, with its own owner, approved into the federation (the cast's, or
+        ``federation``), holding a credential, with ``rows`` training rows reported; with
+        ``keys`` (a folder), its keystore there and its identity key registered."""
         owner = get_user_model().objects.create_user(f"owner-{name}", password=PASSWORD)
         site = sites.site_create(owner=owner, name=name)
         sites.membership_approve(
-            membership=sites.membership_request(federation=self.federation, site=site)
+            membership=sites.membership_request(federation=federation or self.federation, site=site)
         )
         credential = sites.site_issue_credential(site=site)
         sites.site_report_data(

@@ -76,7 +76,9 @@ class Fleet:
             return training_input(trained, reference, parameters)
 
         key = (name, parameters.round_id)
-        identity = self.members[name].keystore.identity()
+        keystore = self.members[name].keystore
+        assert keystore is not None, f"{name} was added without keys"
+        identity = keystore.identity()
         body, self.states[key] = site_step(
             work, self.sites[name].id, identity, self.states.get(key), compute
         )

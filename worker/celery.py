@@ -6,6 +6,9 @@ import os
 
 from celery import Celery
 
+# The coordinator's queue is named by the domain, which schedules its tasks by name.
+from federation.scheduling import COORDINATOR_QUEUE
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("turbofan")
@@ -13,7 +16,7 @@ app = Celery("turbofan")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
-COORDINATOR_QUEUE = "coordinator"
+__all__ = ["COORDINATOR_QUEUE", "app", "site_queue"]
 
 
 def site_queue(site: str) -> str:

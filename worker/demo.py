@@ -28,10 +28,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import Q
 
-from federation import services
 from federation.models import Federation, ModelVersion, Site
-from federation.selectors import round_timing
-from federation.specs import default_model_spec
+from federation.selectors.federations import round_timing
+from federation.services import federations, sites
 from turbofan.data.files import read_engine_file
 from turbofan.data.partition import plan_iid, read_manifest, write_partition
 from turbofan.data.source import find_data_dir
@@ -41,6 +40,7 @@ from worker.tasks import coordinator_health
 
 MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
 DEMO_FEDERATION = "Demo FD001 fleet"
+GUNICORN_THREADS = 16
 
 
 class DemoError(RuntimeError):
@@ -82,9 +82,9 @@ def prepare_sites(config: DemoConfig) -> dict[str, Path]:
     if out.exists():
         manifest = read_manifest(out)
         sites = manifest.get("sites", [])
-        same = all(manifest.get(k) == v for k, v in wanted.items()) and len(sites) == config.sites  # type: ignore[arg-type]
-        if same and all(config.subset in s["engines"] for s in sites):  # type: ignore[union-attr]
-            return {s["name"]: out / s["name"] for s in sites}  # type: ignore[index]
+        same = all(manifest.get(k) == v for k, v in wanted.items()) and len(sites) == config.sites
+        if same and all(config.subset in s["engines"] for s in sites):
+            return {s["name"]: out / s["name"] for s in sites}
     source = find_data_dir()
     units = read_engine_file(source / f"train_{config.subset}.txt")["unit"].to_numpy()
     plan = plan_iid(config.subset, units, config.sites, seed=config.seed)
@@ -117,6 +117,9 @@ class Demo:
                 bind,
                 "--workers",
                 "2",
+                # Threads: a site's long poll for work holds one while it waits.
+                "--threads",
+                str(GUNICORN_THREADS),
                 "--access-logfile",
                 "-",
             ],
@@ -251,7 +254,7 @@ def _purge_file_broker() -> None:
     """Drop messages a crashed earlier demo left in the file-system broker."""
     options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
     folder = options.get("data_folder_in")
-    if settings.CELERY_BROKER_URL.startswith("filesystem://") and folder:
+    if str(settings.CELERY_BROKER_URL).startswith("filesystem://") and folder:
         shutil.rmtree(folder, ignore_errors=True)
         Path(folder).mkdir(parents=True, exist_ok=True)
 
@@ -266,9 +269,9 @@ def format_version(version: ModelVersion) -> str:
     if version.round is not None:
         t = round_timing(round_=version.round)
         line += (
-            f"; {t['collecting'] + t['aggregating']:.1f} s: sites training "
-            f"{t['training_slowest_site']:.1f} s (slowest), waiting and transfer "
-            f"{t['waiting_and_transfer']:.1f} s, aggregation {t['aggregating']:.1f} s"
+            f"; {t['total']:.2f} s: sites training {t['training_slowest_site']:.2f} s "
+            f"(slowest), stages and transfer {t['waiting_and_transfer']:.2f} s, "
+            f"aggregation {t['aggregating']:.2f} s"
         )
     return line
 
@@ -284,22 +287,21 @@ def setup_federation(
     Federation.objects.filter(name=DEMO_FEDERATION).delete()
     Site.objects.filter(name__in=list(site_dirs)).delete()
     admin, _ = User.objects.get_or_create(username="demo-admin")
-    federation = Federation.objects.create(
+    federation = federations.federation_create(
         name=DEMO_FEDERATION,
         admin=admin,
         subset=config.subset,
         rounds=config.rounds,
         min_sites=2,
-        round_deadline=config.deadline,
-        model_spec=default_model_spec(),
-        secure_aggregation=config.secure,
+        deadline=config.deadline,
+        secure=config.secure,
     )
     credentials = {}
     for name in site_dirs:
         owner, _ = User.objects.get_or_create(username=f"owner-{name}")
-        site = services.site_create(owner=owner, name=name)
-        membership = services.membership_request(federation=federation, site=site)
-        services.membership_approve(membership=membership)
+        site = sites.site_create(owner=owner, name=name)
+        membership = sites.membership_request(federation=federation, site=site)
+        sites.membership_approve(membership=membership)
         # Each demo owner gets their site's credential, as a real owner does on the site page.
-        credentials[name] = services.site_issue_credential(site=site)
+        credentials[name] = sites.site_issue_credential(site=site)
     return federation, credentials

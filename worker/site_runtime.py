@@ -19,20 +19,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
-from federation.core import messages
-from federation.core.client import run_work, secure_input
+from federation.core import messages as m
+from federation.core.engine.rounds import RoundParameters
+from federation.core.engine.site import SiteData, site_input, site_step
 from federation.core.secagg import protocol as p
-from federation.core.secagg import session
 from federation.core.secagg.primitives import SecAggError
 from turbofan.data.checks import training_rows
 from worker.keystore import Keystore
 
 log = logging.getLogger(__name__)
 
-FOLLOW_UP_INTERVAL = 0.25  # seconds between looks for a secure round's next stage
+# A site asks for work with a long poll: the coordinator holds the request until there is
+# work (the next stage of a round opens the moment its last site answers) or this long.
+LONG_POLL_SECONDS = 20.0
+# The stages after which a site's part in a round is over.
+LAST_STAGES = (p.UNMASK, m.PLAIN_INPUT)
 
 COORDINATOR_ENV = "SITE_COORDINATOR"
 CREDENTIAL_ENV = "SITE_CREDENTIAL"
@@ -56,46 +57,50 @@ class SiteRuntime:
     data_dir: Path
     state_dir: Path
     timeout: float = 60.0
-    follow_up: float = 3.0
-    _rows: pd.DataFrame | None = field(default=None, repr=False)
+    long_poll: float = LONG_POLL_SECONDS
+    _data: SiteData | None = field(default=None, repr=False)
 
-    def rows(self) -> pd.DataFrame:
-        if self._rows is None:
-            self._rows = training_rows(self.data_dir)
-        return self._rows
+    def data(self) -> SiteData:
+        """The site's rows (read once), with what the rounds derive from them."""
+        if self._data is None:
+            self._data = SiteData(training_rows(self.data_dir))
+        return self._data
 
     def request(
         self, method: str, path: str, body: dict[str, Any] | None = None
     ) -> tuple[int, dict[str, Any]]:
-        url = self.coordinator.rstrip("/") + path
+        """One request to the coordinator's API, logged in the outbox; a 4xx raises
+        :class:`CoordinatorRefused`, no answer or a 5xx :class:`CoordinatorUnreachable`."""
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            url,
-            data=data,
-            method=method,
-            headers={
-                "Authorization": f"Bearer {self.credential}",
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-            },
-        )
+        headers = {
+            "Authorization": f"Bearer {self.credential}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
         status = 0
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                status = response.status
-                raw = response.read()
-        except urllib.error.HTTPError as error:
-            status = error.code
-            raw = error.read()
-            if status >= 500:
-                raise CoordinatorUnreachable(f"{method} {path}: HTTP {status}") from None
-            message = _error_message(raw)
-            raise CoordinatorRefused(f"{method} {path}: HTTP {status}: {message}") from None
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
-            raise CoordinatorUnreachable(f"{method} {path}: {error}") from None
+            status, raw = self.transport(method, self.coordinator.rstrip("/") + path, data, headers)
         finally:
             self._log(method, path, body, data, status)
+        if status >= 500:
+            raise CoordinatorUnreachable(f"{method} {path}: HTTP {status}")
+        if status >= 400:
+            message = _error_message(raw)
+            raise CoordinatorRefused(f"{method} {path}: HTTP {status}: {message}")
         return status, (json.loads(raw) if raw else {})
+
+    def transport(
+        self, method: str, url: str, data: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        """The HTTP exchange itself: the status and the body of the answer."""
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+            raise CoordinatorUnreachable(f"{method} {url}: {error}") from None
 
     def _log(
         self, method: str, path: str, body: dict[str, Any] | None, data: bytes | None, status: int
@@ -121,101 +126,56 @@ class SiteRuntime:
         self.request("PUT", "/api/v1/site/identity", {"public_key": public})
         return public
 
-    def poll_once(self) -> str:
-        """One pull: do the next piece of work if there is one. Returns what happened."""
-        status, work = self.request("GET", "/api/v1/work")
-        if status == 204 or not work:
-            return "idle"
-        if session.WORK_KEY in work["work"]:
-            return self._secure_round(work)
-        if work["work"][messages.KEY_KIND] == messages.TRAIN:
-            log.warning(
-                "federation %s runs plain aggregation (for debugging): the coordinator "
-                "sees this site's model update",
-                work["federation"]["name"],
-            )
-        result = self._computed(work)
-        try:
-            self.request("POST", f"/api/v1/contributions/{work['contribution']}", result)
-            outcome = f"{work['work']['kind']} round {work['round']['number']} done"
-        except CoordinatorRefused as refused:  # e.g. the round closed meanwhile: drop it
-            outcome = f"result refused: {refused}"
-        self._cache_path(work).unlink(missing_ok=True)
-        return outcome
-
-    def _secure_round(self, work: dict[str, Any]) -> str:
-        """Answer a secure round's stages as they open. The next stage opens as soon as
-        every site has answered this one, usually within a second or two: look for it
-        a few times a second for ``follow_up`` seconds instead of one poll interval."""
+    def work_session(self, seconds: float) -> str:
+        """Pull work and answer it, one stage after another, for about ``seconds``: each
+        pull is a long poll, so the next stage is answered as soon as it opens. Returns
+        what happened."""
         outcomes = []
-        while work is not None:
-            outcomes.append(self._secure_step(work))
-            if work["work"][session.WORK_KEY][p.STAGE] == p.UNMASK:
-                break
-            work = self._next_stage(work["contribution"])
-        return "; ".join(outcomes)
-
-    def _next_stage(self, contribution: int) -> dict[str, Any] | None:
-        give_up = time.monotonic() + self.follow_up
-        while time.monotonic() < give_up:
-            time.sleep(FOLLOW_UP_INTERVAL)
-            status, work = self.request("GET", "/api/v1/work")
+        give_up = time.monotonic() + seconds
+        while True:
+            wait = max(0.0, min(self.long_poll, give_up - time.monotonic()))
+            status, work = self.request("GET", f"/api/v1/work?wait={wait:.1f}")
             if status != 204 and work:
-                # Other work (another federation's) waits for the next regular poll.
-                return work if work["contribution"] == contribution else None
-        return None
+                outcomes.append(self.answer(work))
+            elif time.monotonic() >= give_up:
+                break
+        return "; ".join(outcomes) or "idle"
 
-    def _cache_path(self, work: dict[str, Any]) -> Path:
-        return self.state_dir / f"result-{work['contribution']}.json"
-
-    def _computed(self, work: dict[str, Any]) -> dict[str, Any]:
-        """The work's result, computed once: a result computed before a failed post is
-        sent again, not computed again."""
-        cached = self._cache_path(work)
-        result = _read_cached(cached)
-        if result is None:
-            result = run_work(self.rows(), work["work"])
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            partial = cached.with_suffix(".tmp")
-            partial.write_text(json.dumps(result))
-            os.replace(partial, cached)  # a crash mid-write leaves no half a result
-        return result
-
-    def _secure_step(self, work: dict[str, Any]) -> str:
-        """This site's message for the current stage of a secure round, sent."""
-        part = work["work"][session.WORK_KEY]
-        stage, parameters = part[p.STAGE], part[session.ROUND_PARAMETERS]
-        round_id = parameters[p.ROUND]
+    def answer(self, work: dict[str, Any]) -> str:
+        """This site's message for the stage ``work`` asks for, computed (and kept in the
+        keystore) once, and sent."""
+        task = work["work"]
+        part = task[m.KEY_PROTOCOL]
+        stage = part[m.STAGE]
+        parameters = part[m.PARAMETERS]
+        round_id = str(parameters.get(p.ROUND, ""))
+        where = f"{work['federation']['name']} {task[m.KEY_KIND]} round {work['round']['number']}"
+        if stage == m.PLAIN_INPUT:
+            log.warning(
+                "%s runs plain aggregation (for debugging): the coordinator sees this site's input",
+                where,
+            )
         keystore = Keystore(self.state_dir)
 
-        def masked_input() -> tuple[np.ndarray, dict[str, Any]]:
-            return secure_input(self.rows(), work["work"], parameters, lambda: self._computed(work))
+        def compute() -> tuple[Any, dict[str, Any]]:
+            return site_input(task, self.data(), RoundParameters.from_json(parameters))
 
         try:
-            body, state = session.site_step(
-                part, part[p.SITE], keystore.identity(), keystore.load_round(round_id), masked_input
+            body, state = site_step(
+                task, part[m.SITE], keystore.identity(), keystore.load_round(round_id), compute
             )
         except SecAggError as error:  # forged, replayed or unsafe: this site sends nothing
-            log.warning("secure round %s, stage %s refused: %s", round_id, stage, error)
-            return f"secure {stage} refused: {error}"
+            log.warning("%s, stage %s refused: %s", where, stage, error)
+            return f"{where}: {stage} refused: {error}"
         keystore.save_round(round_id, state)
-        where = f"/api/v1/contributions/{work['contribution']}"
         try:
-            self.request("POST", where, body)
-            outcome = f"secure round {work['round']['number']}: {stage} sent"
-        except CoordinatorRefused as refused:
-            outcome = f"secure {stage} refused by the coordinator: {refused}"
-        if stage == p.UNMASK:  # the site's part is over: its round secrets go
+            self.request("POST", f"/api/v1/contributions/{work['contribution']}", body)
+            outcome = f"{where}: {stage} sent"
+        except CoordinatorRefused as refused:  # e.g. the round closed meanwhile
+            outcome = f"{where}: {stage} refused by the coordinator: {refused}"
+        if stage in LAST_STAGES:  # the site's part is over: its round secrets go
             keystore.forget_round(round_id)
-            self._cache_path(work).unlink(missing_ok=True)
         return outcome
-
-
-def _read_cached(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())  # type: ignore[no-any-return]
-    except (OSError, ValueError):
-        return None
 
 
 def read_outbox(state_dir: Path) -> list[dict[str, Any]]:

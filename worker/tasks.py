@@ -1,4 +1,7 @@
-"""Celery tasks: adapters that take ids, call a service, and handle retries."""
+"""Celery tasks: adapters that take ids, call a service, and handle retries.
+
+The coordinator's tasks carry the names ``federation.scheduling`` sends them by.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +13,16 @@ from typing import Any
 from celery import shared_task
 from celery.signals import worker_ready
 from django.db import connection, transaction
+from django.utils import timezone
 
-from worker.celery import COORDINATOR_QUEUE
+from federation import scheduling
 
 log = logging.getLogger(__name__)
 
 ROLE_ENV = "TURBOFAN_ROLE"
+# How long one site.poll task keeps pulling work (long polls, one after another) before
+# it ends and the next one, started by the worker's beat, takes over.
+WORK_SESSION_SECONDS = 60.0
 
 
 # --- coordinator ------------------------------------------------------------------------
@@ -29,53 +36,45 @@ def coordinator_health() -> dict[str, object]:
     return {"host": socket.gethostname(), "pid": os.getpid(), "database": connection.vendor}
 
 
-def schedule_deadline(round_: Any) -> None:
-    """Check the round when its deadline passes (and at once if it already has)."""
-    round_deadline.apply_async((round_.id,), eta=round_.deadline, queue=COORDINATOR_QUEUE)
+@shared_task(name=scheduling.ROUND_DEADLINE, ignore_result=True)
+def round_deadline(round_id: int, stage: str | None = None) -> bool:
+    """End the round's stage if every site answered or its deadline passed.
 
-
-def enqueue_close(round_id: int) -> None:
-    round_deadline.apply_async((round_id,), queue=COORDINATOR_QUEUE)
-
-
-def enqueue_aggregate(round_id: int) -> None:
-    round_aggregate.apply_async((round_id,), queue=COORDINATOR_QUEUE)
-
-
-@shared_task(name="coordinator.round_deadline")
-def round_deadline(round_id: int) -> bool:
-    """Close a round if every site answered or its deadline passed; then aggregate."""
-    from federation import services
+    ``stage``: the stage this check was scheduled for; a round that has moved on since
+    has a check of its own scheduled, and this one does nothing.
+    """
     from federation.models import Round
+    from federation.services.stages import stage_close
 
     round_ = Round.objects.select_related("federation").filter(id=round_id).first()
-    if round_ is None:
+    if round_ is None or round_.status != Round.Status.COLLECTING:
+        return False
+    if stage is not None and round_.stage != stage:
         return False
     with transaction.atomic():
-        closed = services.round_close(round_=round_)
-    if closed:
-        enqueue_aggregate(round_id)
-    else:
-        round_.refresh_from_db()
-        if round_.status == Round.Status.COLLECTING:
-            # Delivered early (clock skew, a premature redelivery): check again at the deadline.
-            schedule_deadline(round_)
+        closed = stage_close(round_=round_)
+    round_.refresh_from_db()
+    early = round_.status == Round.Status.COLLECTING and round_.deadline > timezone.now()
+    if stage is not None and round_.stage == stage and early:
+        # Delivered before the deadline (clock skew, a redelivery): check again then.
+        scheduling.schedule_deadline(round_.id, stage, round_.deadline)
     return closed
 
 
-@shared_task(name="coordinator.round_aggregate")
+@shared_task(name=scheduling.ROUND_AGGREGATE, ignore_result=True)
 def round_aggregate(round_id: int) -> None:
-    from federation import services
     from federation.models import Round
+    from federation.services.rounds import round_fail
+    from federation.services.stages import round_aggregate as aggregate
 
     round_ = Round.objects.select_related("federation").filter(id=round_id).first()
     if round_ is None:
         return
     try:
-        services.round_aggregate(round_=round_)
+        aggregate(round_=round_)
     except Exception as error:  # a failed aggregation fails the round, visibly
         log.exception("aggregation failed round=%s", round_id)
-        services.round_fail(round_=round_, reason=f"aggregation failed: {error}")
+        round_fail(round_=round_, reason=f"aggregation failed: {error}")
 
 
 @worker_ready.connect
@@ -83,7 +82,7 @@ def _resume_rounds(**kwargs: Any) -> None:
     """A coordinator that restarts picks up every round it left mid-way."""
     if os.environ.get(ROLE_ENV) != "coordinator":
         return
-    from federation.services import rounds_resume
+    from federation.services.rounds import rounds_resume
 
     touched = rounds_resume()
     if touched:
@@ -93,13 +92,14 @@ def _resume_rounds(**kwargs: Any) -> None:
 # --- site -------------------------------------------------------------------------------
 
 
-@shared_task(name="site.poll", bind=True, max_retries=None)
+@shared_task(name="site.poll", bind=True, max_retries=None, ignore_result=True)
 def site_poll(self: Any) -> str:
-    """Ask the coordinator for work; do it and post the result (retrying with backoff)."""
+    """Pull work from the coordinator (long polls) and answer it, for a while; retry with
+    backoff while the coordinator is unreachable."""
     from worker.site_runtime import CoordinatorUnreachable, runtime_from_env
 
     try:
-        return runtime_from_env().poll_once()
+        return runtime_from_env().work_session(WORK_SESSION_SECONDS)
     except CoordinatorUnreachable as error:
         delay = min(60, 2 ** min(self.request.retries, 6))
         log.warning("coordinator unreachable (%s); retrying in %d s", error, delay)

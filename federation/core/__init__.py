@@ -1,1 +1,2 @@
-"""Aggregation, secure aggregation and privacy accounting: pure Python and numpy, no Django."""
+"""The federation's Django-free core: the round engine, aggregation strategies, secure
+aggregation, federated analytics, privacy accounting, and the accuracy report."""

@@ -1,38 +1,69 @@
-"""What travels between a site and the coordinator, and how it is encoded.
+"""What travels between a site and the coordinator: the kinds of work, the message keys,
+and how arrays are encoded.
 
-Weights go as ``.npz`` bytes of plain arrays (never pickle), base64 inside JSON;
-statistics go as JSON lists. Message keys are constants, not string literals.
+A site pulls its work as one JSON object: the round's kind (:class:`Kind`), the protocol
+part of the stage it is asked to answer (:data:`PROTOCOL`), and in the stage where it
+sends its input, the task (the global weights and how to train, the regimes, the
+query). It answers with one JSON object per stage. Weights travel as ``.npz`` bytes of
+plain arrays (never pickle), vectors as little-endian words, both base64 inside JSON.
+Keys are constants here, never string literals at the call sites.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import io
-from typing import Any
+from enum import StrEnum
 
 import numpy as np
 
-from turbofan.data.features import SensorMoments
 
-# Kinds of work a site is given.
-POINTS = "points"
-MOMENTS = "moments"
-TRAIN = "train"
-ANALYTICS = "analytics"
-KINDS = (POINTS, MOMENTS, TRAIN, ANALYTICS)
+class Kind(StrEnum):
+    """The kinds of round: two setup rounds, training, and analytics queries."""
 
-# Keys of work and result messages.
+    POINTS = "points"  # the sites' operating points, counted on a public grid
+    MOMENTS = "moments"  # per-regime sensor moments under the federation's regimes
+    TRAIN = "train"  # one round of federated training
+    ANALYTICS = "analytics"  # one analytics query
+
+
+# --- the work message ------------------------------------------------------------------
+
 KEY_KIND = "kind"
-KEY_WEIGHTS = "weights"
-KEY_PIPELINE = "pipeline"
+KEY_PROTOCOL = "protocol"  # the stage's part: parameters, and what the stage needs
+# The task, in the stage where a site sends its input.
 KEY_REGIMES = "regimes"
-KEY_RECIPE = "recipe"
-KEY_LOCAL = "local"
-KEY_PROXIMAL_MU = "proximal_mu"
-KEY_EXAMPLES = "examples"
-KEY_METRICS = "metrics"
-KEY_PAYLOAD = "payload"
 KEY_QUERY = "query"
+KEY_PIPELINE = "pipeline"
+KEY_RECIPE = "recipe"
+KEY_WEIGHTS = "weights"
+KEY_MODEL_VERSION = "model_version"
+KEY_LOCAL = "local"  # the TrainConfig of this round's local training
+KEY_PROXIMAL_MU = "proximal_mu"
+KEY_VAL_FRACTION = "val_fraction"
+KEY_SPLIT_SEED = "split_seed"  # seeds the split of a site's engines into training and validation
+
+# --- the protocol part of a work message, and a site's answer -------------------------------
+
+STAGE = "stage"
+SITE = "site"
+ROUND = "round"
+PARAMETERS = "parameters"  # the round's public parameters (RoundParameters.to_json)
+ADVERTISED = "advertised"  # share keys: the neighbours' signed public keys
+SEALED = "sealed"  # masked input: the encrypted shares addressed to this site
+ALIVE = "alive"  # unmask: sites whose masked input is in the sum
+DROPPED = "dropped"  # unmask: sites that shared their keys but sent no input
+VECTOR = "vector"  # a plain input, in the clear (plain mode only)
+KEY_EXAMPLES = "examples"  # beside an input: the site's number of training examples
+KEY_METRICS = "metrics"  # beside an input: how long the site trained, nothing else
+
+# The one stage of a plain round (for debugging): each site sends its input in the clear.
+PLAIN_INPUT = "plain_input"
+
+
+class WireError(ValueError):
+    """Bytes that do not decode as the message says they should."""
 
 
 def weights_to_bytes(weights: list[np.ndarray]) -> bytes:
@@ -51,38 +82,26 @@ def b64(data: bytes) -> str:
 
 
 def unb64(text: str) -> bytes:
-    return base64.b64decode(text.encode("ascii"), validate=True)
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, AttributeError):
+        raise WireError("not valid base64") from None
 
 
-def points_to_json(points: np.ndarray, counts: np.ndarray) -> dict[str, Any]:
-    return {"points": points.tolist(), "counts": counts.tolist()}
+def vector_to_text(vector: np.ndarray) -> str:
+    """A vector as base64 of its little-endian words (its dtype is the reader's to know)."""
+    vector = np.asarray(vector)
+    return b64(vector.astype(vector.dtype.newbyteorder("<")).tobytes())
 
 
-def points_from_json(data: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    points = np.asarray(data["points"], dtype=np.float64).reshape(-1, 3)
-    counts = np.asarray(data["counts"], dtype=np.int64)
-    if len(points) != len(counts) or (counts < 0).any():
-        raise ValueError("points and counts must have the same length, counts >= 0")
-    return points, counts
-
-
-def moments_to_json(moments: SensorMoments) -> dict[str, Any]:
-    return {
-        "counts": moments.counts.tolist(),
-        "sums": moments.sums.tolist(),
-        "squares": moments.squares.tolist(),
-        "varied": moments.varied.tolist(),
-    }
-
-
-def moments_from_json(data: dict[str, Any]) -> SensorMoments:
-    moments = SensorMoments(
-        counts=np.asarray(data["counts"], dtype=np.int64),
-        sums=np.asarray(data["sums"], dtype=np.float64),
-        squares=np.asarray(data["squares"], dtype=np.float64),
-        varied=np.asarray(data["varied"], dtype=bool),
-    )
-    n = len(moments.counts)
-    if any(a.shape != (n, 21) for a in (moments.sums, moments.squares, moments.varied)):
-        raise ValueError(f"moments must be given for {n} regimes and 21 sensors")
-    return moments
+def vector_from_text(text: object, dtype: type[np.generic], length: int) -> np.ndarray:
+    """The vector :func:`vector_to_text` wrote, refused unless it has ``length`` words."""
+    if not isinstance(text, str):
+        raise WireError("a vector must be a base64 string")
+    raw = unb64(text)
+    little = np.dtype(dtype).newbyteorder("<")
+    if len(raw) != length * little.itemsize:
+        raise WireError(
+            f"the vector must be {length * little.itemsize} bytes ({length} values), got {len(raw)}"
+        )
+    return np.frombuffer(raw, dtype=little).astype(dtype)

@@ -21,15 +21,15 @@ from __future__ import annotations
 import math
 import secrets
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Generic, TypeVar
 
 import dp_accounting
 import numpy as np
 from dp_accounting.rdp import RdpAccountant
 
-from federation.core.strategies import SiteResult, Weights
+from federation.core.strategies import Weights
 
 
 class PrivacyError(ValueError):
@@ -122,27 +122,6 @@ def clip_and_noise(
     return out
 
 
-def private_result(
-    result: SiteResult,
-    reference: Weights,
-    settings: PrivacySettings,
-    noise_sites: int,
-    rng: np.random.Generator | None = None,
-) -> SiteResult:
-    """What a site contributes under DP: its clipped, noised weights, weighing as one
-    site (the number of its examples would tell its data's size, and change the
-    sensitivity); its training metrics stay home."""
-    weights = clip_and_noise(
-        result.weights,
-        reference,
-        clip=settings.clip,
-        noise_multiplier=settings.noise_multiplier,
-        noise_sites=noise_sites,
-        rng=rng,
-    )
-    return SiteResult(weights=weights, examples=1, metrics={})
-
-
 # --- accounting -------------------------------------------------------------------------------
 
 
@@ -190,3 +169,87 @@ def noise_for_budget(
         else:
             high = middle
     return high
+
+
+# --- admission ---------------------------------------------------------------------------
+
+Key = TypeVar("Key")
+# Poisson sampling may draw fewer sites than a round needs: draw again, at most this often
+# (the accounting assumes one draw per round; with a fraction near 1 a redraw is rare).
+MAX_DRAWS = 100
+
+
+@dataclass(frozen=True)
+class Admission(Generic[Key]):
+    """Who takes part in a mechanism run, what it costs, or why it cannot start."""
+
+    spend: Spend
+    epsilon_after: float
+    sites: list[Key] = field(default_factory=list)  # sampled into the run
+    eligible: list[Key] = field(default_factory=list)  # could have been sampled: all spend
+    refusal: str = ""
+
+
+def admit(
+    *,
+    settings: PrivacySettings,
+    spent: Sequence[Spend],
+    site_spent: Mapping[Key, Sequence[Spend]],
+    caps: Mapping[Key, float | None],
+    sites: Sequence[Key],
+    spend: Spend,
+    minimum: int,
+    what: str,
+    rng: np.random.Generator | None = None,
+) -> Admission[Key]:
+    """The sites that may take part in a run costing ``spend``, sampled at its fraction.
+
+    Refuses (``refusal`` says why) when the run would take the federation past its target
+    epsilon, or when too few sites remain under their own caps. ``spent`` is what the
+    federation spent so far, ``site_spent`` and ``caps`` each site's own.
+    """
+    after = epsilon_spent([*spent, spend], settings.delta)
+    if after > settings.epsilon:
+        return Admission(
+            spend,
+            after,
+            refusal=f"the privacy budget would be exceeded: {what} would take epsilon to "
+            f"{after:.3g}, past the federation's target of {settings.epsilon:g}",
+        )
+    within = [
+        s
+        for s in sites
+        if caps.get(s) is None
+        or epsilon_spent([*site_spent.get(s, ()), spend], settings.delta) <= caps[s]  # type: ignore[operator]
+    ]
+    if len(within) < minimum:
+        return Admission(
+            spend,
+            after,
+            refusal=f"{what} would pass the privacy cap of {len(sites) - len(within)} site(s); "
+            f"{len(within)} remain and {minimum} are needed",
+        )
+    sampled = poisson_sample(within, spend.sample_fraction, minimum, rng)
+    if sampled is None:
+        return Admission(
+            spend,
+            after,
+            refusal=f"sampling {spend.sample_fraction:g} of {len(within)} sites rarely gives the "
+            f"{minimum} a round needs: raise the sample fraction or lower the minimum",
+        )
+    return Admission(spend, after, sampled, within)
+
+
+def poisson_sample(
+    sites: Sequence[Key], fraction: float, minimum: int, rng: np.random.Generator | None = None
+) -> list[Key] | None:
+    """Each site in with probability ``fraction``, independently; drawn again while fewer
+    than ``minimum`` are in (None after :data:`MAX_DRAWS` draws)."""
+    if fraction >= 1:
+        return list(sites)
+    rng = rng or np.random.default_rng(secrets.randbits(128))
+    for _ in range(MAX_DRAWS):
+        drawn = [s for s in sites if rng.random() < fraction]
+        if len(drawn) >= minimum:
+            return drawn
+    return None

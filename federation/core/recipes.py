@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from federation.core.simulation import SimulationConfig
+from federation.core.engine.training import FederatedTraining
 from turbofan.models.fit import NetworkRecipe
 from turbofan.models.training import TrainConfig
 
@@ -27,9 +27,9 @@ def default_recipe() -> NetworkRecipe:
     )
 
 
-def default_simulation() -> SimulationConfig:
+def default_training() -> FederatedTraining:
     """FedAvg, 2 local epochs a round for 30 rounds, learning rate 3e-3 decaying to 3e-4."""
-    return SimulationConfig(
+    return FederatedTraining(
         rounds=30, local_epochs=2, lr=3e-3, lr_final=3e-4, weight_decay=1e-4, patience=0
     )
 
@@ -37,7 +37,7 @@ def default_simulation() -> SimulationConfig:
 # Clipping bound of a site's update under DP: the median L2 norm of the sites' updates
 # in the default federated run (FD001, 4 sites, seed 0, no DP: 0.78 over 30 rounds,
 # from 2.5 in the first round to 0.2 in the last), so that about half the updates
-# are clipped. DP runs keep default_simulation()'s schedule: with site-level noise
+# are clipped. DP runs keep default_training()'s schedule: with site-level noise
 # no local setting makes a 9k-weight model usable across a handful of sites.
 DP_CLIP = 0.8
 
@@ -45,11 +45,11 @@ DP_CLIP = 0.8
 @dataclass(frozen=True)
 class Preset:
     recipe: NetworkRecipe
-    simulation: SimulationConfig
+    training: FederatedTraining
 
 
 # Seconds, not accuracy: for tests and smoke runs of the whole report.
 QUICK = Preset(
     recipe=NetworkRecipe(train=TrainConfig(epochs=2, patience=0), ensemble=1, window=30),
-    simulation=SimulationConfig(rounds=2, local_epochs=1, patience=0),
+    training=FederatedTraining(rounds=2, local_epochs=1, patience=0),
 )

@@ -10,6 +10,7 @@ site-level differential privacy (``federated-dp-eps<epsilon>``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -20,9 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from federation.core.engine.simulation import run_simulation
+from federation.core.engine.training import FederatedTraining
 from federation.core.privacy import PrivacySettings, noise_for_budget
 from federation.core.recipes import DP_CLIP
-from federation.core.simulation import SimulationConfig, run_simulation
 from turbofan.data.features import REGIMES_BY_SUBSET, FeaturePipeline
 from turbofan.data.files import pool_engines, read_engine_file, read_rul_file
 from turbofan.data.partition import plan_by_subset, plan_iid
@@ -65,7 +67,7 @@ class ReportConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     scheme: str = "iid"
     recipe: NetworkRecipe = field(default_factory=NetworkRecipe)
-    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    training: FederatedTraining = field(default_factory=FederatedTraining)
     privacy: PrivacyPlan | None = None
 
     def private_settings(self) -> dict[str, PrivacySettings]:
@@ -73,7 +75,7 @@ class ReportConfig:
         if self.privacy is None:
             return {}
         # Every ensemble member is another training run on the same sites: all count.
-        rounds = self.simulation.rounds * self.recipe.ensemble
+        rounds = self.training.rounds * self.recipe.ensemble
         return {
             f"{DP_SETUP}{epsilon:g}": self.privacy.settings(epsilon, rounds)
             for epsilon in self.privacy.epsilons
@@ -199,7 +201,7 @@ class Report:
                 seed_index,
                 f"local:{name}",
                 own_tests,
-                lambda f=frame, t=own_template: self._network(f, t, seed, "local"),
+                functools.partial(self._network, frame, own_template, seed, "local"),
             )
         site_frames = {name: frame for name, (frame, _, _) in sites.items()}
         self._step(
@@ -216,7 +218,7 @@ class Report:
                 seed_index,
                 setup,
                 tests,
-                lambda s=settings: self._federated(site_frames, template, seed, s),
+                functools.partial(self._federated, site_frames, template, seed, settings),
             )
         self._step(
             f"{title}: baseline",
@@ -245,9 +247,9 @@ class Report:
         seed: int,
         privacy: PrivacySettings | None = None,
     ) -> RulModel:
-        config = SimulationConfig(
+        config = FederatedTraining(
             **{
-                **self.config.simulation.to_dict(),
+                **self.config.training.to_dict(),
                 "seed": seed,
                 "privacy": privacy.to_dict() if privacy else None,
             }

@@ -1,13 +1,15 @@
-"""Aggregation strategies: pure functions and small classes over lists of numpy arrays.
+"""Aggregation strategies: the server's step from the current global model to the next.
 
-Every strategy takes the current global weights and the sites' results and
-returns the next global weights. The same objects serve the in-process
-simulation and the coordinator of a real federation.
+A round produces the mean of the sites' models (weighted by their examples, summed
+plainly or under secure aggregation: see :mod:`federation.core.engine`); a strategy
+turns the current global weights and that mean into the next global weights:
+``step(current, mean) -> new``. The same objects serve the simulation and the
+coordinator of a live federation, which keeps a strategy's state between rounds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -16,27 +18,18 @@ import numpy as np
 Weights = list[np.ndarray]
 
 
-@dataclass(frozen=True)
-class SiteResult:
-    """What a site returns from a round: new weights, how many examples, its metrics."""
-
-    weights: Weights
-    examples: int
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
-def weighted_average(results: list[SiteResult]) -> Weights:
-    """Average of the sites' weights, each weighted by its number of examples."""
-    if not results:
-        raise ValueError("cannot aggregate an empty round")
-    total = sum(r.examples for r in results)
-    if total <= 0:
-        raise ValueError("the sites reported no training examples")
+def weighted_mean(models: Sequence[Weights], examples: Sequence[float]) -> Weights:
+    """The mean of the models, each weighted by its number of examples (what a round's
+    sum gives; here in the clear, for tests and reference)."""
+    total = float(sum(examples))
+    if not models or total <= 0:
+        raise ValueError("a weighted mean needs models and a positive number of examples")
+    weights = [n / total for n in examples]
     return [
-        sum(r.weights[i].astype(np.float64) * (r.examples / total) for r in results).astype(
-            results[0].weights[i].dtype
-        )
-        for i in range(len(results[0].weights))
+        np.sum(
+            [model[i].astype(np.float64) * w for model, w in zip(models, weights, strict=True)], 0
+        ).astype(models[0][i].dtype)
+        for i in range(len(models[0]))
     ]
 
 
@@ -44,33 +37,25 @@ class Strategy(Protocol):
     name: str
     proximal_mu: float  # > 0: sites add FedProx's proximal term to their local loss
 
-    def aggregate(self, current: Weights, results: list[SiteResult]) -> Weights: ...
+    def step(self, current: Weights, mean: Weights) -> Weights: ...
 
     def state(self) -> Weights: ...
 
     def load_state(self, arrays: Weights) -> None: ...
 
 
-Average = Callable[[list[SiteResult]], Weights]
-
-
 @dataclass
 class FedAvg:
-    """McMahan et al. 2017: the example-weighted mean of the sites' models.
-
-    ``average`` computes that mean: in the clear by default, or as a secure sum
-    (:func:`federation.core.secagg.aggregate.secure_average`).
-    """
+    """McMahan et al. 2017: the next global model is the sites' mean."""
 
     name: str = "fedavg"
     proximal_mu: float = 0.0
-    average: Average = field(default=weighted_average, repr=False)
 
-    def aggregate(self, current: Weights, results: list[SiteResult]) -> Weights:
-        return self.average(results)
+    def step(self, current: Weights, mean: Weights) -> Weights:
+        return [m.astype(c.dtype) for c, m in zip(current, mean, strict=True)]
 
     def state(self) -> Weights:
-        return []  # stateless: each round's average depends on that round only
+        return []  # stateless
 
     def load_state(self, arrays: Weights) -> None:
         pass
@@ -78,7 +63,7 @@ class FedAvg:
 
 @dataclass
 class FedProx(FedAvg):
-    """Li et al. 2020: FedAvg's aggregation; sites keep close to the global model."""
+    """Li et al. 2020: FedAvg's step; sites keep close to the global model."""
 
     name: str = "fedprox"
     proximal_mu: float = 0.01
@@ -86,7 +71,7 @@ class FedProx(FedAvg):
 
 @dataclass
 class FedAdam:
-    """Reddi et al. 2021: Adam on the server, with the mean site update as its gradient."""
+    """Reddi et al. 2021: Adam on the server, with ``mean - current`` as its gradient."""
 
     name: str = "fedadam"
     proximal_mu: float = 0.0
@@ -94,12 +79,11 @@ class FedAdam:
     beta1: float = 0.9
     beta2: float = 0.99
     tau: float = 1e-3
-    average: Average = field(default=weighted_average, repr=False)
     _m: Weights | None = field(default=None, repr=False)
     _v: Weights | None = field(default=None, repr=False)
 
     def state(self) -> Weights:
-        """The server optimiser's moments, to keep between rounds (empty before the first)."""
+        """The server optimiser's moments, kept between rounds (empty before the first)."""
         return [*self._m, *self._v] if self._m is not None and self._v is not None else []
 
     def load_state(self, arrays: Weights) -> None:
@@ -107,8 +91,7 @@ class FedAdam:
             half = len(arrays) // 2
             self._m, self._v = list(arrays[:half]), list(arrays[half:])
 
-    def aggregate(self, current: Weights, results: list[SiteResult]) -> Weights:
-        mean = self.average(results)
+    def step(self, current: Weights, mean: Weights) -> Weights:
         delta = [m.astype(np.float64) - c for m, c in zip(mean, current, strict=True)]
         if self._m is None or self._v is None:
             self._m = [np.zeros_like(d) for d in delta]
@@ -125,7 +108,7 @@ class FedAdam:
         ]
 
 
-STRATEGIES: dict[str, type] = {"fedavg": FedAvg, "fedprox": FedProx, "fedadam": FedAdam}
+STRATEGIES: dict[str, type[Strategy]] = {"fedavg": FedAvg, "fedprox": FedProx, "fedadam": FedAdam}
 
 
 def make_strategy(name: str, **settings: Any) -> Strategy:
@@ -134,4 +117,4 @@ def make_strategy(name: str, **settings: Any) -> Strategy:
         cls = STRATEGIES[name]
     except KeyError:
         raise ValueError(f"unknown strategy {name!r}: use one of {', '.join(STRATEGIES)}") from None
-    return cls(**settings)  # type: ignore[no-any-return]
+    return cls(**settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from typing import NoReturn
 
 import pytest
 from django.core.files.base import ContentFile
@@ -52,11 +53,16 @@ def contribution_of(api, site):
     return Contribution.objects.get(round=api["round"], site=api["sites"][site])
 
 
+def not_called() -> NoReturn:
+    """The site's computation: the first stage sends keys, never an input."""
+    raise AssertionError("not called")
+
+
 def keys_of(client, api, name: str) -> dict:
     """The message site ``name`` sends in the round's first stage: its signed keys."""
     work = call(client, "get", "/api/v1/work", api["credentials"][name]).json()["work"]
     member = api["members"][name]
-    body, _ = site_step(work, member.site.id, member.keystore.identity(), None, lambda: None)
+    body, _ = site_step(work, member.site.id, member.keystore.identity(), None, not_called)
     return body
 
 

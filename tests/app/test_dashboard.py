@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from dashboard.progress import duration, live_summary, metrics_figure, round_rows
@@ -147,7 +149,7 @@ def test_round_rows_come_newest_first_with_names_only_when_given():
 
 
 def test_the_figure_leaves_gaps_where_a_version_was_not_scored():
-    versions = [
+    versions: list[dict[str, Any]] = [
         {"version": 0, "rmse": None, "score": None, "val_rmse": None},
         {"version": 1, "rmse": 20.5, "score": 800.0, "val_rmse": 19.0},
     ]

@@ -12,6 +12,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
@@ -66,7 +67,7 @@ def fleet_cast(cast) -> Cast:
     return cast
 
 
-def as_user(client: Client, user: object | None) -> Client:
+def as_user(client: Client, user: User | None) -> Client:
     if user is not None:
         client.force_login(user)
     return client
@@ -100,6 +101,7 @@ def decoded(query: Query, privacy: QueryPrivacy | None = None) -> dict:
         encode_query(f, query, scale=SCALE, regimes=REGIMES, privacy=privacy, rng=None)
         for f in (first, second)
     )
+    assert isinstance(summed, np.ndarray)
     return decode_query(summed, query, scale=SCALE, n_regimes=2, privacy=privacy)
 
 
@@ -185,6 +187,7 @@ def test_before_the_setup_rounds_the_page_says_they_come_later(client, fleet_cas
 def test_a_done_query_shows_its_statistics_per_regime_and_its_histogram(client, fleet_cast):
     query = done_query(fleet_cast)
     result = query.result
+    assert result is not None
 
     html = page(as_user(client, fleet_cast.owner), fleet_cast)
 
@@ -207,6 +210,7 @@ def test_a_query_with_noise_states_the_noises_standard_deviation(client, fleet_c
 
     html = page(as_user(client, fleet_cast.admin), fleet_cast)
 
+    assert query.result is not None
     std = query.result["noise"]["count_std"]
     assert std == pytest.approx(1.5 * 0.5 * SCALE)
     assert f"standard deviation of about {std:.3g} rows" in html
@@ -320,9 +324,12 @@ def test_asking_calls_the_service_with_default_ranges_and_redirects(
 
 def test_one_range_applies_to_every_chosen_sensor(client, fleet_cast, monkeypatch):
     calls = []
-    monkeypatch.setattr(
-        rounds, "analytics_request", lambda **kw: calls.append(kw) or done_query(fleet_cast)
-    )
+
+    def analytics_request(**kwargs):
+        calls.append(kwargs)
+        return done_query(fleet_cast)
+
+    monkeypatch.setattr(rounds, "analytics_request", analytics_request)
     as_user(client, fleet_cast.admin)
 
     client.post(

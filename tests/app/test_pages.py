@@ -8,6 +8,8 @@ from datetime import timedelta
 
 import pytest
 from django.core.files.base import ContentFile
+from django.http import StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -224,10 +226,12 @@ def test_a_new_credential_is_shown_once_and_replaces_the_old_one(client, cast):
     client.force_login(cast.owner)
     url = reverse("pages:site-credential", args=[cast.site.name])
 
-    first = CREDENTIAL.search(client.post(url).content.decode()).group()
+    first_shown = CREDENTIAL.search(client.post(url).content.decode())
     response = client.post(url)
 
-    second = CREDENTIAL.search(response.content.decode()).group()
+    second_shown = CREDENTIAL.search(response.content.decode())
+    assert first_shown and second_shown
+    first, second = first_shown.group(), second_shown.group()
     cast.site.refresh_from_db()
     assert first != second
     assert cast.site.credential_hash == hashlib.sha256(second.encode()).hexdigest()
@@ -447,11 +451,12 @@ def test_model_files_go_to_the_admin_and_owners_of_member_sites_only(client, cas
     version.file.save("v0.rulmodel", ContentFile(b"weights"))
     url = reverse("pages:model-download", args=[cast.federation.id, 0])
 
-    response = signed_in(client, cast, actor).get(url)
+    response: HttpResponseBase = signed_in(client, cast, actor).get(url)
 
     assert response.status_code == expected
     if expected == 200:
-        assert b"".join(response.streaming_content) == b"weights"
+        assert isinstance(response, StreamingHttpResponse)  # a file is streamed
+        assert response.getvalue() == b"weights"  # the streamed content, joined
         assert response["X-Model-SHA256"] == "a" * 64
 
 

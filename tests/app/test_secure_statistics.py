@@ -92,6 +92,7 @@ def test_the_scaling_statistics_come_from_the_secure_sum_of_the_sites_moments(fd
     decoded = fd004.federation.pipeline
     assert fd004.federation.versions.filter(version=0).exists()  # the initial model
     template = federation_recipe(fd004.federation).pipeline("FD004")
+    assert total is not None
     pooled = template.unfitted().fit_moments(regimes, total).to_dict()
     assert decoded.keys() == pooled.keys()
     for key in ("means", "stds"):
@@ -106,10 +107,12 @@ def test_an_analytics_query_answers_as_the_pooled_rows_would(fd004, frames):
     }
 
     record = rounds.analytics_request(federation=fd004.federation, query=query)
+    assert record.round is not None
     run(fd004, record.round)
 
     record.refresh_from_db()
     assert record.status == AnalyticsQuery.Status.DONE, record.reason
+    assert record.result is not None
     pooled = np.concatenate([f["s_2"].to_numpy() for f in frames.values()])
     overall = record.result["overall"]["sensors"]["s_2"]
     assert record.result["count"] == len(pooled)

@@ -280,13 +280,15 @@ def test_the_command_builds_a_pack_from_a_report_and_a_live_federation(
 
     pack = PredictionPack.load(settings.TYCOON_PACK)
     assert [m.key for m in pack.models] == ["centralised", "local:site-1", "federated"]
-    assert pack.model("federated").details == {"federation": "fd001-fleet", "version": 4}
-    assert pack.model("centralised").trained_on_holdout  # a report trained on every engine
+    federated, centralised = pack.model("federated"), pack.model("centralised")
+    assert federated is not None and centralised is not None
+    assert federated.details == {"federation": "fd001-fleet", "version": 4}
+    assert centralised.trained_on_holdout  # a report trained on every engine
     assert pack.holdout.units.tolist() == plan.holdout.engines["FD001"]
     lives = train.groupby("unit")["cycle"].max()
     assert pack.lives.tolist() == lives[plan.holdout.engines["FD001"]].tolist()
     assert pack.holdout.predicted["federated"].shape == (10, pack.lives.max())
-    assert len(pack.test.cycles) == 100
+    assert pack.test is not None and len(pack.test.cycles) == 100
 
 
 def test_the_command_says_what_to_do_without_a_partition(tmp_path):

@@ -98,12 +98,11 @@ class Browser:
     def fill(self, values: dict[str, str]) -> None:
         """Type into inputs found by their label's text, as a user reads the form."""
         for label, value in values.items():
-            field = self.wait(
-                lambda label=label: self.driver.find_element(
-                    By.XPATH, f"//label[normalize-space()={label!r}]"
-                ),
-                f"no field labelled {label!r}",
-            ).get_attribute("for")
+
+            def label_of(label: str = label) -> WebElement:
+                return self.driver.find_element(By.XPATH, f"//label[normalize-space()={label!r}]")
+
+            field = self.wait(label_of, f"no field labelled {label!r}").get_attribute("for")
             element = self.find(f"#{field}")
             element.clear()
             element.send_keys(value)

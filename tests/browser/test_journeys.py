@@ -87,6 +87,9 @@ def running_federation() -> tuple[Federation, Round]:
                 metrics={"seconds": 31.0},
                 received_at=opened,
             )
+            StageMessage.objects.create(
+                round=round_, site=site, stage="masked_input", body={"examples": 4000}
+            )
         if kind == Round.Kind.MOMENTS or kind == Round.Kind.TRAIN:
             version = 0 if kind == Round.Kind.MOMENTS else number
             rmse, score, val = SCORES[version]
@@ -117,6 +120,7 @@ def running_federation() -> tuple[Federation, Round]:
             status=Contribution.Status.RECEIVED if i == 0 else Contribution.Status.ASSIGNED,
             received_at=now if i == 0 else None,
         )
+    StageMessage.objects.create(round=current, site=sites[0], stage="advertise_keys", body={})
     return federation, current
 
 
@@ -179,8 +183,8 @@ def test_an_owner_sees_the_worker_its_data_and_what_it_sent(browser: Browser):
     assert browser.text("#worker-status").startswith("polling")
     assert "5123" in browser.text("#data-summary")
     sent = [row.text for row in browser.find_all("#sent-log tbody tr")]
-    assert len(sent) == 5  # its four results plus the one of the running round
-    assert "advertise keys" not in browser.text("#sent-log")  # another site's message
+    assert len(sent) == 5  # its input to each of four rounds, and its keys of the running one
+    assert browser.text("#sent-log").count("advertise keys") == 1  # not the other site's
     assert "site_log --state-dir" in browser.text("main")
     browser.screenshots("site-portal-member")
 

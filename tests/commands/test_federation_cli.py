@@ -36,7 +36,9 @@ def test_a_site_joins_and_its_owner_gets_the_credential_once_with_the_command(us
     )
 
     assert "tfs_" not in approved  # the admin never sees a site's credential
-    credential = re.search(r"SITE_CREDENTIAL=(\S+) python manage.py site_worker", printed)[1]
+    found = re.search(r"SITE_CREDENTIAL=(\S+) python manage.py site_worker", printed)
+    assert found, "no credential printed"
+    credential = found[1]
     assert "--coordinator https://fleet.example.com/ --data-dir PATH" in printed
     site = Site.objects.get(name="ann-site")
     assert site.credential_hash == hashlib.sha256(credential.encode()).hexdigest()
@@ -99,7 +101,8 @@ def test_a_federation_with_differential_privacy_and_a_sites_own_cap(users):
     capped = run("cap", "private", "ann-site", "--owner", "ann", "--epsilon", "2.5")
 
     assert "differential privacy: noise x1.1" in created and "budget epsilon 4" in created
-    assert Federation.objects.get(name="private").privacy["noise_multiplier"] == 1.1
+    privacy = Federation.objects.get(name="private").privacy
+    assert privacy is not None and privacy["noise_multiplier"] == 1.1
     assert "at most epsilon 2.5" in capped
     assert Membership.objects.get(site__name="ann-site").epsilon_cap == 2.5
     assert json.loads(run("status", "private"))["epsilon_spent"] == 0.0

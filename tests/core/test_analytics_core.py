@@ -154,6 +154,8 @@ def test_the_pipeline_fitted_through_the_secure_sum_scales_like_the_pooled_fit(f
     federated = merge_pipeline(template, regimes, [moments])
     plain = FeaturePipeline.for_subset(subset).fit(rows)
 
+    assert federated.mean is not None and federated.std is not None
+    assert plain.mean is not None and plain.std is not None and plain.regimes is not None
     assert federated.sensors == plain.sensors
     np.testing.assert_allclose(federated.mean, plain.mean, rtol=1e-12)
     # The pooled fit's own sums of raw squares are off by up to 2e-5 of the std of a sensor

@@ -25,12 +25,12 @@ PUBLISHED = {
 }
 
 
-def row(unit: int | str, cycle: int | str, fill: str = "0.5") -> str:
+def row(unit: float | str, cycle: float | str, fill: str = "0.5") -> str:
     """A C-MAPSS row as the files have it, trailing spaces included."""
     return " ".join([str(unit), str(cycle), *[fill] * 24]) + "  "
 
 
-def rows(*pairs: tuple[int | str, int | str]) -> str:
+def rows(*pairs: tuple[float | str, float | str]) -> str:
     return "".join(row(u, c) + "\n" for u, c in pairs)
 
 

@@ -4,6 +4,8 @@ site's step, and whole rounds through the in-process driver."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import numpy as np
 import pytest
@@ -16,13 +18,14 @@ from federation.core.engine import coordinator as c
 from federation.core.engine.rounds import (
     Noise,
     Participant,
+    RoundParameters,
     following,
     next_round,
     plan_round,
     value_range,
 )
 from federation.core.engine.simulation import Member, RoundFailed, run_stages, secure_sum
-from federation.core.engine.site import site_step
+from federation.core.engine.site import Input, site_step
 from federation.core.engine.training import (
     LocalResult,
     decode_training,
@@ -43,11 +46,21 @@ def models(rng: np.random.Generator, count: int) -> list[list[np.ndarray]]:
     ]
 
 
+def sending(vector: np.ndarray) -> Callable[[dict[str, Any], RoundParameters], Input]:
+    """A member's computation: always ``vector``, with no metadata."""
+    return lambda work, parameters: (vector, {})
+
+
 def members_with(inputs: list[np.ndarray]) -> dict[int, Member]:
     return {
-        i + 1: Member(i + 1, f"site-{i + 1}", SigningKey.generate(), lambda w, _, v=v: (v, {}))
+        i + 1: Member(i + 1, f"site-{i + 1}", SigningKey.generate(), sending(v))
         for i, v in enumerate(inputs)
     }
+
+
+def not_called() -> NoReturn:
+    """The computation of a site in a stage that sends no input: never called."""
+    raise AssertionError("not called")
 
 
 def parameters_for(members: dict[int, Member], length: int, *, secure: bool):
@@ -146,6 +159,7 @@ def test_the_sum_of_training_vectors_decodes_into_the_weighted_mean_and_the_pool
     ]
 
     summed = sum(encode_training(r, scale=1000.0) for r in results)
+    assert isinstance(summed, np.ndarray)
     mean, rmse = decode_training(summed, trained[0])
 
     for got, want in zip(mean, weighted_mean(trained, [100, 300, 600]), strict=True):
@@ -173,12 +187,12 @@ def test_a_site_refuses_parameters_that_changed_since_it_first_saw_them():
     members = members_with([np.zeros(4)] * 3)
     parameters = parameters_for(members, 4, secure=True)
     part = c.stage_part(parameters, p.ADVERTISE_KEYS, 1, _Empty())
-    _, state = site_step(work_for(1, "", part), 1, members[1].identity, None, lambda: None)
+    _, state = site_step(work_for(1, "", part), 1, members[1].identity, None, not_called)
     changed = {**parameters.to_json(), "threshold": 1}
     later = {**part, m.STAGE: p.SHARE_KEYS, m.PARAMETERS: changed, m.ADVERTISED: {}}
 
     with pytest.raises(SecAggError, match="changed since this site first saw them"):
-        site_step(work_for(1, "", later), 1, members[1].identity, state, lambda: None)
+        site_step(work_for(1, "", later), 1, members[1].identity, state, not_called)
 
 
 def test_a_site_refuses_to_send_an_input_of_another_length_than_the_round_sums():

@@ -134,9 +134,13 @@ def test_the_federation_fits_the_same_pipeline_as_pooled_rows_would_without_pool
     simulation = Simulation(
         sites, template=template, recipe=NetworkRecipe(), training=FederatedTraining()
     )
-    federated = FeaturePipeline.from_dict(simulation.setup().pipeline)
+    setup = simulation.setup()
+    assert setup.pipeline is not None
+    federated = FeaturePipeline.from_dict(setup.pipeline)
     pooled = template.unfitted().fit(train)
 
+    assert federated.mean is not None and federated.std is not None
+    assert pooled.mean is not None and pooled.std is not None
     assert federated.sensors == pooled.sensors
     assert (federated.window, federated.cycle_channel) == (40, True)
     np.testing.assert_allclose(federated.mean, pooled.mean, rtol=1e-12)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -226,7 +228,7 @@ def test_a_written_site_unit_maps_back_to_its_source_unit_through_the_manifest(
     fd001_partition, fd001_source
 ):
     _, out = fd001_partition
-    manifest = read_manifest(out)
+    manifest: dict[str, Any] = read_manifest(out)
     site = manifest["sites"][1]
     source_unit = site["engines"]["FD001"][4]  # new unit 5 of site-2
 

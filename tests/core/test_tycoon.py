@@ -218,6 +218,7 @@ def test_every_strategy_sees_the_same_engines_in_each_slot():
     sequence = engine_sequence(len(lives), 6, 200, seed=7)
     for name in rules:
         trace = result.strategies[name].trace
+        assert trace is not None  # asked for with trace_slots
         for slot in range(6):
             engines = trace.engine[trace.slot == slot]
             assert engines.tolist() == sequence[: len(engines), slot].tolist(), (name, slot)
@@ -308,7 +309,7 @@ def test_a_pack_survives_saving_and_loading(tmp_path):
     assert np.array_equal(
         loaded.holdout.predicted["federated"], holdout.predicted["federated"], equal_nan=True
     )
-    assert loaded.test.true_rul(0).tolist() == [40.0]
+    assert loaded.test is not None and loaded.test.true_rul(0).tolist() == [40.0]
     assert not list(tmp_path.glob(".pack.npz.*"))  # no temporary file left behind
 
 

@@ -4,7 +4,8 @@
   the mask PRG, quantisation;
 - ``protocol``: the stages, message keys, the neighbour graph and a round's parameters;
 - ``client`` and ``server``: the two sides of one secure sum;
-- ``wire``: the JSON form of every message, checked on the way in;
-- ``aggregate``: the weighted average as a secure sum, and the in-process round the
-  simulation runs. Live rounds run the same client and server over HTTP.
+- ``wire``: the JSON form of every message, checked on the way in.
+
+The round engine (:mod:`federation.core.engine`) runs them, in live rounds over HTTP and
+in the simulation in one process.
 """

@@ -201,21 +201,26 @@ def unmask_from_json(
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _header(data: Any, stage: str, settings: p.Settings) -> int:
-    """The sending site of a message of ``stage`` for this round; refuses anything else."""
+def header(data: Any, stage: str, round_id: str, sites: tuple[int, ...]) -> int:
+    """The sending site of a message of ``stage`` for round ``round_id``; refuses
+    anything else (another stage, another round, a site not in the round)."""
     if not isinstance(data, dict):
-        raise SecAggError("a secure-aggregation message must be a JSON object")
+        raise SecAggError("a round's message must be a JSON object")
     if data.get(p.STAGE) != stage:
         raise SecAggError(f"a {data.get(p.STAGE)!r} message, but the round is collecting {stage!r}")
-    if data.get(p.ROUND) != settings.round_id:
+    if data.get(p.ROUND) != round_id:
         raise SecAggError(
-            f"the message is for secure round {data.get(p.ROUND)!r}, not "
-            f"{settings.round_id!r}: refused (a replay from another round?)"
+            f"the message is for round {data.get(p.ROUND)!r}, not {round_id!r}: refused "
+            "(a replay from another round?)"
         )
     site = _site_id(data.get(p.SITE))
-    if site not in settings.sites:
-        raise SecAggError(f"site {site} is not part of this secure round")
+    if site not in sites:
+        raise SecAggError(f"site {site} is not part of this round")
     return site
+
+
+def _header(data: Any, stage: str, settings: p.Settings) -> int:
+    return header(data, stage, settings.round_id, settings.sites)
 
 
 def _site_id(value: Any) -> int:
@@ -234,6 +239,30 @@ def _mapping(value: Any, name: str) -> dict[str, Any]:
     return value
 
 
+def base64_bytes(text: Any) -> int:
+    """The number of bytes a base64 text decodes to (0 for anything else)."""
+    return len(text) * 3 // 4 - text.count("=") if isinstance(text, str) else 0
+
+
+def payload_bytes(stage: str, body: dict[str, Any]) -> int:
+    """How many bytes of content a secure stage's message carries (keys, shares, a
+    vector), whatever the ids and the JSON around them: comparable between a live round
+    and a simulated one."""
+    size = base64_bytes
+
+    if stage == p.ADVERTISE_KEYS:
+        return sum(size(body.get(k)) for k in (p.SHARE_PUBLIC, p.MASK_PUBLIC, p.SIGNATURE))
+    if stage == p.SHARE_KEYS:
+        return sum(size(v) for v in (body.get(p.SEALED) or {}).values())
+    if stage == p.UNMASK:
+        shares = [
+            *(body.get(p.SEED_SHARES) or {}).values(),
+            *(body.get(p.KEY_SHARES) or {}).values(),
+        ]
+        return 70 * len(shares)  # a share is 70 bytes: its point and its value
+    return size(body.get(p.MASKED))
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -250,9 +279,13 @@ def _bytes(value: Any, length: int | None, name: str) -> bytes:
     return data
 
 
+# A share's value in a fixed number of hex digits: its length says nothing about it.
+_SHARE_DIGITS = (PRIME.bit_length() + 3) // 4
+
+
 def _share(share: tuple[int, int]) -> str:
     x, y = share
-    return f"{x:x}:{y:x}"
+    return f"{x:x}:{y:0{_SHARE_DIGITS}x}"
 
 
 def _unshare(text: Any, owner: str, holder: int) -> tuple[int, int]:

@@ -10,8 +10,8 @@ from typing import Any
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from federation import services
 from federation.models import Federation
+from federation.services.federations import federation_start
 from turbofan.data.files import DataFileError
 from turbofan.data.source import DataSourceError
 from worker.demo import Demo, DemoConfig, DemoError, prepare_sites, setup_federation
@@ -86,7 +86,7 @@ class Command(BaseCommand):
             )
             demo.wait_until_ready(federation)
             say(self.style.SUCCESS(f"The federation is up at {config.url}"))
-            services.federation_start(federation=federation)
+            federation_start(federation=federation)
             say(
                 f"Running {config.rounds} rounds of '{federation.name}': {federation.privacy_label}"
             )

@@ -14,10 +14,12 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from federation import budget, selectors, services
+from federation import budget
 from federation.core.privacy import PrivacyError, PrivacySettings
+from federation.errors import FederationError
 from federation.models import AnalyticsQuery, Federation, Membership, Site
-from federation.specs import default_model_spec
+from federation.selectors.federations import federation_progress
+from federation.services import federations, rounds, sites
 
 
 class Command(BaseCommand):
@@ -100,7 +102,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             getattr(self, f"_{options['action']}")(options)
-        except services.FederationError as error:
+        except FederationError as error:
             raise CommandError(str(error)) from None
 
     def _federation(self, name: str) -> Federation:
@@ -116,15 +118,14 @@ class Command(BaseCommand):
         return user
 
     def _create(self, options: dict[str, Any]) -> None:
-        federation = Federation.objects.create(
+        federation = federations.federation_create(
             name=options["name"],
             admin=self._user(options["admin"]),
             subset=options["subset"],
             rounds=options["rounds"],
             min_sites=options["min_sites"],
-            round_deadline=options["deadline"],
-            model_spec=default_model_spec(),
-            secure_aggregation=not options["plain"],
+            deadline=options["deadline"],
+            secure=not options["plain"],
             privacy=self._privacy(options),
         )
         self.stdout.write(
@@ -132,7 +133,7 @@ class Command(BaseCommand):
             f"{federation.privacy_label}"
         )
 
-    def _privacy(self, options: dict[str, Any]) -> dict[str, float] | None:
+    def _privacy(self, options: dict[str, Any]) -> PrivacySettings | None:
         if options["dp_noise"] is None:
             return None
         if options["plain"]:
@@ -147,7 +148,7 @@ class Command(BaseCommand):
             )
         except PrivacyError as error:
             raise CommandError(str(error)) from None
-        return settings.to_dict()
+        return settings
 
     def _cap(self, options: dict[str, Any]) -> None:
         membership = Membership.objects.filter(
@@ -177,7 +178,7 @@ class Command(BaseCommand):
                 )
             except ValueError:
                 raise CommandError(f"--bins {spec!r}: write SENSOR:LOW:HIGH:COUNT") from None
-        record = services.analytics_request(
+        record = rounds.analytics_request(
             federation=self._federation(options["federation"]),
             query={
                 "sensors": options["sensors"],
@@ -210,10 +211,10 @@ class Command(BaseCommand):
         owner = self._user(options["owner"])
         site = Site.objects.filter(name=options["site"]).first()
         if site is None:
-            site = services.site_create(owner=owner, name=options["site"])
+            site = sites.site_create(owner=owner, name=options["site"])
         elif site.owner_id != owner.pk:
             raise CommandError(f"site {site.name!r} belongs to another owner")
-        membership = services.membership_request(federation=federation, site=site)
+        membership = sites.membership_request(federation=federation, site=site)
         self.stdout.write(f"site {site.name!r}: membership {membership.status}")
 
     def _approve(self, options: dict[str, Any]) -> None:
@@ -223,7 +224,7 @@ class Command(BaseCommand):
         ).first()
         if membership is None:
             raise CommandError(f"site {options['site']!r} has not asked to join")
-        services.membership_approve(membership=membership)
+        sites.membership_approve(membership=membership)
         self.stdout.write(
             f"approved {options['site']!r} in {federation.name!r}; its owner gets the "
             f"credential with: manage.py federation credential {options['site']} --owner USER"
@@ -234,7 +235,7 @@ class Command(BaseCommand):
         if site is None:
             raise CommandError(f"{options['owner']!r} owns no site named {options['site']!r}")
         replaced = bool(site.credential_hash)
-        credential = services.site_issue_credential(site=site)
+        credential = sites.site_issue_credential(site=site)
         self.stdout.write(
             ("The old credential has stopped working. " if replaced else "")
             + "The site's credential (shown once; keep it where the worker runs):\n"
@@ -244,12 +245,12 @@ class Command(BaseCommand):
         )
 
     def _start(self, options: dict[str, Any]) -> None:
-        round_ = services.federation_start(federation=self._federation(options["federation"]))
+        round_ = federations.federation_start(federation=self._federation(options["federation"]))
         self.stdout.write(f"started: {round_.kind} round {round_.number} is {round_.status}")
 
     def _status(self, options: dict[str, Any]) -> None:
         federation = self._federation(options["federation"])
-        progress = selectors.federation_progress(federation=federation)
+        progress = federation_progress(federation=federation)
         report = {
             "privacy": federation.privacy_label,
             "epsilon_spent": budget.spent(federation=federation) if federation.privacy else None,

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from federation.core.recipes import DP_CLIP, QUICK, default_recipe, default_simulation
+from federation.core.recipes import DP_CLIP, QUICK, default_recipe, default_training
 from federation.core.report import SCHEMES, PrivacyPlan, Report, ReportConfig, markdown_table
 from turbofan.data.files import DataFileError
 from turbofan.data.source import DataSourceError, find_data_dir
@@ -71,7 +71,7 @@ class Command(BaseCommand):
             seeds=options["seeds"],
             scheme=options["scheme"],
             recipe=QUICK.recipe if options["quick"] else default_recipe(),
-            simulation=QUICK.simulation if options["quick"] else default_simulation(),
+            training=QUICK.training if options["quick"] else default_training(),
             privacy=PrivacyPlan(
                 epsilons=options["dp_epsilon"],
                 delta=options["dp_delta"],

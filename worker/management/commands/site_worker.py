@@ -43,7 +43,13 @@ class Command(BaseCommand):
             type=Path,
             help="where the outbound log and worker state go (default: var/sites/<site name>)",
         )
-        parser.add_argument("--poll-interval", type=float, default=5.0, help="seconds")
+        parser.add_argument(
+            "--poll-interval",
+            type=float,
+            default=5.0,
+            help="seconds before a new pull of work starts after one ends (each pull long-polls "
+            "the coordinator, answering every stage as it opens, for a minute)",
+        )
         parser.add_argument("--loglevel", default="INFO")
 
     def handle(self, *args: Any, **options: Any) -> None:

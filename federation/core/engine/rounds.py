@@ -1,0 +1,233 @@
+"""Round kinds, their stages, and the public parameters of one round.
+
+Every round sums one float vector per site. Its *input layout* says how long the vector
+is, the fixed-point range its values are clipped to, and the public *weight scale* the
+sites divide their counts and weights by (so that values are of order one). The
+*parameters* of a round are that layout plus who takes part, and, under secure
+aggregation, the protocol's settings, quantiser and the sites' identity keys: everything
+every site of the round is told, and the coordinator keeps.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from federation.core import messages as m
+from federation.core.fixed_point import CLIP, LEVELS, MODULUS_BITS
+from federation.core.messages import Kind
+from federation.core.secagg import protocol as p
+from federation.core.secagg import wire
+from federation.core.secagg.primitives import Quantiser, SecAggError
+
+SECURE_STAGES: tuple[str, ...] = p.STAGES
+PLAIN_STAGES: tuple[str, ...] = (m.PLAIN_INPUT,)
+# The stages in which a site computes and sends its input (and, in training, trains).
+INPUT_STAGES = (p.MASKED_INPUT, m.PLAIN_INPUT)
+
+# Under DP the fixed-point range holds this many standard deviations of a site's noise
+# share (passed twice in 10^9 values): clipping must not cut the noise the accountant
+# counts on.
+NOISE_RANGE_SIGMAS = 6.0
+
+
+def stages(secure: bool) -> tuple[str, ...]:
+    return SECURE_STAGES if secure else PLAIN_STAGES
+
+
+def following(stage: str) -> str | None:
+    """The stage after ``stage`` in its round, None after the last."""
+    for sequence in (SECURE_STAGES, PLAIN_STAGES):
+        if stage in sequence:
+            index = sequence.index(stage)
+            return sequence[index + 1] if index + 1 < len(sequence) else None
+    raise SecAggError(f"unknown stage {stage!r}")
+
+
+def next_round(kind: Kind, number: int, training_rounds: int) -> tuple[Kind, int] | None:
+    """What follows a finished round: the setup rounds, then training up to the last."""
+    if kind == Kind.POINTS:
+        return Kind.MOMENTS, 0
+    if kind == Kind.MOMENTS:
+        return Kind.TRAIN, 1
+    if kind == Kind.TRAIN and number < training_rounds:
+        return Kind.TRAIN, number + 1
+    return None  # the last training round, or an analytics query
+
+
+@dataclass(frozen=True)
+class Noise:
+    """The differential privacy a round adds: noise multiplier and L2 clipping bound."""
+
+    multiplier: float
+    clip: float
+
+
+def noise_sites(threshold: int, minimum: int) -> int:
+    """The fewest sites a round can end with: each adds noise as if it were one of them,
+    so that the sum of any surviving set carries at least the configured noise."""
+    return max(threshold, minimum)
+
+
+def value_range(
+    *, kind: Kind, noise: Noise | None, noise_sites: int, n_sites: int, reference_max: float
+) -> float:
+    """The fixed-point range of a round's inputs, from public numbers only.
+
+    A DP training input is (global weights + clipped update + noise share) / n: the range
+    must hold six standard deviations of a noise share. Everything else (weights scaled by
+    the sites' share of the examples, statistics scaled by public numbers) fits
+    :data:`CLIP`.
+    """
+    if noise is None or kind != Kind.TRAIN:
+        return CLIP
+    share = noise.multiplier * noise.clip / math.sqrt(noise_sites)
+    return max(CLIP, (reference_max + noise.clip + NOISE_RANGE_SIGMAS * share) / n_sites)
+
+
+@dataclass(frozen=True)
+class Participant:
+    """A site as the coordinator plans a round with it: public facts only."""
+
+    id: int
+    identity: bytes | None  # its registered Ed25519 public key
+    rows: int  # the training rows it reported
+
+
+@dataclass(frozen=True)
+class SecureRound:
+    settings: p.Settings
+    quantiser: Quantiser
+    identities: dict[int, bytes]
+
+
+@dataclass(frozen=True)
+class RoundParameters:
+    """What every site of a round is told about it, and the coordinator keeps.
+
+    ``privacy`` (noise multiplier, clip, noise_sites) when the sites add DP noise;
+    ``secure`` with the protocol's settings under secure aggregation, None in plain mode.
+    """
+
+    round_id: str
+    sites: tuple[int, ...]
+    length: int
+    value_range: float
+    weight_scale: float
+    privacy: dict[str, Any] | None = None
+    secure: SecureRound | None = None
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return stages(self.secure is not None)
+
+    @property
+    def threshold(self) -> int:
+        """Answers a secure round needs at every stage (1 in a plain round)."""
+        return self.secure.settings.threshold if self.secure is not None else 1
+
+    def to_json(self) -> dict[str, Any]:
+        common = {"weight_scale": self.weight_scale, "privacy": self.privacy}
+        if self.secure is None:
+            return {
+                "mode": "plain",
+                p.ROUND: self.round_id,
+                "sites": list(self.sites),
+                "length": self.length,
+                "clip": self.value_range,
+                **common,
+            }
+        s = self.secure
+        return {
+            "mode": "secure",
+            **wire.round_to_json(s.settings, s.quantiser, s.identities, self.length),
+            **common,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> RoundParameters:
+        """Parse what :meth:`to_json` wrote; :class:`SecAggError` says what is missing."""
+        try:
+            mode = data["mode"]
+            privacy = data["privacy"]
+            weight_scale = float(data["weight_scale"])
+            if mode == "plain":
+                return cls(
+                    round_id=str(data[p.ROUND]),
+                    sites=tuple(int(s) for s in data["sites"]),
+                    length=int(data["length"]),
+                    value_range=float(data["clip"]),
+                    weight_scale=weight_scale,
+                    privacy=privacy,
+                )
+            if mode != "secure":
+                raise ValueError(f"unknown mode {mode!r}")
+        except (KeyError, TypeError, ValueError) as error:
+            raise SecAggError(f"the round's parameters are incomplete: {error}") from None
+        settings, quantiser, identities, length = wire.round_from_json(data)
+        return cls(
+            round_id=settings.round_id,
+            sites=settings.sites,
+            length=length,
+            value_range=quantiser.clip,
+            weight_scale=weight_scale,
+            privacy=privacy,
+            secure=SecureRound(settings, quantiser, identities),
+        )
+
+
+def weight_scale(kind: Kind, participants: list[Participant], noise: Noise | None) -> float:
+    """The public number sites divide counts and weights by: about the total of the rows
+    they reported, or under DP training the number of sites (one site, one vote)."""
+    if noise is not None and kind == Kind.TRAIN:
+        return float(len(participants))
+    return float(max(sum(max(0, s.rows) for s in participants), 1))
+
+
+def plan_round(
+    *,
+    kind: Kind,
+    participants: list[Participant],
+    length: int,
+    secure: bool,
+    minimum: int,
+    noise: Noise | None = None,
+    reference_max: float = 0.0,
+    round_id: str | None = None,
+    graph_seed: int | None = None,
+) -> RoundParameters:
+    """The parameters of a round over ``participants`` (each with an identity key when
+    ``secure``): the SecAgg+ graph and threshold, the quantiser, the weight scale, and
+    each site's share of the DP noise."""
+    round_id = round_id or secrets.token_hex(16)
+    ids = tuple(sorted(s.id for s in participants))
+    scale = weight_scale(kind, participants, noise)
+    if not secure:
+        return RoundParameters(round_id, ids, length, CLIP, scale)
+    settings = p.plan(round_id, ids, graph_seed=graph_seed)
+    fewest = noise_sites(settings.threshold, minimum)
+    clip = value_range(
+        kind=kind,
+        noise=noise,
+        noise_sites=fewest,
+        n_sites=len(ids),
+        reference_max=reference_max,
+    )
+    quantiser = Quantiser(clip=clip, levels=LEVELS, n_sites=len(ids), modulus_bits=MODULUS_BITS)
+    identities = {s.id: s.identity for s in participants if s.identity is not None}
+    if set(identities) != set(ids):
+        raise SecAggError("every site of a secure round needs a registered identity key")
+    privacy = None
+    if noise is not None:
+        privacy = {"noise_multiplier": noise.multiplier, "clip": noise.clip, "noise_sites": fewest}
+    return RoundParameters(
+        round_id=round_id,
+        sites=ids,
+        length=length,
+        value_range=clip,
+        weight_scale=scale,
+        privacy=privacy,
+        secure=SecureRound(settings, quantiser, identities),
+    )

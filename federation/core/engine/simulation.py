@@ -1,0 +1,412 @@
+"""The in-process driver: a federation's sites and its coordinator in one process.
+
+No HTTP and no Celery, the same everything else: each round is planned, its stages are
+answered by each site with :func:`.site.site_step` and checked, kept and ended by the
+coordinator's functions of :mod:`.coordinator`, exchanging the very messages a live
+round exchanges (kept here in a :class:`MemoryStore` instead of database rows), and its
+sum decoded into the outcome. The setup rounds fit the shared preprocessing from the
+secure sum of the sites' statistics, as live federations do.
+
+Under differential privacy (``FederatedTraining.privacy``) each round is admitted by
+:func:`federation.core.privacy.admit` against the budget, which Poisson-samples the
+sites as live rounds do; every sampled site adds its share of the noise inside the sum;
+training stops before a round that would pass the target epsilon, and the last round's
+model is kept.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from federation.core import messages as m
+from federation.core.engine import coordinator as c
+from federation.core.engine.rounds import (
+    INPUT_STAGES,
+    Noise,
+    Participant,
+    RoundParameters,
+    plan_round,
+)
+from federation.core.engine.site import Input, SiteData, site_input, site_step
+from federation.core.engine.training import FederatedTraining, initial_weights
+from federation.core.messages import Kind
+from federation.core.privacy import PrivacyError, Spend, admit, epsilon_spent
+from federation.core.secagg.primitives import SecAggError, SigningKey
+from turbofan.data.features import FeaturePipeline
+from turbofan.models.artefact import RulModel
+from turbofan.models.fit import NetworkRecipe, new_network_model
+
+
+class RoundFailed(Exception):
+    """A simulated round ended as a live one would fail; the message says why."""
+
+
+class MemoryStore:
+    """The messages of one round, kept in memory (a live round keeps database rows)."""
+
+    def __init__(self) -> None:
+        self._stages: dict[str, dict[int, c.StoredMessage]] = {}
+
+    def add(self, stage: str, message: c.StoredMessage) -> None:
+        kept = self._stages.setdefault(stage, {})
+        if message.site in kept:
+            raise SecAggError(f"site {message.site} answered the {stage} stage already")
+        kept[message.site] = message
+
+    def messages(self, stage: str) -> list[c.StoredMessage]:
+        kept = self._stages.get(stage, {})
+        return [kept[site] for site in sorted(kept)]
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """One message a site sent: to compare a simulated round with a live one."""
+
+    site: str
+    stage: str
+    kind: str
+    bytes: int
+
+
+@dataclass
+class Member:
+    """One party of a round run in process: its id, identity key and round secrets."""
+
+    id: int
+    name: str
+    identity: SigningKey
+    compute: Callable[[dict[str, Any], RoundParameters], Input]
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)  # its keystore
+
+
+def run_stages(
+    parameters: RoundParameters,
+    members: Mapping[int, Member],
+    work_for: Callable[[int, str, dict[str, Any]], dict[str, Any]],
+    *,
+    minimum: int,
+    drop: Mapping[str, set[int]] | None = None,
+    log: list[SentMessage] | None = None,
+    kind: str = "",
+) -> np.ndarray:
+    """Every stage of one round, each member answering in turn; the round's sum.
+
+    ``work_for(site, stage, protocol_part)`` is the work message the site would pull;
+    ``drop`` names, per stage, the sites that fall silent from that stage on (to test
+    dropouts). Raises :class:`RoundFailed` where a live round would fail.
+    """
+    store = MemoryStore()
+    active = set(parameters.sites)
+    for stage in parameters.stages:
+        answered: set[int] = set()
+        for site in sorted(active - (drop or {}).get(stage, set())):
+            member = members[site]
+            work = work_for(site, stage, c.stage_part(parameters, stage, site, store))
+            body, member.states[parameters.round_id] = site_step(
+                work,
+                site,
+                member.identity,
+                member.states.get(parameters.round_id),
+                functools.partial(member.compute, work, parameters),
+            )
+            checked = c.check_message(parameters, stage, site, body, store)
+            store.add(stage, c.StoredMessage(site, checked.body, checked.vector))
+            answered.add(site)
+            if log is not None:
+                log.append(SentMessage(member.name, stage, kind, c.message_bytes(stage, body)))
+        end = c.end_stage(
+            parameters,
+            stage,
+            answered=len(answered),
+            silent=len(active - answered),
+            minimum=minimum,
+        )
+        if end.failure:
+            raise RoundFailed(end.failure)
+        if end.drop_silent:
+            active = answered
+    for member in members.values():  # the round is over: its secrets go
+        member.states.pop(parameters.round_id, None)
+    return c.round_sum(parameters, store)
+
+
+def secure_sum(
+    inputs: Sequence[np.ndarray],
+    *,
+    drop: Mapping[str, set[int]] | None = None,
+    minimum: int = 2,
+    graph_seed: int | None = None,
+) -> np.ndarray:
+    """The sum of ``inputs`` through the whole secure protocol in this process (site ``i``
+    has id ``i + 1``): the sum a live round over these vectors computes."""
+    if len(inputs) < 2:
+        raise SecAggError("a secure sum needs at least two sites")
+    keys = {i + 1: SigningKey.generate() for i in range(len(inputs))}
+    participants = [Participant(i, key.public, 1) for i, key in keys.items()]
+    parameters = plan_round(
+        kind=Kind.ANALYTICS,
+        participants=participants,
+        length=len(inputs[0]),
+        secure=True,
+        minimum=minimum,
+        graph_seed=graph_seed,
+    )
+    members = {i: Member(i, f"site-{i}", keys[i], _given(inputs[i - 1])) for i in keys}
+    return run_stages(
+        parameters,
+        members,
+        lambda site, stage, part: {m.KEY_KIND: Kind.ANALYTICS, m.KEY_PROTOCOL: part},
+        minimum=minimum,
+        drop=drop,
+    )
+
+
+def _given(vector: np.ndarray) -> Callable[[dict[str, Any], RoundParameters], Input]:
+    """A site's input that is the given vector, whatever the round."""
+
+    def compute(work: dict[str, Any], parameters: RoundParameters) -> Input:
+        return vector, {}
+
+    return compute
+
+
+def _from_rows(
+    data: SiteData, rng: np.random.Generator
+) -> Callable[[dict[str, Any], RoundParameters], Input]:
+    """A site's input computed from its own rows, as a live site computes it."""
+
+    def compute(work: dict[str, Any], parameters: RoundParameters) -> Input:
+        return site_input(work, data, parameters, rng)
+
+    return compute
+
+
+class Simulation:
+    """A federation of the sites in ``site_frames`` (ids 1, 2, ... in name order) and its
+    coordinator, with the same rounds as a live federation."""
+
+    def __init__(
+        self,
+        site_frames: dict[str, pd.DataFrame],
+        *,
+        template: FeaturePipeline,
+        recipe: NetworkRecipe,
+        training: FederatedTraining,
+        minimum: int = 2,
+    ) -> None:
+        self.template, self.recipe, self.training = template, recipe, training
+        self.minimum = minimum
+        self.log: list[SentMessage] = []
+        self.members: dict[int, Member] = {}
+        self.data: dict[int, SiteData] = {}
+        for site, name in enumerate(sorted(site_frames), start=1):
+            data = SiteData(site_frames[name])
+            # Seeded, so that a simulation under DP repeats; a live site draws its noise
+            # from the operating system.
+            rng = np.random.default_rng([training.seed, site])
+            self.data[site] = data
+            self.members[site] = Member(site, name, SigningKey.generate(), _from_rows(data, rng))
+
+    def state(self) -> c.FederationState:
+        return c.FederationState(template=self.template, recipe=self.recipe, training=self.training)
+
+    def run_round(
+        self,
+        kind: Kind,
+        number: int,
+        state: c.FederationState,
+        *,
+        sites: Sequence[int] | None = None,
+        query: Any = None,
+        noise: Noise | None = None,
+        member: int = 0,
+        drop: Mapping[str, set[int]] | None = None,
+    ) -> c.Outcome:
+        """One round of ``kind`` over ``sites`` (all by default); its outcome."""
+        chosen = sorted(sites) if sites is not None else sorted(self.members)
+        participants = [
+            Participant(s, self.members[s].identity.public, self.data[s].rows) for s in chosen
+        ]
+        parameters = plan_round(
+            kind=kind,
+            participants=participants,
+            length=c.input_length(kind, state, query),
+            secure=self.training.secure,
+            minimum=self.minimum,
+            noise=noise,
+            reference_max=c.reference_max(kind, state),
+        )
+        task = c.task(kind, number, state, query, member=member)
+
+        def work_for(site: int, stage: str, part: dict[str, Any]) -> dict[str, Any]:
+            work = {m.KEY_KIND: kind, m.KEY_PROTOCOL: part}
+            return {**work, **task} if stage in INPUT_STAGES else work
+
+        summed = run_stages(
+            parameters,
+            {s: self.members[s] for s in chosen},
+            work_for,
+            minimum=self.minimum,
+            drop=drop,
+            log=self.log,
+            kind=kind,
+        )
+        return c.decode(kind, summed, parameters, state, query)
+
+    def setup(self) -> c.FederationState:
+        """The setup rounds: the regimes from the sites' operating points, then the shared
+        pipeline (and the initial weights) from their per-regime sensor moments."""
+        state = self.state()
+        for kind in (Kind.POINTS, Kind.MOMENTS):
+            state = c.advance(state, kind, self.run_round(kind, 0, state))
+        return state
+
+
+@dataclass
+class SimulationResult:
+    model: RulModel
+    history: list[dict[str, float]]
+    seconds: float
+    # Under DP: the epsilon spent by all the rounds run (at the settings' delta).
+    epsilon: float | None = None
+    log: list[SentMessage] = field(default_factory=list)
+
+
+def run_simulation(
+    site_frames: dict[str, pd.DataFrame],
+    template: FeaturePipeline,
+    recipe: NetworkRecipe,
+    config: FederatedTraining,
+    *,
+    progress: bool = False,
+    on_round: Callable[[dict[str, float]], None] | None = None,
+) -> SimulationResult:
+    """Fit the shared pipeline, then train ``recipe.ensemble`` global networks, each with
+    ``config.rounds`` federated rounds, as many independent federations of these sites.
+
+    Each member keeps its last round's model, as a live federation does; with
+    ``config.patience`` (and no DP) training stops after that many rounds without a
+    better pooled validation RMSE and keeps the best model scored. Each history record
+    holds the round, its learning rate and the validation RMSE of the model the round
+    started from (the sites score it in the round, inside the sum); under DP also the
+    sampled ``sites`` and the ``epsilon`` spent after it.
+    """
+    started = time.perf_counter()
+    simulation = Simulation(site_frames, template=template, recipe=recipe, training=config)
+    settings = config.privacy_settings()
+    state = simulation.setup()
+    assert state.pipeline is not None
+    pipeline = FeaturePipeline.from_dict(state.pipeline)
+    model = new_network_model(pipeline, recipe)
+    spent: list[Spend] = []
+    history: list[dict[str, float]] = []
+    for member in range(recipe.ensemble):
+        member_state = replace(
+            state,
+            weights=initial_weights(pipeline, recipe, config.member_seed(member)),
+            strategy_state=[],
+        )
+        weights, records = _train_member(
+            simulation,
+            member_state,
+            member,
+            spent,
+            progress,
+            f"federated {member + 1}/{recipe.ensemble}",
+        )
+        if not records:
+            break  # the budget allows no more rounds: the ensemble has the members so far
+        model.members.append(weights)
+        history += [{"member": member, **r} for r in records]
+        if on_round is not None:
+            for record in records:
+                on_round(record)
+    model.meta.update(
+        setup="federated",
+        sites=sorted(site_frames),
+        training=config.to_dict(),
+        recipe=recipe.to_dict(),
+    )
+    epsilon = None
+    if settings is not None:
+        if not model.members:
+            raise PrivacyError(
+                f"the privacy budget (epsilon {settings.epsilon:g}) allows no round at noise "
+                f"multiplier {settings.noise_multiplier:g}: raise the noise or the budget"
+            )
+        epsilon = epsilon_spent(spent, settings.delta)
+        model.meta["privacy"] = {
+            **settings.to_dict(),
+            "rounds": len(spent),
+            "epsilon_spent": epsilon,
+        }
+    return SimulationResult(
+        model=model,
+        history=history,
+        seconds=time.perf_counter() - started,
+        epsilon=epsilon,
+        log=simulation.log,
+    )
+
+
+def _train_member(
+    simulation: Simulation,
+    state: c.FederationState,
+    member: int,
+    spent: list[Spend],
+    progress: bool,
+    description: str,
+) -> tuple[list[np.ndarray], list[dict[str, float]]]:
+    config = simulation.training
+    settings = config.privacy_settings()
+    rng = np.random.default_rng([config.seed, config.member_seed(member)])
+    best: tuple[float, list[np.ndarray] | None, int] = (math.inf, None, 0)
+    records: list[dict[str, float]] = []
+    bar = tqdm(range(1, config.rounds + 1), desc=description, disable=not progress, leave=False)
+    for number in bar:
+        record: dict[str, float] = {"round": number, "lr": config.round_lr(number)}
+        sites, noise = None, None
+        if settings is not None:
+            noise = Noise(settings.noise_multiplier, settings.clip)
+            admission = admit(
+                settings=settings,
+                spent=spent,
+                site_spent={},
+                caps={},
+                sites=sorted(simulation.members),
+                spend=Spend(settings.noise_multiplier, settings.sample_fraction),
+                minimum=max(simulation.minimum, 2),
+                what=f"training round {number}",
+                rng=rng,
+            )
+            if admission.refusal:
+                break  # the budget is spent
+            sites = admission.sites
+            spent.append(admission.spend)
+            record.update(sites=len(sites), epsilon=admission.epsilon_after)
+        incoming = state.weights
+        outcome = simulation.run_round(
+            Kind.TRAIN, number, state, sites=sites, noise=noise, member=member
+        )
+        state = c.advance(state, Kind.TRAIN, outcome)
+        record["val_rmse"] = outcome.val_rmse
+        records.append(record)
+        bar.set_postfix(val_rmse=round(outcome.val_rmse, 2))
+        if settings is not None or not config.patience:
+            continue  # the last round's model is kept
+        if outcome.val_rmse < best[0]:
+            best = (outcome.val_rmse, incoming, number)
+        elif number - best[2] >= config.patience:
+            assert best[1] is not None
+            return best[1], records
+    assert state.weights is not None
+    return state.weights, records

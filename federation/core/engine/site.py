@@ -1,0 +1,262 @@
+"""The site's side of a round: its input for each kind of round, and its answer to each stage.
+
+The same functions run in a site's worker (``worker.site_runtime``, which fetches the
+work over HTTP and keeps the site's round secrets in its keystore) and in the simulation
+(:mod:`.simulation`). Nothing here returns rows: a site's input is one vector of
+counts, statistics or weighted model weights, summed with the other sites' inputs.
+
+A live round spans one request per stage, and the site's worker may restart between them:
+:func:`site_step` takes and returns the site's state of the round (its keys and what it
+sent), and answers a stage it answered before with the same message, so that a post that
+failed is sent again unchanged (new keys, or a second reveal, would be refused).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from federation.core import analytics
+from federation.core import messages as m
+from federation.core.engine.rounds import RoundParameters
+from federation.core.engine.training import (
+    LocalData,
+    LocalResult,
+    encode_private_training,
+    encode_training,
+    prepare_local_data,
+    train_locally,
+)
+from federation.core.messages import Kind
+from federation.core.secagg import protocol as p
+from federation.core.secagg import wire
+from federation.core.secagg.client import SecAggClient
+from federation.core.secagg.primitives import SecAggError, SigningKey
+from federation.core.strategies import Weights
+from turbofan.data.features import SETTING_COLUMNS, FeaturePipeline, RegimeModel
+from turbofan.models.fit import NetworkRecipe, new_network_model
+from turbofan.models.training import TrainConfig
+
+# Keys of a site's state of one round (kept in its keystore, never sent).
+SENT = "sent"  # what the site sent, by stage
+PARAMETERS_DIGEST = "parameters_sha256"  # the parameters it first saw: they may not change
+
+Input = tuple[np.ndarray, dict[str, Any]]
+
+
+class SiteData:
+    """A site's rows, and the windows it derives from them, kept across rounds: the
+    federation's pipeline and the validation split stay the same from round to round."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self._local: dict[str, tuple[FeaturePipeline, LocalData]] = {}
+
+    @property
+    def rows(self) -> int:
+        return len(self.frame)
+
+    def local(
+        self, pipeline: dict[str, Any], val_fraction: float, seed: int
+    ) -> tuple[FeaturePipeline, LocalData]:
+        key = json.dumps([pipeline, val_fraction, seed], sort_keys=True)
+        if key not in self._local:
+            fitted = FeaturePipeline.from_dict(pipeline)
+            self._local = {  # one pipeline at a time: a new one replaces the old
+                key: (
+                    fitted,
+                    prepare_local_data(self.frame, fitted, val_fraction=val_fraction, seed=seed),
+                )
+            }
+        return self._local[key]
+
+
+def site_input(
+    work: dict[str, Any],
+    data: SiteData,
+    parameters: RoundParameters,
+    rng: np.random.Generator | None = None,
+) -> Input:
+    """This site's vector for a round of ``work``'s kind, and the plain metadata beside it
+    (its number of examples, how long it trained). Training rounds train here.
+
+    ``rng`` draws the DP noise (the simulation seeds it; a live site leaves it None and
+    draws from the operating system).
+    """
+    kind = Kind(work[m.KEY_KIND])
+    scale = parameters.weight_scale
+    nothing: dict[str, Any] = {m.KEY_EXAMPLES: 0, m.KEY_METRICS: {}}
+    frame = data.frame
+    if kind == Kind.TRAIN:
+        return _training_input(work, data, parameters, rng)
+    if kind == Kind.POINTS:
+        return analytics.encode_points(frame[SETTING_COLUMNS].to_numpy(), scale=scale), nothing
+    if kind == Kind.MOMENTS:
+        regimes = RegimeModel.from_dict(work[m.KEY_REGIMES])
+        return analytics.encode_moments(frame, regimes, scale=scale), nothing
+    query = analytics.Query.from_dict(work[m.KEY_QUERY])
+    regimes_dict = work.get(m.KEY_REGIMES)
+    vector = analytics.encode_query(
+        frame,
+        query,
+        scale=scale,
+        regimes=RegimeModel.from_dict(regimes_dict) if query.per_regime and regimes_dict else None,
+        privacy=analytics.QueryPrivacy.from_dict(parameters.privacy)
+        if parameters.privacy
+        else None,
+        rng=rng,
+    )
+    return vector, nothing
+
+
+def _training_input(
+    work: dict[str, Any],
+    data: SiteData,
+    parameters: RoundParameters,
+    rng: np.random.Generator | None,
+) -> Input:
+    recipe = NetworkRecipe.from_dict(work[m.KEY_RECIPE])
+    pipeline, local = data.local(
+        work[m.KEY_PIPELINE], work[m.KEY_VAL_FRACTION], work[m.KEY_SPLIT_SEED]
+    )
+    model = new_network_model(pipeline, recipe)
+    weights = m.weights_from_bytes(m.unb64(work[m.KEY_WEIGHTS]))
+    config = TrainConfig(**work[m.KEY_LOCAL])
+    result = train_locally(model, weights, local, config, proximal_mu=work[m.KEY_PROXIMAL_MU])
+    return training_input(result, weights, parameters, rng)
+
+
+def training_input(
+    result: LocalResult,
+    reference: Weights,
+    parameters: RoundParameters,
+    rng: np.random.Generator | None = None,
+) -> Input:
+    """A site's vector in a training round from what its training gave (``reference``:
+    the global weights it started from), and the metadata beside it."""
+    timing = {"seconds": result.seconds}
+    if parameters.privacy:
+        vector = encode_private_training(
+            result, reference, parameters.privacy, parameters.weight_scale, rng
+        )
+        # Under DP a site weighs as one: its number of examples stays home.
+        return vector, {m.KEY_EXAMPLES: 0, m.KEY_METRICS: timing}
+    vector = encode_training(result, parameters.weight_scale)
+    return vector, {m.KEY_EXAMPLES: result.examples, m.KEY_METRICS: timing}
+
+
+def parameters_digest(parameters: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parameters, sort_keys=True).encode()).hexdigest()
+
+
+def site_step(
+    work: dict[str, Any],
+    site: int,
+    identity: SigningKey,
+    state: dict[str, Any] | None,
+    compute: Callable[[], Input],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """This site's message for the stage ``work`` asks for, and its state afterwards.
+
+    ``compute`` gives the vector to sum and the metadata beside it (see
+    :func:`site_input`); it is called only in the stage that sends the input. Raises
+    :class:`SecAggError` for anything forged, replayed or unsafe; the site then sends
+    nothing.
+    """
+    part = work[m.KEY_PROTOCOL]
+    stage = part[m.STAGE]
+    parameters = RoundParameters.from_json(part[m.PARAMETERS])
+    sent = (state or {}).get(SENT, {})
+    if stage in sent:
+        return sent[stage], state or {}
+    digest = parameters_digest(part[m.PARAMETERS])
+    if state is not None and state.get(PARAMETERS_DIGEST) not in (None, digest):
+        raise SecAggError(
+            f"the parameters of round {parameters.round_id} changed since this site first saw "
+            "them: refused"
+        )
+    if site not in parameters.sites:
+        raise SecAggError(f"site {site} is not part of round {parameters.round_id}")
+    if stage == m.PLAIN_INPUT:
+        body = _plain_input(parameters, site, compute)
+        return body, {PARAMETERS_DIGEST: digest, SENT: {**sent, stage: body}}
+    body, secrets_ = _secure_step(work, stage, parameters, site, identity, state, compute)
+    return body, {**secrets_, PARAMETERS_DIGEST: digest, SENT: {**sent, stage: body}}
+
+
+def _checked_input(compute: Callable[[], Input], parameters: RoundParameters) -> Input:
+    values, metadata = compute()
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != (parameters.length,):
+        raise SecAggError(
+            f"the input has {values.size} values; round {parameters.round_id} sums "
+            f"{parameters.length}"
+        )
+    return values, metadata
+
+
+def _plain_input(
+    parameters: RoundParameters, site: int, compute: Callable[[], Input]
+) -> dict[str, Any]:
+    if parameters.secure is not None:
+        raise SecAggError("a plain input was asked for in a secure round: refused")
+    values, metadata = _checked_input(compute, parameters)
+    return {
+        m.STAGE: m.PLAIN_INPUT,
+        m.ROUND: parameters.round_id,
+        m.SITE: site,
+        m.VECTOR: m.vector_to_text(
+            np.clip(values, -parameters.value_range, parameters.value_range)
+        ),
+        **metadata,
+    }
+
+
+def _secure_step(
+    work: dict[str, Any],
+    stage: str,
+    parameters: RoundParameters,
+    site: int,
+    identity: SigningKey,
+    state: dict[str, Any] | None,
+    compute: Callable[[], Input],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    secure = parameters.secure
+    if secure is None:
+        raise SecAggError(f"a {stage!r} stage in a plain round: refused")
+    if state is None and stage != p.ADVERTISE_KEYS:
+        raise SecAggError(
+            f"the keystore holds no keys of secure round {parameters.round_id}: this site "
+            "cannot take part in it any more"
+        )
+    args = (secure.settings, site, identity, secure.identities, secure.quantiser)
+    client = SecAggClient(*args) if state is None else SecAggClient.from_state(state, *args)
+    part = work[m.KEY_PROTOCOL]
+    round_id = parameters.round_id
+    if stage == p.ADVERTISE_KEYS:
+        body = wire.keys_to_json(client.advertise())
+    elif stage == p.SHARE_KEYS:
+        advertised = {
+            int(peer): wire.keys_from_json(message, secure.settings)
+            for peer, message in part[m.ADVERTISED].items()
+        }
+        body = wire.shares_to_json(client.share(advertised), round_id)
+    elif stage == p.MASKED_INPUT:
+        received = {
+            int(sender): wire.sealed_from_json(text, sender)
+            for sender, text in part[m.SEALED].items()
+        }
+        values, metadata = _checked_input(compute, parameters)
+        body = {**metadata, **wire.masked_to_json(client.mask(values, received), round_id)}
+    elif stage == p.UNMASK:
+        body = wire.unmask_to_json(
+            client.unmask(set(part[m.ALIVE]), set(part[m.DROPPED])), round_id
+        )
+    else:
+        raise SecAggError(f"unknown secure-aggregation stage {stage!r}")
+    return body, client.to_state()

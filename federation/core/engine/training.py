@@ -1,0 +1,246 @@
+"""How a federation trains, a site's local update, and the training round's vector.
+
+In a training round each site puts under masks (or sends in plain, for debugging)
+
+    [w * weights..., w, v, v * mse / VAL_UNIT]
+
+with ``w = examples / scale`` (its share of the public weight scale), ``weights`` what it
+trained from the global model, and ``v = validation windows / scale``, ``mse`` the
+incoming global model's mean squared error on its own validation engines. The sum gives
+the example-weighted mean of the sites' models and the validation RMSE over all their
+validation windows, and nothing about one site (:func:`decode_training`). Under
+differential privacy a site sends its clipped, noised model with ``w = 1 / scale``
+(``scale`` the number of sites) and keeps its validation error home.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from federation.core.privacy import PrivacySettings, clip_and_noise
+from federation.core.strategies import Weights
+from turbofan.data.features import FeaturePipeline
+from turbofan.models.artefact import RulModel
+from turbofan.models.fit import NetworkRecipe, new_network_model, split_engines
+from turbofan.models.training import (
+    TrainConfig,
+    get_weights,
+    predict,
+    seed_everything,
+    set_weights,
+    train_network,
+)
+
+# Validation errors travel in the sum as mean squared errors in this unit, so that they
+# fit the fixed-point range (an RMSE of up to 280 cycles).
+VAL_UNIT = 1e4
+TRAINING_EXTRAS = 2  # v and v * mse / VAL_UNIT, after the weight
+
+
+@dataclass
+class FederatedTraining:
+    """How a federation trains: the same settings for a live federation and a simulation.
+
+    Parameters
+    ----------
+    rounds : training rounds (fewer with early stopping, in a simulation)
+    local_epochs : epochs each site trains per round, from the global weights
+    lr, lr_final : local learning rate, along a cosine from ``lr`` to ``lr_final``
+    strategy, strategy_settings : the server's step, see
+        :func:`federation.core.strategies.make_strategy`
+    val_fraction : share of each site's engines kept back to validate the global model
+    patience : a simulation stops after this many rounds without a better validation
+        RMSE (0: never; ignored under DP)
+    seed : seeds the initial weights, each round's local training and the sites'
+        validation split
+    secure : sum through secure aggregation (False: plain sums, for debugging)
+    privacy : :meth:`PrivacySettings.to_dict` for site-level DP, or None
+    """
+
+    rounds: int = 40
+    local_epochs: int = 1
+    batch_size: int = 256
+    lr: float = 2e-3
+    lr_final: float = 2e-4
+    weight_decay: float = 1e-4
+    strategy: str = "fedavg"
+    strategy_settings: dict[str, Any] = field(default_factory=dict)
+    val_fraction: float = 0.15
+    patience: int = 10
+    seed: int = 0
+    secure: bool = True
+    privacy: dict[str, float] | None = None
+
+    def member_seed(self, member: int = 0) -> int:
+        """The seed of one independently trained model (a simulation's ensemble member;
+        a live federation trains member 0)."""
+        return self.seed * 1000 + member
+
+    def round_lr(self, round_number: int) -> float:
+        progress = (round_number - 1) / max(1, self.rounds - 1)
+        return self.lr_final + 0.5 * (self.lr - self.lr_final) * (1 + math.cos(math.pi * progress))
+
+    def local_config(self, round_number: int, member: int = 0) -> TrainConfig:
+        """What every site trains with in a round (the same for all sites)."""
+        return TrainConfig(
+            epochs=self.local_epochs,
+            batch_size=self.batch_size,
+            lr=self.round_lr(round_number),
+            weight_decay=self.weight_decay,
+            schedule="constant",
+            seed=self.member_seed(member) * 100 + round_number,
+        )
+
+    def privacy_settings(self) -> PrivacySettings | None:
+        return PrivacySettings.from_dict(self.privacy) if self.privacy else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FederatedTraining:
+        return cls(**data)
+
+
+def initial_weights(pipeline: FeaturePipeline, recipe: NetworkRecipe, seed: int) -> Weights:
+    """The global model's first weights: the recipe's network, initialised from ``seed``."""
+    seed_everything(seed)
+    return get_weights(new_network_model(pipeline, recipe).new_net())
+
+
+# --- the site's local work --------------------------------------------------------------
+
+
+@dataclass
+class LocalData:
+    """A site's training and validation windows under the federation's pipeline."""
+
+    x: np.ndarray
+    y: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+
+def prepare_local_data(
+    frame: pd.DataFrame, pipeline: FeaturePipeline, *, val_fraction: float, seed: int
+) -> LocalData:
+    """Windows of this site's engines, with some engines kept back for validation (split
+    by engine, the same split in every round)."""
+    train_rows, val_rows = split_engines(frame, val_fraction, seed)
+    x, y = pipeline.training_windows(train_rows)
+    x_val, y_val = pipeline.training_windows(val_rows)
+    return LocalData(x, y, x_val, y_val)
+
+
+@dataclass(frozen=True)
+class LocalResult:
+    """What a site's training gave: its new weights, its number of training windows,
+    the incoming global model's error on its validation windows, and the time taken."""
+
+    weights: Weights
+    examples: int
+    val_sse: float
+    val_count: int
+    seconds: float
+
+
+def local_update(
+    model: RulModel, weights: Weights, data: LocalData, config: TrainConfig, *, proximal_mu: float
+) -> Weights:
+    """Train from the global weights for ``config.epochs`` epochs on this site's windows."""
+    seed_everything(config.seed)
+    net = model.new_net()
+    set_weights(net, weights)
+    local = TrainConfig(**{**config.to_dict(), "prox_mu": proximal_mu, "patience": 0})
+    return train_network(
+        net, data.x, data.y, local, reference=weights if proximal_mu else None
+    ).weights
+
+
+def local_evaluate(model: RulModel, weights: Weights, data: LocalData) -> tuple[float, int]:
+    """Sum of squared errors of ``weights`` on this site's validation windows, and count."""
+    if len(data.x_val) == 0:
+        return 0.0, 0
+    net = model.new_net()
+    set_weights(net, weights)
+    error = predict(net, data.x_val) - data.y_val
+    return float(np.sum(error.astype(np.float64) ** 2)), len(data.x_val)
+
+
+def train_locally(
+    model: RulModel, weights: Weights, data: LocalData, config: TrainConfig, *, proximal_mu: float
+) -> LocalResult:
+    """Score the incoming global model on the validation windows, then train from it."""
+    started = time.perf_counter()
+    val_sse, val_count = local_evaluate(model, weights, data)
+    trained = local_update(model, weights, data, config, proximal_mu=proximal_mu)
+    seconds = round(time.perf_counter() - started, 3)
+    return LocalResult(trained, len(data.x), val_sse, val_count, seconds)
+
+
+# --- the vector and its sum ----------------------------------------------------------------
+
+
+def flatten(weights: Sequence[np.ndarray]) -> np.ndarray:
+    return np.concatenate([w.astype(np.float64).ravel() for w in weights])
+
+
+def unflatten(vector: np.ndarray, like: Sequence[np.ndarray]) -> Weights:
+    out, start = [], 0
+    for array in like:
+        out.append(vector[start : start + array.size].reshape(array.shape).astype(array.dtype))
+        start += array.size
+    return out
+
+
+def training_length(like: Sequence[np.ndarray]) -> int:
+    return sum(w.size for w in like) + 1 + TRAINING_EXTRAS
+
+
+def encode_training(result: LocalResult, scale: float) -> np.ndarray:
+    """A site's vector in a training round without DP (see the module's docstring)."""
+    weight, val_weight = result.examples / scale, result.val_count / scale
+    mse = result.val_sse / result.val_count / VAL_UNIT if result.val_count else 0.0
+    return np.concatenate(
+        [weight * flatten(result.weights), [weight, val_weight, val_weight * mse]]
+    )
+
+
+def encode_private_training(
+    result: LocalResult,
+    reference: Weights,
+    privacy: dict[str, Any],
+    scale: float,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """A site's vector under DP: its update clipped, plus its share of the noise, weighing
+    ``1 / scale``; no validation error (a fact about its data outside the accounting)."""
+    private = clip_and_noise(
+        result.weights,
+        reference,
+        clip=float(privacy["clip"]),
+        noise_multiplier=float(privacy["noise_multiplier"]),
+        noise_sites=int(privacy["noise_sites"]),
+        rng=rng,
+    )
+    weight = 1.0 / scale
+    return np.concatenate([weight * flatten(private), [weight, 0.0, 0.0]])
+
+
+def decode_training(summed: np.ndarray, like: Sequence[np.ndarray]) -> tuple[Weights, float]:
+    """The weighted mean of the sites' weights, and the RMSE of the incoming global model
+    over all their validation windows (NaN where they sent none, as under DP)."""
+    size = len(summed) - 1 - TRAINING_EXTRAS
+    weight, val_weight, val_mse = summed[size:]
+    if weight <= 0:
+        raise ValueError("the summed weights are not positive: no site trained on any example")
+    mean = unflatten(summed[:size] / weight, like)
+    rmse = math.sqrt(max(val_mse, 0.0) / val_weight * VAL_UNIT) if val_weight > 0 else math.nan
+    return mean, rmse

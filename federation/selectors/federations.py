@@ -1,0 +1,262 @@
+"""Reads about federations: the list, one federation's progress, its rounds' timing, who
+may see or download what."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Count, Prefetch, Q
+from django.http import FileResponse
+from django.utils import timezone
+
+from federation.core.engine.rounds import PLAIN_STAGES, SECURE_STAGES
+from federation.models import (
+    Contribution,
+    Federation,
+    Membership,
+    ModelVersion,
+    Round,
+    StageMessage,
+)
+from federation.selectors.budget import federation_budget
+
+LIVE_ROUND_STATUSES = (Round.Status.OPEN, Round.Status.COLLECTING, Round.Status.AGGREGATING)
+
+
+def model_version(*, federation_id: int, version: int) -> ModelVersion | None:
+    return ModelVersion.objects.filter(federation_id=federation_id, version=version).first()
+
+
+def version_scores(metrics: Any) -> dict[str, float | None]:
+    """A version's scores on the public test engines and the sites' validation engines."""
+
+    def number(*keys: str) -> float | None:
+        value = metrics
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return float(value) if ok else None
+
+    return {
+        "rmse": number("test", "literature", "rmse"),
+        "score": number("test", "literature", "score"),
+        "strict_rmse": number("test", "strict", "rmse"),
+        "val_rmse": number("federated_val_rmse"),
+    }
+
+
+def federation_list() -> list[dict[str, Any]]:
+    """Every federation with its approved sites, training progress and latest scores."""
+    federations = (
+        Federation.objects.annotate(
+            approved_sites=Count(
+                "memberships",
+                filter=Q(memberships__status=Membership.Status.APPROVED),
+                distinct=True,
+            ),
+            training_done=Count(
+                "round_set",
+                filter=Q(round_set__kind=Round.Kind.TRAIN, round_set__status=Round.Status.DONE),
+                distinct=True,
+            ),
+        )
+        .prefetch_related(Prefetch("versions", queryset=ModelVersion.objects.order_by("-version")))
+        .order_by("name")
+    )
+    rows = []
+    for federation in federations:
+        latest = next(iter(federation.versions.all()), None)
+        rows.append(
+            {
+                "federation": federation,
+                "approved_sites": federation.approved_sites,
+                "training_done": federation.training_done,
+                **version_scores(latest.metrics if latest else None),
+            }
+        )
+    return rows
+
+
+def stage_label(stage: str) -> str:
+    return stage.replace("_", " ")
+
+
+def sent_label(stage: str) -> str:
+    """What a message of ``stage`` is, in the words of a site's log of what it sent."""
+    if stage in SECURE_STAGES:
+        return f"secure aggregation: {stage_label(stage)}"
+    return "input in the clear (plain mode)"
+
+
+def _timing(round_: Round, received: list[Contribution]) -> dict[str, Any]:
+    training = [float(c.metrics.get("seconds", 0.0)) for c in received]
+    collecting = (round_.closed_at - round_.opened_at).total_seconds() if round_.closed_at else 0.0
+    total = (round_.finished_at - round_.opened_at).total_seconds() if round_.finished_at else 0.0
+    slowest = max(training, default=0.0)
+    return {
+        "collecting": round(collecting, 3),
+        "training_slowest_site": round(slowest, 3),
+        "training_mean": round(sum(training) / len(training), 3) if training else 0.0,
+        "waiting_and_transfer": round(max(0.0, collecting - slowest), 3),
+        "aggregating": float(round_.timings.get("aggregate_seconds", 0.0)),
+        # From opening to the round's result stored; all but the slowest site's training
+        # is the protocol's overhead (stage hand-offs, transfers, the queue, aggregating).
+        "total": round(total, 3),
+        "overhead": round(max(0.0, total - slowest), 3) if total else 0.0,
+        "stage_ends": dict(round_.timings.get("stage_ends", {})),
+    }
+
+
+def _round_entry(
+    round_: Round, *, now: datetime, stage_answered: int, show_sites: bool
+) -> dict[str, Any]:
+    contributions = list(round_.contributions.all())  # prefetched, with their sites
+    by_status: dict[str, list[str]] = {status: [] for status in Contribution.Status.values}
+    for contribution in sorted(contributions, key=lambda c: c.site.name):
+        by_status[contribution.status].append(contribution.site.name)
+    received = [c for c in contributions if c.status == Contribution.Status.RECEIVED]
+    live = round_.status in LIVE_ROUND_STATUSES
+    stages = PLAIN_STAGES if round_.stage in PLAIN_STAGES else SECURE_STAGES
+    end = round_.finished_at or round_.closed_at
+    return {
+        "id": round_.id,
+        "number": round_.number,
+        "kind": round_.kind,
+        "kind_label": Round.Kind(round_.kind).label,
+        "status": round_.status,
+        "status_label": Round.Status(round_.status).label,
+        "reason": round_.reason,
+        "stage": round_.stage,
+        "stage_label": stage_label(round_.stage),
+        "stage_number": stages.index(round_.stage) + 1 if round_.stage in stages else None,
+        "stages": len(stages),
+        "stage_answered": stage_answered,
+        "assigned": len(contributions),
+        "received": len(by_status[Contribution.Status.RECEIVED]),
+        "dropped": len(by_status[Contribution.Status.DROPPED]),
+        "opened_at": round_.opened_at,
+        "deadline": round_.deadline,
+        "finished_at": round_.finished_at,
+        "seconds": round(((end if end else now) - round_.opened_at).total_seconds(), 1),
+        "seconds_left": (
+            max(0, round((round_.deadline - now).total_seconds()))
+            if live and round_.status != Round.Status.AGGREGATING
+            else None
+        ),
+        "timings": round_.timings,
+        "timing": _timing(round_, received),
+        # Which site answered is for the federation's admin and members, not the public.
+        "sites": (
+            {
+                "received": by_status[Contribution.Status.RECEIVED],
+                "dropped": by_status[Contribution.Status.DROPPED],
+                "waiting": by_status[Contribution.Status.ASSIGNED],
+            }
+            if show_sites
+            else None
+        ),
+    }
+
+
+def federation_progress(
+    *, federation: Federation, show_sites: bool = False, show_ledger: bool = False
+) -> dict[str, Any]:
+    """Rounds and model versions of a federation, for the demo, the pages and tests.
+
+    ``current`` is the round in progress (or None); ``sites`` of each round names the
+    sites only with ``show_sites`` (the admin and owners of member sites); ``budget``
+    is the privacy budget (None without DP), with its ledger only with ``show_ledger``
+    (the admin).
+    """
+    now = timezone.now()
+    rounds_qs = (
+        Round.objects.filter(federation=federation)
+        .prefetch_related(
+            Prefetch("contributions", queryset=Contribution.objects.select_related("site"))
+        )
+        .order_by("id")
+    )
+    rounds_list = list(rounds_qs)
+    staged = [r.id for r in rounds_list if r.stage]
+    answered = {
+        (row["round_id"], row["stage"]): row["sites"]
+        for row in StageMessage.objects.filter(round_id__in=staged)
+        .values("round_id", "stage")
+        .annotate(sites=Count("site", distinct=True))
+    }
+    rounds = [
+        _round_entry(
+            r,
+            now=now,
+            stage_answered=answered.get((r.id, r.stage), 0),
+            show_sites=show_sites,
+        )
+        for r in rounds_list
+    ]
+    round_numbers = {r.id: r.number for r in rounds_list}
+    versions = [
+        {
+            "version": v.version,
+            "round": round_numbers.get(v.round_id) if v.round_id else None,
+            "sha256": v.sha256,
+            "metrics": v.metrics,
+            **version_scores(v.metrics),
+        }
+        for v in federation.versions.order_by("version")
+    ]
+    live = [r for r in rounds if r["status"] in LIVE_ROUND_STATUSES]
+    return {
+        "id": federation.id,
+        "name": federation.name,
+        "status": federation.status,
+        "status_label": Federation.Status(federation.status).label,
+        "reason": federation.reason,
+        "privacy": federation.privacy_label,
+        "training_rounds": federation.rounds,
+        "training_done": sum(
+            1 for r in rounds if r["kind"] == Round.Kind.TRAIN and r["status"] == Round.Status.DONE
+        ),
+        "current": live[-1] if live else None,
+        "rounds": rounds,
+        "versions": versions,
+        "budget": federation_budget(federation=federation, with_ledger=show_ledger),
+    }
+
+
+def round_timing(*, round_: Round) -> dict[str, Any]:
+    """Where a round's time went: sites training, waiting and transfer, aggregation.
+
+    ``collecting`` runs from opening to closing; the slowest site's training is part
+    of it, the rest is waiting for stages, downloading and uploading. ``aggregating``
+    includes scoring the new global model on the test engines; ``total`` runs from
+    opening to the stored result, and ``stage_ends`` gives when each stage ended, in
+    seconds since the round opened.
+    """
+    return _timing(round_, list(round_.contributions.filter(status="received")))
+
+
+def is_insider(*, federation: Federation, user: Any) -> bool:
+    """The admin and the owners of approved member sites."""
+    if not getattr(user, "is_authenticated", False):
+        return False
+    return (
+        federation.admin_id == user.pk
+        or federation.memberships.filter(status="approved", site__owner=user).exists()
+    )
+
+
+def can_download_models(*, federation: Federation, user: Any) -> bool:
+    """The admin and the owners of approved member sites may download its models."""
+    return is_insider(federation=federation, user=user)
+
+
+def model_file_response(model: ModelVersion) -> FileResponse:
+    """A model version as a download, with its hash for the receiver to check."""
+    response = FileResponse(
+        model.file.open("rb"),
+        as_attachment=True,
+        filename=f"federation-{model.federation_id}-v{model.version}.rulmodel",
+    )
+    response["X-Model-SHA256"] = model.sha256
+    return response

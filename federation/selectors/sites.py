@@ -1,0 +1,91 @@
+"""Reads about a site: what it may see of itself, and its owner's portal."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from federation.models import Round, Site, StageMessage
+from federation.selectors.budget import LEDGER_LIMIT, site_budgets
+from federation.selectors.federations import sent_label
+
+# A worker's requests move Site.last_seen at most once a minute (site_authenticate); a
+# worker that polls every few seconds is never quieter than this.
+WORKER_QUIET_AFTER = timedelta(minutes=3)
+SENT_LOG_LIMIT = 50
+
+
+def site_public(*, site: Site) -> dict[str, Any]:
+    """What a site may see of itself."""
+    return {
+        "name": site.name,
+        "status": site.status,
+        "data_summary": site.data_summary,
+        "memberships": [
+            {"federation": m.federation_id, "name": m.federation.name, "status": m.status}
+            for m in site.memberships.select_related("federation").order_by("federation__name")
+        ],
+    }
+
+
+def site_worker_status(*, site: Site, now: datetime | None = None) -> dict[str, Any]:
+    """Whether the site's worker is polling, from when the coordinator last heard from it."""
+    now = now or timezone.now()
+    if site.last_seen is None:
+        state = "never"
+    elif now - site.last_seen <= WORKER_QUIET_AFTER:
+        state = "polling"
+    else:
+        state = "quiet"
+    ago = (now - site.last_seen).total_seconds() if site.last_seen else None
+    return {"state": state, "last_seen": site.last_seen, "seconds_ago": ago}
+
+
+def _file_size(field: Any) -> int | None:
+    if not field:
+        return None
+    try:
+        return int(field.size)
+    except OSError:  # the file was removed from storage
+        return None
+
+
+def site_sent_log(*, site: Site, limit: int = SENT_LOG_LIMIT) -> list[dict[str, Any]]:
+    """What the coordinator received from this site, newest first: when, where, what
+    and how big (sizes only, never the content, and nothing another site sent)."""
+    stage_messages = (
+        StageMessage.objects.filter(site=site)
+        .select_related("round__federation")
+        .order_by("-received_at")[:limit]
+    )
+    entries = []
+    for message in stage_messages:
+        body = len(json.dumps(message.body, separators=(",", ":")).encode()) if message.body else 0
+        entries.append(
+            {
+                "at": message.received_at,
+                "federation": message.round.federation,
+                "round": message.round.number,
+                "kind_label": Round.Kind(message.round.kind).label,
+                "what": sent_label(message.stage),
+                "examples": message.body.get("examples"),
+                "bytes": body + (_file_size(message.vector) or 0),
+            }
+        )
+    return entries
+
+
+def site_portal(*, site: Site) -> dict[str, Any]:
+    """Everything the site's owner sees on the site's page."""
+    memberships = site.memberships.select_related("federation").order_by("federation__name")
+    return {
+        "worker": site_worker_status(site=site),
+        "memberships": list(memberships),
+        "sent": site_sent_log(site=site),
+        "sent_limit": SENT_LOG_LIMIT,
+        "budgets": site_budgets(site=site),
+        "ledger_limit": LEDGER_LIMIT,
+    }

@@ -1,0 +1,94 @@
+"""Writes about a federation as a whole: creating it, and starting (or resuming) it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+
+from federation.core.messages import Kind
+from federation.core.privacy import PrivacySettings
+from federation.core.strategies import STRATEGIES
+from federation.errors import FederationError
+from federation.models import Federation, Round
+from federation.services.rounds import round_open
+from federation.specs import default_model_spec
+
+
+def federation_create(
+    *,
+    name: str,
+    admin: User,
+    subset: str = "FD001",
+    rounds: int = 10,
+    min_sites: int = 2,
+    deadline: int = 300,
+    local_epochs: int = 2,
+    secure: bool = True,
+    privacy: PrivacySettings | None = None,
+    strategy: str = "fedavg",
+    strategy_settings: dict[str, Any] | None = None,
+    model_spec: dict[str, Any] | None = None,
+) -> Federation:
+    """A new federation, run by ``admin``, with the tuned model recipe by default.
+
+    ``secure=False`` is the plain mode, for debugging: the coordinator sees every site's
+    update. Differential privacy (``privacy``) needs secure aggregation.
+    """
+    if privacy is not None and not secure:
+        raise FederationError(
+            "differential privacy adds its noise inside the secure sum: it needs secure "
+            "aggregation",
+            status=400,
+        )
+    if strategy not in STRATEGIES:
+        raise FederationError(
+            f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}", status=400
+        )
+    if rounds < 1 or min_sites < 1 or deadline < 1 or local_epochs < 1:
+        raise FederationError(
+            "rounds, the minimum of sites, the deadline and local epochs must be at least 1",
+            status=400,
+        )
+    try:
+        with transaction.atomic():
+            return Federation.objects.create(
+                name=name,
+                admin=admin,
+                subset=subset,
+                rounds=rounds,
+                min_sites=min_sites,
+                round_deadline=deadline,
+                local_epochs=local_epochs,
+                secure_aggregation=secure,
+                privacy=privacy.to_dict() if privacy is not None else None,
+                strategy=strategy,
+                strategy_settings=strategy_settings or {},
+                model_spec=model_spec if model_spec is not None else default_model_spec(),
+            )
+    except IntegrityError:
+        raise FederationError(
+            f"a federation named {name!r} exists already: pick another name", status=400
+        ) from None
+
+
+def federation_start(*, federation: Federation) -> Round:
+    """Start (or, after a failure, resume) a federation from its first unfinished step."""
+    with transaction.atomic():
+        changed = Federation.objects.filter(
+            id=federation.id, status__in=[Federation.Status.DRAFT, Federation.Status.FAILED]
+        ).update(status=Federation.Status.RUNNING, reason="")
+        if not changed:
+            raise FederationError(f"the federation is {federation.status}: it cannot start")
+        federation.refresh_from_db()
+        # After a failure, the failed step runs again (training from the latest model).
+        failed = (
+            federation.round_set.filter(status=Round.Status.FAILED)
+            .exclude(kind=Round.Kind.ANALYTICS)
+            .order_by("-id")
+            .first()
+        )
+        if failed is not None:
+            return round_open(federation=federation, kind=Kind(failed.kind), number=failed.number)
+        return round_open(federation=federation, kind=Kind.POINTS, number=0)

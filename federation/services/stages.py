@@ -1,0 +1,356 @@
+"""Writes of a running round: the work a site pulls, what it sends in each stage, the end
+of each stage, and the aggregation of a complete round.
+
+Every round walks the stages of its mode (four under secure aggregation, one in plain
+mode), collecting one message per site per stage (a :class:`StageMessage`) until every
+site answered or the stage's deadline passes. Checks, stage ends, the sum and its
+decoding are the round engine's (:mod:`federation.core.engine.coordinator`); here they
+meet the database. Every transition is a guarded UPDATE
+(``filter(id=..., status=FROM).update(status=TO)``) that stops when no row changed, so a
+redelivered message or a second worker never counts a message twice or aggregates a round
+twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.db.models import F, QuerySet
+from django.utils import timezone
+
+from federation import scheduling
+from federation.core import analytics
+from federation.core import messages as m
+from federation.core.engine import coordinator as engine
+from federation.core.engine.rounds import INPUT_STAGES, RoundParameters, next_round
+from federation.core.messages import Kind
+from federation.core.secagg.primitives import SecAggError
+from federation.errors import FederationError
+from federation.models import (
+    AnalyticsQuery,
+    Contribution,
+    Federation,
+    Membership,
+    Round,
+    Site,
+    StageMessage,
+)
+from federation.services.rounds import round_fail, round_open
+from federation.services.versions import (
+    NewVersion,
+    federation_state,
+    latest_version,
+    version_build,
+    version_record_validation,
+)
+
+log = logging.getLogger(__name__)
+
+
+class RoundStore:
+    """The messages a round has kept, as the round engine reads them."""
+
+    def __init__(self, round_: Round, parameters: RoundParameters) -> None:
+        self.round, self.parameters = round_, parameters
+
+    def messages(self, stage: str) -> list[engine.StoredMessage]:
+        rows = StageMessage.objects.filter(round=self.round, stage=stage).order_by("site_id")
+        return [engine.StoredMessage(row.site_id, row.body, self._vector(row)) for row in rows]
+
+    def _vector(self, row: StageMessage) -> np.ndarray | None:
+        if not row.vector:
+            return None
+        secure = self.parameters.secure
+        dtype = secure.quantiser.dtype if secure is not None else np.float64
+        with row.vector.open("rb") as handle:
+            return np.frombuffer(handle.read(), dtype=dtype)
+
+
+def _parameters(round_: Round) -> RoundParameters:
+    return RoundParameters.from_json(round_.parameters)
+
+
+# --- the work a site pulls ---------------------------------------------------------------
+
+
+def work_next(*, site: Site) -> Contribution | None:
+    """The oldest open work assigned to this site whose current stage it has not answered,
+    marked as fetched."""
+    contribution = (
+        Contribution.objects.select_related("round", "round__federation")
+        .filter(
+            site=site,
+            site__status=Site.Status.ACTIVE,
+            status=Contribution.Status.ASSIGNED,
+            round__status=Round.Status.COLLECTING,
+            # Only while the site is an approved member (not suspended, not gone).
+            round__federation__memberships__site=site,
+            round__federation__memberships__status=Membership.Status.APPROVED,
+        )
+        .exclude(stage=F("round__stage"))
+        .order_by("round__opened_at")
+        .first()
+    )
+    if contribution is not None:
+        Contribution.objects.filter(id=contribution.id, fetched_at=None).update(
+            fetched_at=timezone.now()
+        )
+    return contribution
+
+
+def work_message(contribution: Contribution) -> dict[str, Any]:
+    """What the site needs for its part of the round's current stage (no other site's
+    data): the protocol's part, and in the stage where it sends its input, the task."""
+    round_ = contribution.round
+    parameters = _parameters(round_)
+    kind = Kind(round_.kind)
+    store = RoundStore(round_, parameters)
+    work: dict[str, Any] = {
+        m.KEY_KIND: kind,
+        m.KEY_PROTOCOL: engine.stage_part(parameters, round_.stage, contribution.site_id, store),
+    }
+    if round_.stage in INPUT_STAGES:
+        state = federation_state(round_.federation)
+        work.update(engine.task(kind, round_.number, state, _query(round_)))
+    return work
+
+
+def _query(round_: Round) -> analytics.Query | None:
+    if round_.kind != Round.Kind.ANALYTICS:
+        return None
+    return analytics.Query.from_dict(AnalyticsQuery.objects.get(round=round_).query)
+
+
+# --- what a site sends ---------------------------------------------------------------------
+
+
+def stage_submit(*, contribution: Contribution, body: Any) -> None:
+    """Check and keep a site's message for the round's current stage; once every site has
+    answered, end the stage at once. Anything forged, replayed, misaddressed or of another
+    stage is refused with a 400 that says what is wrong."""
+    round_ = contribution.round
+    stage = round_.stage
+    if round_.status != Round.Status.COLLECTING:
+        raise FederationError(f"the round is {round_.status}: results are closed")
+    if contribution.status != Contribution.Status.ASSIGNED:
+        raise FederationError(f"this site's part in the round is {contribution.status}")
+    if contribution.stage == stage:
+        raise FederationError(f"this site answered the {stage} stage of the round already")
+    parameters = _parameters(round_)
+    try:
+        checked = engine.check_message(
+            parameters, stage, contribution.site_id, body, RoundStore(round_, parameters)
+        )
+    except SecAggError as error:
+        raise FederationError(f"refused: {error}", status=400) from None
+    _store(round_, contribution, stage, checked)
+    if not _pending(round_).exists():
+        # Everyone answered: the next stage opens in this request (a hop through the
+        # coordinator's queue would cost a broker poll per stage).
+        with transaction.atomic():
+            stage_close(round_=round_)
+
+
+def _store(round_: Round, contribution: Contribution, stage: str, checked: engine.Checked) -> None:
+    """Keep the message, then mark the stage answered, in one transaction; the vector's
+    file is written first (whoever sees the message can read it) and removed if the
+    message is not kept."""
+    message = StageMessage(
+        round=round_, site_id=contribution.site_id, stage=stage, body=checked.body
+    )
+    if checked.vector is not None:
+        vector = checked.vector
+        name = f"{round_.id}-{contribution.site_id}.{vector.dtype.name}"
+        message.vector.save(name, ContentFile(vector.tobytes()), save=False)
+    try:
+        with transaction.atomic():
+            message.save()
+            fields: dict[str, Any] = {"stage": stage}
+            if checked.vector is not None:
+                fields.update(
+                    examples=checked.examples, metrics=checked.metrics, received_at=timezone.now()
+                )
+            changed = (
+                Contribution.objects.filter(
+                    id=contribution.id,
+                    status=Contribution.Status.ASSIGNED,
+                    round__status=Round.Status.COLLECTING,
+                    round__stage=stage,
+                )
+                .exclude(stage=stage)
+                .update(**fields)
+            )
+            if not changed:
+                raise IntegrityError("the stage moved on meanwhile")
+    except IntegrityError:
+        if message.vector:
+            message.vector.delete(save=False)
+        raise FederationError(
+            f"this site's {stage} message was received already, or the stage has closed"
+        ) from None
+    contribution.refresh_from_db()
+
+
+# --- the end of a stage --------------------------------------------------------------------
+
+
+def _pending(round_: Round) -> QuerySet[Contribution]:
+    return Contribution.objects.filter(round=round_, status=Contribution.Status.ASSIGNED).exclude(
+        stage=round_.stage
+    )
+
+
+def stage_close(*, round_: Round) -> bool:
+    """End the round's current stage once every site answered or its deadline passed.
+
+    The silent are dropped (except in the unmask stage, whose silent sites' inputs are in
+    the sum already); then the next stage opens with a fresh deadline, or the round is
+    complete and goes to aggregation (returns True), or it fails with the reason.
+    """
+    now = timezone.now()
+    stage = round_.stage
+    pending = _pending(round_)
+    if round_.status != Round.Status.COLLECTING or (pending.exists() and now < round_.deadline):
+        return False
+    federation = round_.federation
+    parameters = _parameters(round_)
+    answered = Contribution.objects.filter(
+        round=round_, status=Contribution.Status.ASSIGNED, stage=stage
+    ).count()
+    end = engine.end_stage(
+        parameters, stage, answered=answered, silent=pending.count(), minimum=federation.min_sites
+    )
+    timings = _stage_timing(round_, stage, now)
+    if end.failure:
+        round_fail(round_=round_, reason=end.failure)
+        return False
+    # The silent are dropped first: a late message of this stage then finds its
+    # contribution dropped, and nobody can answer the next stage before the drop.
+    dropped = pending.update(status=Contribution.Status.DROPPED) if end.drop_silent else 0
+    if end.following is not None:
+        deadline = now + timedelta(seconds=federation.round_deadline)
+        changed = Round.objects.filter(
+            id=round_.id, status=Round.Status.COLLECTING, stage=stage
+        ).update(stage=end.following, deadline=deadline, timings=timings)
+        round_.refresh_from_db()
+        if changed:
+            scheduling.schedule_deadline(round_.id, end.following, deadline)
+            log.info(
+                "stage closed round=%s stage=%s answered=%d dropped=%d next=%s",
+                round_.id,
+                stage,
+                answered,
+                dropped,
+                end.following,
+            )
+        return False
+    changed = Round.objects.filter(
+        id=round_.id, status=Round.Status.COLLECTING, stage=stage
+    ).update(status=Round.Status.AGGREGATING, closed_at=now, timings=timings)
+    if changed:
+        # Whoever is still assigned has its input in the sum.
+        Contribution.objects.filter(round=round_, status=Contribution.Status.ASSIGNED).update(
+            status=Contribution.Status.RECEIVED
+        )
+        scheduling.enqueue_aggregate(round_.id)
+        log.info(
+            "round closed federation=%s round=%s kind=%s", federation.id, round_.number, round_.kind
+        )
+    round_.refresh_from_db()
+    return bool(changed)
+
+
+def _stage_timing(round_: Round, stage: str, now: Any) -> dict[str, Any]:
+    """The round's timings with this stage's end, in seconds since the round opened."""
+    ends = {**round_.timings.get("stage_ends", {})}
+    ends[stage] = round((now - round_.opened_at).total_seconds(), 3)
+    return {**round_.timings, "stage_ends": ends}
+
+
+# --- aggregation ------------------------------------------------------------------------------
+
+
+def round_aggregate(*, round_: Round) -> None:
+    """Sum a complete round, decode the sum, store what it produced, open the next round.
+
+    The aggregation is claimed first (a guarded UPDATE), so a second task for the same
+    round does nothing; the work runs outside any transaction (SQLite would block the API
+    meanwhile) and its results are written in one short transaction at the end.
+    """
+    claimed = Round.objects.filter(
+        id=round_.id, status=Round.Status.AGGREGATING, aggregation_claimed_at=None
+    ).update(aggregation_claimed_at=timezone.now())
+    if not claimed:
+        return
+    round_.refresh_from_db()
+    started = time.perf_counter()
+    federation = round_.federation
+    kind = Kind(round_.kind)
+    parameters = _parameters(round_)
+    state = federation_state(federation)
+    summed = engine.round_sum(parameters, RoundStore(round_, parameters))
+    outcome = engine.decode(kind, summed, parameters, state, _query(round_))
+    version: NewVersion | None = None
+    if kind == Kind.MOMENTS:
+        assert outcome.pipeline is not None and outcome.weights is not None
+        version = version_build(federation, outcome.pipeline, 0, outcome.weights)
+    elif kind == Kind.TRAIN:
+        assert state.pipeline is not None and outcome.weights is not None
+        version = version_build(federation, state.pipeline, round_.number, outcome.weights)
+    timings = {**round_.timings, "aggregate_seconds": round(time.perf_counter() - started, 3)}
+    with transaction.atomic():
+        changed = Round.objects.filter(id=round_.id, status=Round.Status.AGGREGATING).update(
+            status=Round.Status.DONE, finished_at=timezone.now(), timings=timings
+        )
+        if not changed:
+            return
+        _store_outcome(federation, round_, kind, outcome, version)
+        if kind == Kind.ANALYTICS:  # a query: its answer, and nothing follows
+            return
+        federation.refresh_from_db()
+        following = next_round(kind, round_.number, federation.rounds)
+        if following is None:
+            Federation.objects.filter(id=federation.id).update(status=Federation.Status.FINISHED)
+            log.info("federation finished federation=%s", federation.id)
+            return
+        round_open(federation=federation, kind=following[0], number=following[1])
+
+
+def _store_outcome(
+    federation: Federation,
+    round_: Round,
+    kind: Kind,
+    outcome: engine.Outcome,
+    version: NewVersion | None,
+) -> None:
+    fields: dict[str, Any] = {}
+    if kind == Kind.POINTS:
+        fields["regimes"] = outcome.regimes
+    elif kind == Kind.MOMENTS:
+        fields["pipeline"] = outcome.pipeline
+    elif kind == Kind.TRAIN:
+        current = latest_version(federation)
+        if current is not None and not math.isnan(outcome.val_rmse):
+            # Under DP the sites keep their validation errors home: none to record.
+            version_record_validation(version=current, val_rmse=outcome.val_rmse)
+        if outcome.strategy_state:
+            fields["strategy_state"] = default_storage.save(
+                f"strategy/{federation.id}-r{round_.number}.npz",
+                ContentFile(m.weights_to_bytes(outcome.strategy_state)),
+            )
+    elif kind == Kind.ANALYTICS:
+        AnalyticsQuery.objects.filter(round=round_).update(
+            status=AnalyticsQuery.Status.DONE, result=outcome.answer, finished_at=timezone.now()
+        )
+    if fields:
+        Federation.objects.filter(id=federation.id).update(**fields)
+    if version is not None:
+        version.store(federation, round_ if kind == Kind.TRAIN else None)

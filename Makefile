@@ -7,7 +7,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench bench-secagg clean
+.PHONY: install demo test test-fast lint bench bench-secagg clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON_BIN) -m venv $(VENV)
@@ -22,9 +22,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PYTHON) -m pytest $(ARGS)
 
+# The unit tests of the Django-free cores (turbofan, federation.core): under a minute.
+test-fast: $(STAMP)
+	$(PYTHON) -m pytest tests/core $(ARGS)
+
+# Style, types (mypy with django-stubs) and the layer rules (import-linter, in pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy turbofan federation dashboard worker config benchmarks tests
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(PYTHON) benchmarks/data_load.py $(ARGS)

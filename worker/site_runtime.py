@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 # A site asks for work with a long poll: the coordinator holds the request until there is
 # work (the next stage of a round opens the moment its last site answers) or this long.
 LONG_POLL_SECONDS = 20.0
+IDLE_PAUSE_SECONDS = 1.0
 # The stages after which a site's part in a round is over.
 LAST_STAGES = (p.UNMASK, m.PLAIN_INPUT)
 
@@ -133,12 +134,18 @@ class SiteRuntime:
         outcomes = []
         give_up = time.monotonic() + seconds
         while True:
-            wait = max(0.0, min(self.long_poll, give_up - time.monotonic()))
+            asked = time.monotonic()
+            wait = max(0.0, min(self.long_poll, give_up - asked))
             status, work = self.request("GET", f"/api/v1/work?wait={wait:.1f}")
             if status != 204 and work:
                 outcomes.append(self.answer(work))
-            elif time.monotonic() >= give_up:
+                continue
+            if time.monotonic() >= give_up:
                 break
+            if time.monotonic() - asked < wait / 2:
+                # Answered "nothing" at once (a coordinator that does not hold the
+                # request): pause instead of asking again straight away.
+                time.sleep(min(IDLE_PAUSE_SECONDS, max(0.0, give_up - time.monotonic())))
         return "; ".join(outcomes) or "idle"
 
     def answer(self, work: dict[str, Any]) -> str:

@@ -18,6 +18,13 @@ from worker.site_runtime import (
 
 
 class Refusing(BaseHTTPRequestHandler):
+    asked: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server hook name
+        Refusing.asked.append(self.path)
+        self.send_response(204)  # nothing to do, at once: it does not hold the request
+        self.end_headers()
+
     def do_POST(self) -> None:  # noqa: N802 - the http.server hook name
         self.rfile.read(int(self.headers["Content-Length"]))
         body = json.dumps({"error": "this result was received already"}).encode()
@@ -72,3 +79,15 @@ def test_every_message_sent_is_in_the_owners_log_without_the_credential(coordina
     assert entry["keys"] == ["examples", "metrics", "payload"]
     assert entry["summary"] == {"examples": 7, "metrics": {"train_rmse": 3.5}}
     assert "tfs_secret" not in (tmp_path / "state" / "outbox.jsonl").read_text()
+
+
+def test_a_work_session_long_polls_and_does_not_hammer_a_coordinator_that_answers_at_once(
+    coordinator, tmp_path
+):
+    Refusing.asked.clear()
+
+    outcome = runtime(coordinator, tmp_path).work_session(1.5)
+
+    assert outcome == "idle"
+    assert Refusing.asked[0] == "/api/v1/work?wait=1.5"  # the coordinator may hold it
+    assert 2 <= len(Refusing.asked) <= 3  # a pause after each immediate "nothing"

@@ -146,6 +146,10 @@ STATICFILES_FINDERS = [
 # Without collectstatic (local runs), WhiteNoise serves straight from the apps.
 WHITENOISE_USE_FINDERS = not PRODUCTION
 
+# Site API: how many requests of one web process may wait for work at once (long polls).
+# Each holds a thread: keep it below the threads per process (gunicorn --threads).
+API_LONG_POLLS = env_int("API_LONG_POLLS", 12, minimum=0)
+
 # Uploaded contributions and model versions (not served publicly: members download
 # models through the API, which checks membership).
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))  # type: ignore[arg-type]

@@ -8,11 +8,13 @@ Every refusal is a 4xx with ``{"error": "..."}`` saying what to change.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -130,14 +132,24 @@ def _wait_seconds(request: HttpRequest) -> float:
     return wait
 
 
+# At most this many requests of one web process wait at once, so that waiting sites
+# leave threads to the other requests (the posts that end a stage, the pages); beyond it
+# a request does not wait, and the site asks again after a pause.
+_waiting = threading.BoundedSemaphore(settings.API_LONG_POLLS)
+
+
 @site_endpoint("GET")
 def work(request: HttpRequest, site: Site) -> HttpResponse:
     started = time.monotonic()
-    give_up = started + _wait_seconds(request)
+    wait = _wait_seconds(request)
     contribution = stages.work_next(site=site)
-    while contribution is None and time.monotonic() < give_up:
-        time.sleep(_look_interval(time.monotonic() - started))
-        contribution = stages.work_next(site=site)
+    if contribution is None and wait > 0 and _waiting.acquire(blocking=False):
+        try:
+            while contribution is None and time.monotonic() - started < wait:
+                time.sleep(_look_interval(time.monotonic() - started))
+                contribution = stages.work_next(site=site)
+        finally:
+            _waiting.release()
     if contribution is None:
         return HttpResponse(status=204)
     round_ = contribution.round

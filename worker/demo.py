@@ -138,6 +138,8 @@ class Demo:
                     str(folder),
                     "--poll-interval",
                     "1",
+                    # A plain demo federation is for debugging: its sites allow it.
+                    *([] if self.config.secure else ["--allow-plain"]),
                 ],
                 env={SITE_CREDENTIAL_ENV: credentials[site]},
             )

@@ -1,4 +1,5 @@
-"""The site's keystore: its long-term identity and its secrets of open secure rounds.
+"""The site's keystore: its long-term identity, and its state of each open round (its
+round keys, and what it sent, so that a post that failed is sent again unchanged).
 
 Lives in the site's state folder, readable by the site's user only (mode 0600), and
 never leaves the site. Every file is written atomically, so a crash leaves either the

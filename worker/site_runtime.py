@@ -40,6 +40,7 @@ COORDINATOR_ENV = "SITE_COORDINATOR"
 CREDENTIAL_ENV = "SITE_CREDENTIAL"
 DATA_DIR_ENV = "SITE_DATA_DIR"
 STATE_DIR_ENV = "SITE_STATE_DIR"
+ALLOW_PLAIN_ENV = "SITE_ALLOW_PLAIN"
 OUTBOX = "outbox.jsonl"
 
 
@@ -59,6 +60,8 @@ class SiteRuntime:
     state_dir: Path
     timeout: float = 60.0
     long_poll: float = LONG_POLL_SECONDS
+    # Plain rounds send this site's input in the clear: only if its owner allows them.
+    allow_plain: bool = False
     _data: SiteData | None = field(default=None, repr=False)
 
     def data(self) -> SiteData:
@@ -128,61 +131,82 @@ class SiteRuntime:
         return public
 
     def work_session(self, seconds: float) -> str:
-        """Pull work and answer it, one stage after another, for about ``seconds``: each
-        pull is a long poll, so the next stage is answered as soon as it opens. Returns
-        what happened."""
-        outcomes = []
+        """Pull work and answer it, one stage after another, for about ``seconds`` (longer
+        while work keeps coming): each pull is a long poll, so the next stage is answered as
+        soon as it opens. Work this site refused is not answered again. Returns what
+        happened."""
+        outcomes: list[str] = []
+        refused: set[tuple[Any, Any]] = set()  # (contribution, stage) this site will not answer
         give_up = time.monotonic() + seconds
         while True:
             asked = time.monotonic()
             wait = max(0.0, min(self.long_poll, give_up - asked))
             status, work = self.request("GET", f"/api/v1/work?wait={wait:.1f}")
-            if status != 204 and work:
-                outcomes.append(self.answer(work))
+            key = _work_key(work) if status != 204 and work else None
+            if key is not None and key not in refused:
+                outcome, answered = self.answer(work)
+                outcomes.append(outcome)
+                if not answered:
+                    refused.add(key)  # the same work comes back until its stage ends
                 continue
             if time.monotonic() >= give_up:
                 break
             if time.monotonic() - asked < wait / 2:
-                # Answered "nothing" at once (a coordinator that does not hold the
-                # request): pause instead of asking again straight away.
+                # Nothing new at once (work this site refused, or a coordinator that does
+                # not hold the request): pause instead of asking again straight away.
                 time.sleep(min(IDLE_PAUSE_SECONDS, max(0.0, give_up - time.monotonic())))
         return "; ".join(outcomes) or "idle"
 
-    def answer(self, work: dict[str, Any]) -> str:
+    def answer(self, work: dict[str, Any]) -> tuple[str, bool]:
         """This site's message for the stage ``work`` asks for, computed (and kept in the
-        keystore) once, and sent."""
-        task = work["work"]
-        part = task[m.KEY_PROTOCOL]
-        stage = part[m.STAGE]
-        parameters = part[m.PARAMETERS]
-        round_id = str(parameters.get(p.ROUND, ""))
-        where = f"{work['federation']['name']} {task[m.KEY_KIND]} round {work['round']['number']}"
-        if stage == m.PLAIN_INPUT:
-            log.warning(
-                "%s runs plain aggregation (for debugging): the coordinator sees this site's input",
-                where,
-            )
-        keystore = Keystore(self.state_dir)
-
-        def compute() -> tuple[Any, dict[str, Any]]:
-            return site_input(task, self.data(), RoundParameters.from_json(parameters))
-
+        keystore) once, and sent. Returns what happened, and whether it was sent."""
         try:
+            task = work["work"]
+            part = task[m.KEY_PROTOCOL]
+            stage = str(part[m.STAGE])
+            parameters = part[m.PARAMETERS]
+            round_id = str(parameters[p.ROUND])
+            where = (
+                f"{work['federation']['name']} {task[m.KEY_KIND]} round {work['round']['number']}"
+            )
+            if stage == m.PLAIN_INPUT and not self.allow_plain:
+                raise SecAggError(
+                    "a plain round (the coordinator would see this site's input): this site's "
+                    "owner has not allowed plain rounds (site_worker --allow-plain)"
+                )
+            if stage == m.PLAIN_INPUT:
+                log.warning(
+                    "%s runs plain aggregation (for debugging): the coordinator sees this "
+                    "site's input",
+                    where,
+                )
+            keystore = Keystore(self.state_dir)
+
+            def compute() -> tuple[Any, dict[str, Any]]:
+                return site_input(task, self.data(), RoundParameters.from_json(parameters))
+
             body, state = site_step(
                 task, part[m.SITE], keystore.identity(), keystore.load_round(round_id), compute
             )
-        except SecAggError as error:  # forged, replayed or unsafe: this site sends nothing
-            log.warning("%s, stage %s refused: %s", where, stage, error)
-            return f"{where}: {stage} refused: {error}"
+        except (SecAggError, KeyError, TypeError, ValueError, AttributeError) as error:
+            # Forged, replayed, unsafe or malformed: this site sends nothing.
+            log.warning("work %s refused: %s", work.get("contribution"), error)
+            return f"work {work.get('contribution')} refused: {error}", False
         keystore.save_round(round_id, state)
         try:
             self.request("POST", f"/api/v1/contributions/{work['contribution']}", body)
-            outcome = f"{where}: {stage} sent"
+            outcome, sent = f"{where}: {stage} sent", True
         except CoordinatorRefused as refused:  # e.g. the round closed meanwhile
-            outcome = f"{where}: {stage} refused by the coordinator: {refused}"
+            outcome, sent = f"{where}: {stage} refused by the coordinator: {refused}", False
         if stage in LAST_STAGES:  # the site's part is over: its round secrets go
             keystore.forget_round(round_id)
-        return outcome
+        return outcome, sent
+
+
+def _work_key(work: dict[str, Any]) -> tuple[Any, Any]:
+    """Which piece of work this is: the contribution and the stage it asks for."""
+    part = (work.get("work") or {}).get(m.KEY_PROTOCOL) or {}
+    return work.get("contribution"), part.get(m.STAGE) if isinstance(part, dict) else None
 
 
 def read_outbox(state_dir: Path) -> list[dict[str, Any]]:
@@ -212,5 +236,6 @@ def runtime_from_env() -> SiteRuntime:
             credential=os.environ[CREDENTIAL_ENV],
             data_dir=Path(os.environ[DATA_DIR_ENV]),
             state_dir=Path(os.environ[STATE_DIR_ENV]),
+            allow_plain=os.environ.get(ALLOW_PLAIN_ENV) == "1",
         )
     return _runtime

@@ -52,7 +52,7 @@ def round_deadline(round_id: int, stage: str | None = None) -> bool:
     if stage is not None and round_.stage != stage:
         return False
     with transaction.atomic():
-        closed = stage_close(round_=round_)
+        closed = stage_close(round_=round_, stage=stage)
     round_.refresh_from_db()
     early = round_.status == Round.Status.COLLECTING and round_.deadline > timezone.now()
     if stage is not None and round_.stage == stage and early:

@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from federation import scheduling
+from federation.core.secagg import protocol as p
 from federation.core.secagg import wire
 from federation.core.secagg.primitives import SecAggError
 from federation.errors import FederationError
@@ -138,13 +139,19 @@ def _membership_move(membership: Membership, sources: list[str], target: str) ->
 
 
 def _drop_open_work(membership: Membership) -> None:
-    """The site's unanswered work in open rounds is dropped; those rounds need not wait."""
+    """The site's unanswered work in open rounds is dropped; those rounds need not wait.
+
+    Where its masked input is in a round's sum already, it stays there (the others'
+    shares unmask it): the site's part counts as received, and owes nothing more.
+    """
     open_work = Contribution.objects.filter(
         site=membership.site,
         round__federation=membership.federation,
         status=Contribution.Status.ASSIGNED,
     )
     round_ids = list(open_work.values_list("round_id", flat=True))
+    summed = open_work.filter(stage__in=[p.MASKED_INPUT, p.UNMASK])
+    summed.update(status=Contribution.Status.RECEIVED)
     open_work.update(status=Contribution.Status.DROPPED)
     for round_id in round_ids:
         scheduling.enqueue_close(round_id)

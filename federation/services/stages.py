@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
@@ -154,9 +154,14 @@ def stage_submit(*, contribution: Contribution, body: Any) -> None:
     _store(round_, contribution, stage, checked)
     if not _pending(round_).exists():
         # Everyone answered: the next stage opens in this request (a hop through the
-        # coordinator's queue would cost a broker poll per stage).
-        with transaction.atomic():
-            stage_close(round_=round_)
+        # coordinator's queue would cost a broker poll per stage). The message is kept
+        # already: if ending the stage fails here, the coordinator's worker ends it.
+        try:
+            with transaction.atomic():
+                stage_close(round_=round_, stage=stage)
+        except DatabaseError:
+            log.exception("ending stage %s of round %s failed; the worker will", stage, round_.id)
+            scheduling.enqueue_close(round_.id)
 
 
 def _store(round_: Round, contribution: Contribution, stage: str, checked: engine.Checked) -> None:
@@ -191,12 +196,19 @@ def _store(round_: Round, contribution: Contribution, stage: str, checked: engin
             if not changed:
                 raise IntegrityError("the stage moved on meanwhile")
     except IntegrityError:
-        if message.vector:
-            message.vector.delete(save=False)
+        _forget_vector(message)
         raise FederationError(
             f"this site's {stage} message was received already, or the stage has closed"
         ) from None
+    except BaseException:
+        _forget_vector(message)  # nothing is kept of a message that was not stored
+        raise
     contribution.refresh_from_db()
+
+
+def _forget_vector(message: StageMessage) -> None:
+    if message.vector:
+        message.vector.delete(save=False)
 
 
 # --- the end of a stage --------------------------------------------------------------------
@@ -208,64 +220,74 @@ def _pending(round_: Round) -> QuerySet[Contribution]:
     )
 
 
-def stage_close(*, round_: Round) -> bool:
-    """End the round's current stage once every site answered or its deadline passed.
+def stage_close(*, round_: Round, stage: str | None = None) -> bool:
+    """End the round's current stage (``stage``, if given) once every site answered or its
+    deadline passed. Call it inside a transaction.
 
-    The silent are dropped (except in the unmask stage, whose silent sites' inputs are in
-    the sum already); then the next stage opens with a fresh deadline, or the round is
-    complete and goes to aggregation (returns True), or it fails with the reason.
+    The round is read again under a lock first: a check that loaded it before another
+    request ended the stage must not end the next one. The silent are dropped (except in
+    the unmask stage, whose silent sites' inputs are in the sum already); then the next
+    stage opens with a fresh deadline, or the round is complete and goes to aggregation
+    (returns True), or it fails with the reason.
     """
     now = timezone.now()
-    stage = round_.stage
-    pending = _pending(round_)
-    if round_.status != Round.Status.COLLECTING or (pending.exists() and now < round_.deadline):
+    current = Round.objects.select_for_update().select_related("federation").get(id=round_.id)
+    if current.status != Round.Status.COLLECTING or stage not in (None, current.stage):
+        round_.refresh_from_db()
         return False
-    federation = round_.federation
-    parameters = _parameters(round_)
-    answered = Contribution.objects.filter(
-        round=round_, status=Contribution.Status.ASSIGNED, stage=stage
-    ).count()
-    end = engine.end_stage(
-        parameters, stage, answered=answered, silent=pending.count(), minimum=federation.min_sites
+    stage = current.stage
+    pending = _pending(current)
+    if pending.exists() and now < current.deadline:
+        return False
+    federation = current.federation
+    parameters = _parameters(current)
+    answered = Contribution.objects.filter(round=current, stage=stage).exclude(
+        status=Contribution.Status.DROPPED
     )
-    timings = _stage_timing(round_, stage, now)
+    end = engine.end_stage(
+        parameters,
+        stage,
+        answered=answered.count(),
+        silent=pending.count(),
+        minimum=federation.min_sites,
+    )
+    timings = _stage_timing(current, stage, now)
     if end.failure:
-        round_fail(round_=round_, reason=end.failure)
+        round_fail(round_=current, reason=end.failure)
+        round_.refresh_from_db()
         return False
     # The silent are dropped first: a late message of this stage then finds its
     # contribution dropped, and nobody can answer the next stage before the drop.
     dropped = pending.update(status=Contribution.Status.DROPPED) if end.drop_silent else 0
     if end.following is not None:
         deadline = now + timedelta(seconds=federation.round_deadline)
-        changed = Round.objects.filter(
-            id=round_.id, status=Round.Status.COLLECTING, stage=stage
-        ).update(stage=end.following, deadline=deadline, timings=timings)
-        round_.refresh_from_db()
-        if changed:
-            scheduling.schedule_deadline(round_.id, end.following, deadline)
-            log.info(
-                "stage closed round=%s stage=%s answered=%d dropped=%d next=%s",
-                round_.id,
-                stage,
-                answered,
-                dropped,
-                end.following,
-            )
-        return False
-    changed = Round.objects.filter(
-        id=round_.id, status=Round.Status.COLLECTING, stage=stage
-    ).update(status=Round.Status.AGGREGATING, closed_at=now, timings=timings)
-    if changed:
-        # Whoever is still assigned has its input in the sum.
-        Contribution.objects.filter(round=round_, status=Contribution.Status.ASSIGNED).update(
-            status=Contribution.Status.RECEIVED
+        Round.objects.filter(id=current.id).update(
+            stage=end.following, deadline=deadline, timings=timings
         )
-        scheduling.enqueue_aggregate(round_.id)
+        scheduling.schedule_deadline(current.id, end.following, deadline)
         log.info(
-            "round closed federation=%s round=%s kind=%s", federation.id, round_.number, round_.kind
+            "stage closed federation=%s round=%s stage=%s dropped=%d next=%s",
+            federation.id,
+            current.number,
+            stage,
+            dropped,
+            end.following,
         )
+        round_.refresh_from_db()
+        return False
+    Round.objects.filter(id=current.id).update(
+        status=Round.Status.AGGREGATING, closed_at=now, timings=timings
+    )
+    # Whoever is still assigned has its input in the sum.
+    Contribution.objects.filter(round=current, status=Contribution.Status.ASSIGNED).update(
+        status=Contribution.Status.RECEIVED
+    )
+    scheduling.enqueue_aggregate(current.id)
+    log.info(
+        "round closed federation=%s round=%s kind=%s", federation.id, current.number, current.kind
+    )
     round_.refresh_from_db()
-    return bool(changed)
+    return True
 
 
 def _stage_timing(round_: Round, stage: str, now: Any) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from typing import NoReturn
 
@@ -305,3 +306,15 @@ def test_a_malformed_identity_key_is_refused_with_the_reason(client, api, key, m
     assert response.status_code == 400
     assert message in response.json()["error"]
     assert Site.objects.get(name="alpha").identity_key == api["sites"]["alpha"].identity_key
+
+
+def test_past_the_cap_of_waiting_requests_a_long_poll_answers_at_once(client, api, monkeypatch):
+    monkeypatch.setattr("federation.api._waiting", threading.BoundedSemaphore(0))
+    credential = api["credentials"]["alpha"]
+    path = f"/api/v1/contributions/{contribution_of(api, 'alpha').id}"
+    call(client, "post", path, credential, keys_of(client, api, "alpha"))
+    started = time.monotonic()
+
+    response = call(client, "get", "/api/v1/work?wait=5", credential)
+
+    assert response.status_code == 204 and time.monotonic() - started < 1

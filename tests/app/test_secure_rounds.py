@@ -26,7 +26,7 @@ from federation.models import (
     Site,
     StageMessage,
 )
-from federation.services import rounds, stages
+from federation.services import rounds, sites, stages
 from tests.rounds import EXAMPLES, SITES, VAL_COUNT, VAL_SSE, aggregated_weights, close_enough
 from worker.keystore import Keystore
 
@@ -253,3 +253,61 @@ def test_the_keystore_keeps_the_identity_and_round_secrets_for_the_site_only(tmp
             assert path.stat().st_mode & 0o077 == 0, path
     keystore.forget_round("abc123")
     assert keystore.load_round("abc123") is None
+
+
+def test_a_deadline_check_that_read_the_round_before_its_stage_ended_drops_nobody(fleet):
+    round_ = fleet.open()
+    stale = Round.objects.get(id=round_.id)  # a check that loaded the round in stage 1 ...
+    fleet.stage(round_)  # ... while every site answered it and stage 2 opened
+    fleet.answer("alpha")  # and alpha answered stage 2 already
+    Round.objects.filter(id=round_.id).update(deadline=timezone.now() - timedelta(seconds=1))
+
+    assert stages.stage_close(round_=stale, stage=p.ADVERTISE_KEYS) is False
+
+    round_.refresh_from_db()
+    assert round_.stage == p.SHARE_KEYS and round_.status == Round.Status.COLLECTING
+    assert not round_.contributions.filter(status=Contribution.Status.DROPPED).exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("examples", 10**30, "'examples' must be a whole number from 0 to 2147483647"),
+        ("metrics", {"seconds": float("inf")}, "'seconds' must be a finite number >= 0"),
+        ("site", float("inf"), "inf is not a site id"),
+    ],
+)
+def test_metadata_out_of_range_is_refused_with_a_400_and_nothing_is_kept(
+    fleet, settings, field, value, message
+):
+    round_ = fleet.open()
+    fleet.stage(round_)
+    fleet.stage(round_)  # the masked-input stage
+    contribution, _ = fleet.work("alpha")
+    body = {**fleet.step("alpha"), field: value}
+
+    with pytest.raises(FederationError, match=message) as refusal:
+        stages.stage_submit(contribution=contribution, body=body)
+
+    assert refusal.value.status == 400
+    assert not StageMessage.objects.filter(round=round_, stage=p.MASKED_INPUT).exists()
+    assert not [
+        f for f in Path(settings.MEDIA_ROOT).rglob("*") if f.is_file() and "vectors" in str(f)
+    ]
+
+
+def test_a_site_that_leaves_after_its_masked_input_stays_in_the_sum(fleet):
+    round_ = fleet.open()
+    fleet.stage(round_)
+    fleet.stage(round_)
+    fleet.stage(round_)  # every masked input is in
+    membership = fleet.federation.memberships.get(site=fleet.sites["gamma"])
+
+    sites.membership_leave(membership=membership)
+    fleet.stage(round_, names=("alpha", "beta"))
+    stages.round_aggregate(round_=round_)
+
+    round_.refresh_from_db()
+    assert round_.status == Round.Status.DONE, round_.reason
+    assert round_.contributions.get(site=fleet.sites["gamma"]).status == "received"
+    assert close_enough(aggregated_weights(fleet.federation, 1), fleet.expected(SITES))

@@ -8,6 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from federation.core import messages as m
+from federation.core.engine.rounds import Participant, plan_round
+from federation.core.messages import Kind
 from tests.stack import free_port
 from worker.site_runtime import (
     CoordinatorRefused,
@@ -91,3 +94,44 @@ def test_a_work_session_long_polls_and_does_not_hammer_a_coordinator_that_answer
     assert outcome == "idle"
     assert Refusing.asked[0] == "/api/v1/work?wait=1.5"  # the coordinator may hold it
     assert 2 <= len(Refusing.asked) <= 3  # a pause after each immediate "nothing"
+
+
+class Refused(SiteRuntime):
+    """A site whose coordinator keeps offering one piece of work it will not do."""
+
+    asked = 0
+
+    def transport(self, method, url, data, headers):
+        self.asked += 1
+        parameters = plan_round(
+            kind=Kind.POINTS,
+            participants=[Participant(1, None, 1), Participant(2, None, 1)],
+            length=3,
+            secure=False,
+            minimum=2,
+        )
+        work = {
+            "contribution": 5,
+            "federation": {"id": 1, "name": "fleet"},
+            "round": {"id": 1, "number": 0, "kind": "points"},
+            "work": {
+                m.KEY_KIND: "points",
+                m.KEY_PROTOCOL: {
+                    m.STAGE: m.PLAIN_INPUT,
+                    m.SITE: 1,
+                    m.PARAMETERS: parameters.to_json(),
+                },
+            },
+        }
+        return 200, json.dumps(work).encode()
+
+
+def test_a_site_refuses_plain_rounds_unless_its_owner_allows_them_and_asks_again_slowly(tmp_path):
+    site = Refused("http://coordinator", "tfs_secret", tmp_path / "data", tmp_path / "state")
+
+    outcome = site.work_session(1.5)
+
+    assert "has not allowed plain rounds" in outcome
+    assert outcome.count("refused") == 1  # refused once, not answered again
+    assert site.asked <= 4  # about one ask a second, not thousands
+    assert all(e["method"] == "GET" for e in read_outbox(tmp_path / "state"))  # nothing sent

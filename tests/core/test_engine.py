@@ -284,3 +284,80 @@ def test_the_secure_sum_equals_the_plain_sum_of_the_survivors_for_any_dropout_it
 
     expected = np.sum([v for i, v in enumerate(inputs, start=1) if i not in lost], axis=0)
     np.testing.assert_allclose(summed, expected, atol=n * STEP)
+
+
+def test_a_site_refuses_to_mask_with_shares_from_fewer_neighbours_than_the_threshold():
+    inputs = [np.ones(4)] * 3
+    members = members_with(inputs)
+    parameters = parameters_for(members, 4, secure=True)  # threshold 2 of 3
+    store = _Stages()
+
+    def answer(site: int, stage: str, part: dict) -> dict:
+        work = work_for(site, stage, part)
+        body, members[site].states["r"] = site_step(
+            work,
+            site,
+            members[site].identity,
+            members[site].states.get("r"),
+            lambda: (inputs[0], {}),
+        )
+        return body
+
+    for stage in (p.ADVERTISE_KEYS, p.SHARE_KEYS):
+        for site in (1, 2, 3):
+            body = answer(site, stage, c.stage_part(parameters, stage, site, store))
+            checked = c.check_message(parameters, stage, site, body, store)
+            store.add(stage, c.StoredMessage(site, checked.body))
+    part = c.stage_part(parameters, p.MASKED_INPUT, 1, store)
+    part[m.SEALED] = {}  # a coordinator that withholds every share sent to site 1
+
+    with pytest.raises(SecAggError, match="shares from only 0 neighbours reached this site"):
+        answer(1, p.MASKED_INPUT, part)
+
+
+def test_a_site_refuses_a_stage_before_the_stages_that_come_first():
+    members = members_with([np.zeros(4)] * 3)
+    parameters = parameters_for(members, 4, secure=True)
+    first = c.stage_part(parameters, p.ADVERTISE_KEYS, 1, _Empty())
+    _, state = site_step(work_for(1, "", first), 1, members[1].identity, None, not_called)
+    skipped = {**first, m.STAGE: p.UNMASK, m.ALIVE: [1, 2, 3], m.DROPPED: []}
+
+    with pytest.raises(SecAggError, match="before this site answered the stages that come first"):
+        site_step(work_for(1, "", skipped), 1, members[1].identity, state, not_called)
+
+
+def test_a_simulated_round_refuses_what_a_live_one_refuses():
+    from federation.core.engine.simulation import Simulation
+    from federation.core.engine.training import FederatedTraining
+    from turbofan.models.fit import NetworkRecipe
+
+    frames = {"a": _frame(), "b": _frame()}
+    simulation = Simulation(
+        frames,
+        template=NetworkRecipe().pipeline("FD001"),
+        recipe=NetworkRecipe(),
+        training=FederatedTraining(secure=False),
+    )
+
+    with pytest.raises(RoundFailed, match="differential privacy adds its noise"):
+        simulation.run_round(Kind.POINTS, 0, simulation.state(), noise=Noise(1.0, 1.0))
+
+
+class _Stages:
+    def __init__(self) -> None:
+        self.kept: dict[str, list] = {}
+
+    def add(self, stage: str, message) -> None:
+        self.kept.setdefault(stage, []).append(message)
+
+    def messages(self, stage: str) -> list:
+        return sorted(self.kept.get(stage, []), key=lambda s: s.site)
+
+
+def _frame():
+    import pandas as pd
+
+    from turbofan.data.files import SENSOR_COLUMNS, SETTING_COLUMNS
+
+    columns = ["unit", "cycle", *SETTING_COLUMNS, *SENSOR_COLUMNS]
+    return pd.DataFrame([[1, 1] + [0.0] * (len(columns) - 2)], columns=columns)

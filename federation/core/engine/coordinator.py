@@ -33,6 +33,9 @@ from federation.core.strategies import Weights, make_strategy
 from turbofan.data.features import FeaturePipeline, RegimeModel
 from turbofan.models.fit import NetworkRecipe
 
+# The most training examples a site may say it has (what the database keeps of it).
+MAX_EXAMPLES = 2**31 - 1
+
 # --- what a round keeps --------------------------------------------------------------------
 
 
@@ -172,14 +175,22 @@ def _with_metadata(
     """Beside its input a site says how many examples it trained on and how long it took,
     and nothing else (its training error is a fact about its data)."""
     examples = body.get(m.KEY_EXAMPLES, 0)
-    if isinstance(examples, bool) or not isinstance(examples, int) or examples < 0:
-        raise SecAggError(f"'{m.KEY_EXAMPLES}' must be a whole number >= 0")
+    if (
+        isinstance(examples, bool)
+        or not isinstance(examples, int)
+        or not 0 <= examples <= MAX_EXAMPLES
+    ):
+        raise SecAggError(f"'{m.KEY_EXAMPLES}' must be a whole number from 0 to {MAX_EXAMPLES}")
     metrics = body.get(m.KEY_METRICS) or {}
     if not isinstance(metrics, dict) or set(metrics) - {"seconds"}:
         raise SecAggError(f"beside an input, '{m.KEY_METRICS}' may only hold 'seconds'")
     seconds = metrics.get("seconds", 0.0)
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
-        raise SecAggError("'seconds' must be a number >= 0")
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not 0 <= seconds < math.inf
+    ):
+        raise SecAggError("'seconds' must be a finite number >= 0")
     timing = {"seconds": float(seconds)} if metrics else {}
     kept = {
         m.STAGE: stage,
@@ -208,7 +219,8 @@ def message_bytes(stage: str, body: dict[str, Any]) -> int:
 @dataclass(frozen=True)
 class StageEnd:
     """What happens when a stage ends: the stage that follows (None: the round is
-    complete and can be summed), the sites dropped, or why the round fails."""
+    complete and can be summed), whether its silent sites are dropped, or why the round
+    fails (nothing is aggregated)."""
 
     following: str | None
     drop_silent: bool
@@ -225,6 +237,14 @@ def end_stage(
     federation's minimum the round fails and nothing is aggregated.
     """
     if stage == p.UNMASK:
+        if answered < parameters.threshold:
+            return StageEnd(
+                None,
+                False,
+                f"{answered} of {answered + silent} sites revealed their shares by the "
+                f"deadline; unmasking the sum needs {parameters.threshold}: nothing is "
+                "aggregated",
+            )
         return StageEnd(None, drop_silent=False)
     if parameters.secure is None:
         if answered < minimum:

@@ -65,7 +65,7 @@ class Noise:
     clip: float
 
 
-def noise_sites(threshold: int, minimum: int) -> int:
+def fewest_sites(threshold: int, minimum: int) -> int:
     """The fewest sites a round can end with: each adds noise as if it were one of them,
     so that the sum of any surviving set carries at least the configured noise."""
     return max(threshold, minimum)
@@ -207,7 +207,7 @@ def plan_round(
     if not secure:
         return RoundParameters(round_id, ids, length, CLIP, scale)
     settings = p.plan(round_id, ids, graph_seed=graph_seed)
-    fewest = noise_sites(settings.threshold, minimum)
+    fewest = fewest_sites(settings.threshold, minimum)
     clip = value_range(
         kind=kind,
         noise=noise,

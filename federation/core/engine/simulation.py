@@ -28,6 +28,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from federation.core import messages as m
+from federation.core.engine import admission
 from federation.core.engine import coordinator as c
 from federation.core.engine.rounds import (
     INPUT_STAGES,
@@ -136,7 +137,10 @@ def run_stages(
             active = answered
     for member in members.values():  # the round is over: its secrets go
         member.states.pop(parameters.round_id, None)
-    return c.round_sum(parameters, store)
+    try:
+        return c.round_sum(parameters, store)
+    except SecAggError as error:  # a live round fails its aggregation alike
+        raise RoundFailed(f"aggregation failed: {error}") from None
 
 
 def secure_sum(
@@ -233,6 +237,11 @@ class Simulation:
     ) -> c.Outcome:
         """One round of ``kind`` over ``sites`` (all by default); its outcome."""
         chosen = sorted(sites) if sites is not None else sorted(self.members)
+        refusal = admission.needs_secure_aggregation(
+            kind, secure=self.training.secure, noise=noise
+        ) or admission.too_few_sites(len(chosen), self.minimum)
+        if refusal:
+            raise RoundFailed(refusal)
         participants = [
             Participant(s, self.members[s].identity.public, self.data[s].rows) for s in chosen
         ]

@@ -182,6 +182,14 @@ def site_step(
         )
     if site not in parameters.sites:
         raise SecAggError(f"site {site} is not part of round {parameters.round_id}")
+    before = (
+        parameters.stages[: parameters.stages.index(stage)] if stage in parameters.stages else ()
+    )
+    if state is not None and any(earlier not in sent for earlier in before):
+        raise SecAggError(
+            f"the {stage} stage of round {parameters.round_id} before this site answered the "
+            "stages that come first: refused"
+        )
     if stage == m.PLAIN_INPUT:
         body = _plain_input(parameters, site, compute)
         return body, {PARAMETERS_DIGEST: digest, SENT: {**sent, stage: body}}

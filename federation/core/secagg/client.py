@@ -150,7 +150,18 @@ class SecAggClient:
         return {p.SITE: self.site, p.SEALED: sealed}
 
     def mask(self, values: np.ndarray, received: dict[int, bytes]) -> dict[str, Any]:
-        """Open the shares sent to this site; send the input under its masks."""
+        """Open the shares sent to this site; send the input under its masks.
+
+        Refuses unless shares came from enough neighbours that the site itself and they
+        reach the threshold (Bonawitz et al.): with fewer, a coordinator that withheld
+        the others' shares would leave the input under its self mask alone, which the
+        neighbours' shares of that seed unmask.
+        """
+        if len(received) + 1 < self.settings.threshold:
+            raise SecAggError(
+                f"shares from only {len(received)} neighbours reached this site; the threshold "
+                f"is {self.settings.threshold}: refused, the input would be unmasked"
+            )
         for sender, sealed in received.items():
             if sender not in self.peers:
                 raise SecAggError(f"a share from site {sender}, which is no neighbour")

@@ -226,7 +226,7 @@ def _header(data: Any, stage: str, settings: p.Settings) -> int:
 def _site_id(value: Any) -> int:
     try:
         site = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise SecAggError(f"{value!r} is not a site id") from None
     if site <= 0:
         raise SecAggError(f"{value!r} is not a site id")

@@ -50,6 +50,12 @@ class Command(BaseCommand):
             help="seconds before a new pull of work starts after one ends (each pull long-polls "
             "the coordinator, answering every stage as it opens, for a minute)",
         )
+        parser.add_argument(
+            "--allow-plain",
+            action="store_true",
+            help="answer plain rounds, which send this site's input in the clear (for "
+            "debugging; refused by default, whatever the coordinator asks)",
+        )
         parser.add_argument("--loglevel", default="INFO")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -87,6 +93,7 @@ class Command(BaseCommand):
                 site_runtime.CREDENTIAL_ENV: credential,
                 site_runtime.DATA_DIR_ENV: str(data_dir),
                 site_runtime.STATE_DIR_ENV: str(state_dir),
+                site_runtime.ALLOW_PLAIN_ENV: "1" if options["allow_plain"] else "0",
             }
         )
         interval = options["poll_interval"]

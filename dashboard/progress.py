@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from federation.core.messages import PLAIN_INPUT
+
 RUNNING = "running"
 ROUND_COLUMNS = ("Round", "Kind", "Status", "Sites answered", "Dropped", "Time")
 VERSION_COLUMNS = ("Version", "Test RMSE", "NASA score", "Sites' validation RMSE", "SHA-256")
@@ -46,6 +48,11 @@ def _round_title(round_: dict[str, Any], training_rounds: int) -> str:
 def _stage_line(round_: dict[str, Any]) -> str:
     if not round_["stage"]:
         return ""
+    if round_["stage"] == PLAIN_INPUT:
+        return (
+            f"Plain aggregation, for debugging: {round_['stage_answered']} of "
+            f"{round_['assigned']} sites sent their input in the clear"
+        )
     position = (
         f"stage {round_['stage_number']} of {round_['stages']}, " if round_["stage_number"] else ""
     )

@@ -715,3 +715,14 @@ def test_every_control_has_a_label_and_headings_go_in_order(client, cast, actor,
 
     assert parser.unlabelled() == []
     assert parser.headings_in_order()
+
+
+def test_a_plain_round_says_it_is_plain_and_who_sent_their_input(client, cast):
+    round_ = running_round(cast, stage="plain_input")
+    StageMessage.objects.create(round=round_, site=cast.site, stage="plain_input")
+
+    page = progress_json(client, cast)
+
+    assert page["live"]["stage"] == (
+        "Plain aggregation, for debugging: 1 of 2 sites sent their input in the clear"
+    )

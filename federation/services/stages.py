@@ -65,6 +65,10 @@ class RoundStore:
         rows = StageMessage.objects.filter(round=self.round, stage=stage).order_by("site_id")
         return [engine.StoredMessage(row.site_id, row.body, self._vector(row)) for row in rows]
 
+    def senders(self, stage: str) -> set[int]:
+        rows = StageMessage.objects.filter(round=self.round, stage=stage)
+        return set(rows.values_list("site_id", flat=True))
+
     def _vector(self, row: StageMessage) -> np.ndarray | None:
         if not row.vector:
             return None

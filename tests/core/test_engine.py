@@ -207,6 +207,9 @@ class _Empty:
     def messages(self, stage: str) -> list:
         return []
 
+    def senders(self, stage: str) -> set[int]:
+        return set()
+
 
 # --- whole rounds in process -----------------------------------------------------------------
 
@@ -352,6 +355,9 @@ class _Stages:
 
     def messages(self, stage: str) -> list:
         return sorted(self.kept.get(stage, []), key=lambda s: s.site)
+
+    def senders(self, stage: str) -> set[int]:
+        return {message.site for message in self.kept.get(stage, [])}
 
 
 def _frame():

@@ -55,15 +55,15 @@ class MessageStore(Protocol):
         """The stage's messages, ordered by site."""
         ...
 
-
-def _sites(store: MessageStore, stage: str) -> set[int]:
-    return {message.site for message in store.messages(stage)}
+    def senders(self, stage: str) -> set[int]:
+        """The sites that sent a message of the stage (without reading the messages)."""
+        ...
 
 
 def alive_and_dropped(store: MessageStore) -> tuple[set[int], set[int]]:
     """Sites whose masked input is in the sum, and sites that shared keys but sent none."""
-    sharers = _sites(store, p.SHARE_KEYS)
-    alive = _sites(store, p.MASKED_INPUT)
+    sharers = store.senders(p.SHARE_KEYS)
+    alive = store.senders(p.MASKED_INPUT)
     return alive, sharers - alive
 
 

@@ -67,6 +67,9 @@ class MemoryStore:
         kept = self._stages.get(stage, {})
         return [kept[site] for site in sorted(kept)]
 
+    def senders(self, stage: str) -> set[int]:
+        return set(self._stages.get(stage, {}))
+
 
 @dataclass(frozen=True)
 class SentMessage:

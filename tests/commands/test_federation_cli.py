@@ -10,7 +10,7 @@ import re
 import pytest
 from django.core.management import CommandError, call_command
 
-from federation.models import Federation, Membership, Site
+from federation.models import AnalyticsQuery, Federation, Membership, Site
 
 pytestmark = pytest.mark.django_db
 
@@ -122,5 +122,5 @@ def test_a_query_is_asked_and_a_bad_one_is_refused_with_the_reason(users):
         run("query", "fleet", "--sensors", "s_2", "--bins", "s_2:1:2")
     with pytest.raises(CommandError, match="refused: only 0 approved, active sites"):
         run("query", "fleet", "--sensors", "s_2")
-    answer = json.loads(run("answer", "1"))
+    answer = json.loads(run("answer", str(AnalyticsQuery.objects.get().id)))
     assert answer["status"] == "failed" and answer["query"]["sensors"] == ["s_2"]

@@ -31,7 +31,9 @@ class Federation(models.Model):
     strategy_settings = models.JSONField(default=dict, blank=True)
     rounds = models.PositiveIntegerField(default=10)
     local_epochs = models.PositiveIntegerField(default=2)
-    min_sites = models.PositiveIntegerField(default=2)
+    # The fewest sites a round takes, and whose inputs a published sum may hold (at least
+    # 3 under secure aggregation: federation.core.engine.rounds.MIN_CONTRIBUTORS).
+    min_sites = models.PositiveIntegerField(default=3)
     round_deadline = models.PositiveIntegerField(default=300, help_text="seconds")
     # Training rounds sum the sites' updates under secure aggregation; False is a plain
     # mode for debugging, in which the coordinator sees every site's update.

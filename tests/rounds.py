@@ -25,8 +25,9 @@ from turbofan.data.features import FeaturePipeline
 from turbofan.data.files import read_engine_file
 from turbofan.models.artefact import RulModel
 
-SITES = ("alpha", "beta", "gamma")
-EXAMPLES = {"alpha": 100, "beta": 300, "gamma": 600}
+SITES = ("alpha", "beta", "gamma", "delta")
+# Each site's examples, which it reports as its rows: its public weight in training.
+EXAMPLES = {"alpha": 200, "beta": 300, "gamma": 600, "delta": 900}
 VAL_SSE, VAL_COUNT = 7500.0, 300  # each site's error on its validation windows: RMSE 5
 
 
@@ -38,7 +39,8 @@ def pipeline_dict(cmapss_dir):
 
 
 class Fleet:
-    """The cast's federation after its setup rounds, with members alpha, beta and gamma."""
+    """The cast's federation after its setup rounds, with members alpha, beta, gamma and
+    delta (a secure round may lose one and still sum three inputs)."""
 
     def __init__(self, cast: Cast, members: dict[str, Member]) -> None:
         self.cast, self.federation, self.members = cast, cast.federation, members
@@ -73,7 +75,7 @@ class Fleet:
                 return site_input(work, SiteData(self.frames[name]), parameters)
             trained = LocalResult(self.trained[name], EXAMPLES[name], VAL_SSE, VAL_COUNT, 0.5)
             reference = m.weights_from_bytes(m.unb64(work[m.KEY_WEIGHTS]))
-            return training_input(trained, reference, parameters)
+            return training_input(trained, reference, parameters, self.sites[name].id)
 
         key = (name, parameters.round_id)
         keystore = self.members[name].keystore
@@ -116,7 +118,9 @@ def fleet(cast, pipeline_dict, tmp_path, scheduled) -> Fleet:
     # One training round: what a round leaves is easiest to see when nothing follows it.
     Federation.objects.filter(id=cast.federation.id).update(pipeline=pipeline_dict, rounds=1)
     cast.federation.refresh_from_db()
-    members = {name: cast.add_member(name, rows=1000, keys=tmp_path / "keys") for name in SITES}
+    members = {
+        name: cast.add_member(name, rows=EXAMPLES[name], keys=tmp_path / "keys") for name in SITES
+    }
     pipeline = FeaturePipeline.from_dict(pipeline_dict)
     training = federation_training(cast.federation)
     weights = initial_weights(pipeline, federation_recipe(cast.federation), training.member_seed())

@@ -294,7 +294,7 @@ def setup_federation(
         admin=admin,
         subset=config.subset,
         rounds=config.rounds,
-        min_sites=2,
+        min_sites=min(3, config.sites),
         deadline=config.deadline,
         secure=config.secure,
     )

@@ -7,6 +7,8 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
+from federation.core.engine import admission
+from federation.core.engine.rounds import MIN_CONTRIBUTORS
 from federation.core.messages import Kind
 from federation.core.privacy import PrivacySettings
 from federation.core.strategies import STRATEGIES
@@ -22,7 +24,7 @@ def federation_create(
     admin: User,
     subset: str = "FD001",
     rounds: int = 10,
-    min_sites: int = 2,
+    min_sites: int = MIN_CONTRIBUTORS,
     deadline: int = 300,
     local_epochs: int = 2,
     secure: bool = True,
@@ -42,6 +44,9 @@ def federation_create(
             "aggregation",
             status=400,
         )
+    refusal = admission.too_few_contributors(min_sites, secure=secure)
+    if refusal:
+        raise FederationError(refusal + " (or create it plain, for debugging)", status=400)
     if strategy not in STRATEGIES:
         raise FederationError(
             f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}", status=400

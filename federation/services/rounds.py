@@ -117,6 +117,7 @@ def _plan(
     secure = federation.secure_aggregation
     sites = _participants(federation)
     noise = _round_noise(federation, kind, query)
+    _refuse(admission.too_few_contributors(federation.min_sites, secure=secure))
     _refuse(admission.too_few_sites(len(sites), federation.min_sites))
     _refuse(admission.needs_secure_aggregation(kind, secure=secure, noise=noise))
     admitted = None

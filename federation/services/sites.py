@@ -76,7 +76,30 @@ def site_set_status(*, site: Site, status: str) -> None:
     site.refresh_from_db()
 
 
+# What a site may say of its data: counts within these bounds (C-MAPSS engines run about
+# 200 cycles: 10^7 rows is 50,000 engines), and the names of a few subsets.
+MAX_TRAIN_ROWS = 10**7
+MAX_TRAIN_ENGINES = 10**6
+MAX_SUBSETS, MAX_SUBSET_NAME = 16, 32
+
+
 def site_report_data(*, site: Site, summary: dict[str, Any]) -> None:
+    """Keep what the site says of its data, once checked: these counts are public inputs
+    to the rounds (its weight in training, the scale of statistics)."""
+    for name, most in (("train_rows", MAX_TRAIN_ROWS), ("train_engines", MAX_TRAIN_ENGINES)):
+        value = summary.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
+            raise FederationError(f"{name!r} must be a whole number from 0 to {most}", status=400)
+    subsets = summary.get("subsets")
+    if (
+        not isinstance(subsets, list)
+        or len(subsets) > MAX_SUBSETS
+        or not all(isinstance(s, str) and 0 < len(s) <= MAX_SUBSET_NAME for s in subsets)
+    ):
+        raise FederationError(
+            f"'subsets' must be a list of at most {MAX_SUBSETS} names, e.g. [\"FD001\"]",
+            status=400,
+        )
     Site.objects.filter(id=site.id).update(data_summary=summary, last_seen=timezone.now())
 
 

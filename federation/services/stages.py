@@ -248,13 +248,7 @@ def stage_close(*, round_: Round, stage: str | None = None) -> bool:
     answered = Contribution.objects.filter(round=current, stage=stage).exclude(
         status=Contribution.Status.DROPPED
     )
-    end = engine.end_stage(
-        parameters,
-        stage,
-        answered=answered.count(),
-        silent=pending.count(),
-        minimum=federation.min_sites,
-    )
+    end = engine.end_stage(parameters, stage, answered=answered.count(), silent=pending.count())
     timings = _stage_timing(current, stage, now)
     if end.failure:
         round_fail(round_=current, reason=end.failure)
@@ -322,8 +316,16 @@ def round_aggregate(*, round_: Round) -> None:
     kind = Kind(round_.kind)
     parameters = _parameters(round_)
     state = federation_state(federation)
-    summed = engine.round_sum(parameters, RoundStore(round_, parameters))
-    outcome = engine.decode(kind, summed, parameters, state, _query(round_))
+    store = RoundStore(round_, parameters)
+    summed = engine.round_sum(parameters, store)
+    outcome = engine.decode(
+        kind,
+        summed,
+        parameters,
+        state,
+        _query(round_),
+        summed_sites=engine.contributors(parameters, store),
+    )
     version: NewVersion | None = None
     if kind == Kind.MOMENTS:
         assert outcome.pipeline is not None and outcome.weights is not None

@@ -16,7 +16,7 @@ from federation.core.engine.site import site_step
 from federation.core.messages import Kind
 from federation.core.secagg.primitives import SigningKey
 from federation.errors import FederationError
-from federation.models import Contribution, Federation, ModelVersion, Site
+from federation.models import Contribution, ModelVersion, Site
 from federation.services import rounds, sites
 
 pytestmark = pytest.mark.django_db
@@ -24,11 +24,10 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def api(cast, tmp_path, scheduled):
-    """The cast's federation at its first round, with members alpha and beta (each with
-    its credential and keys); otto's south-hangar holds a credential but no membership."""
-    Federation.objects.filter(id=cast.federation.id).update(min_sites=1)
-    cast.federation.refresh_from_db()
-    members = {name: cast.add_member(name, keys=tmp_path) for name in ("alpha", "beta")}
+    """The cast's federation at its first round, with members alpha, beta and delta (each
+    with its credential and keys); otto's south-hangar holds a credential but no
+    membership."""
+    members = {name: cast.add_member(name, keys=tmp_path) for name in ("alpha", "beta", "delta")}
     credentials = {name: member.credential for name, member in members.items()}
     credentials["gamma"] = sites.site_issue_credential(site=cast.other_site)
     round_ = rounds.round_open(federation=cast.federation, kind=Kind.POINTS, number=0)
@@ -318,3 +317,23 @@ def test_past_the_cap_of_waiting_requests_a_long_poll_answers_at_once(client, ap
     response = call(client, "get", "/api/v1/work?wait=5", credential)
 
     assert response.status_code == 204 and time.monotonic() - started < 1
+
+
+@pytest.mark.parametrize(
+    ("summary", "message"),
+    [
+        ({"train_rows": "abc"}, "'train_rows' must be a whole number from 0 to 10000000"),
+        ({"train_rows": -1_000_000_000}, "'train_rows' must be a whole number from 0 to"),
+        ({"train_rows": 10**12}, "'train_rows' must be a whole number from 0 to"),
+        ({"train_engines": True}, "'train_engines' must be a whole number from 0 to 1000000"),
+        ({"subsets": "FD001"}, "'subsets' must be a list of at most 16 names"),
+    ],
+)
+def test_what_a_site_says_of_its_data_is_checked_before_it_counts(client, api, summary, message):
+    body = {"train_rows": 5, "train_engines": 1, "subsets": ["FD001"], **summary}
+
+    response = call(client, "put", "/api/v1/site/data", api["credentials"]["alpha"], body)
+
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+    assert Site.objects.get(name="alpha").data_summary["train_rows"] == 1000  # as it was

@@ -37,7 +37,7 @@ def test_each_site_sends_its_clipped_update_and_a_share_of_the_noise(fleet):
     assert round_.parameters["privacy"] == {
         "clip": 0.5,
         "noise_multiplier": 1e-9,
-        "noise_sites": 2,  # the fewest sites the round can end with
+        "noise_sites": 3,  # the fewest sites the round can end with
     }
     start = np.concatenate([w.ravel() for w in fleet.start]).astype(np.float64)
     clipped = []
@@ -59,8 +59,8 @@ def test_the_noise_in_the_sum_has_the_configured_strength(fleet):
 
     start = np.concatenate([w.ravel() for w in fleet.start]).astype(np.float64)
     noise = np.concatenate([w.ravel() for w in aggregated_weights(fleet.federation, 1)]) - start
-    # 3 shares of std sigma*C/sqrt(2) sum to std sigma*C*sqrt(3/2); the mean divides by 3.
-    expected = privacy.noise_multiplier * privacy.clip * np.sqrt(3 / 2) / 3
+    # 4 shares of std sigma*C/sqrt(3) sum to std sigma*C*sqrt(4/3); the mean divides by 4.
+    expected = privacy.noise_multiplier * privacy.clip * np.sqrt(4 / 3) / 4
     assert np.std(noise) == pytest.approx(expected, rel=0.05)
 
 
@@ -71,7 +71,7 @@ def test_every_training_round_is_in_the_ledger_of_the_federation_and_of_each_sit
 
     one_round = epsilon_spent([Spend(privacy.noise_multiplier)], privacy.delta)
     lines = PrivacySpend.objects.filter(federation=fleet.federation)
-    assert lines.count() == 4
+    assert lines.count() == 5
     assert {line.site.name if line.site else None for line in lines} == {None, *SITES}
     assert all(line.epsilon == pytest.approx(one_round) for line in lines)
     assert budget.spent(federation=fleet.federation) == pytest.approx(one_round)
@@ -102,7 +102,7 @@ def test_a_site_is_left_out_of_work_that_would_pass_its_own_cap(fleet):
     round_ = fleet.open()
 
     names = sorted(round_.contributions.values_list("site__name", flat=True))
-    assert names == ["beta", "gamma"]
+    assert names == ["beta", "delta", "gamma"]
     assert not PrivacySpend.objects.filter(site=fleet.sites["alpha"]).exists()
     assert stages.work_next(site=fleet.sites["alpha"]) is None
 
@@ -130,5 +130,5 @@ def test_the_fixed_point_range_of_a_dp_round_holds_the_noise_shares(fleet):
 
     round_ = fleet.open()
 
-    # Six standard deviations of a share (30 / sqrt(2)) plus the weights, over 3 sites.
-    assert round_.parameters["clip"] > 6 * 30.0 / np.sqrt(2) / 3
+    # Six standard deviations of a share (30 / sqrt(3)) plus the weights, over 4 sites.
+    assert round_.parameters["clip"] > 6 * 30.0 / np.sqrt(3) / 4

@@ -323,7 +323,7 @@ def test_starting_without_enough_sites_fails_the_first_round_with_its_reason(cli
 
     cast.federation.refresh_from_db()
     assert cast.federation.status == Federation.Status.FAILED
-    assert "the federation needs 2 per round" in response.content.decode()
+    assert "the federation needs 3 per round" in response.content.decode()
 
 
 def test_a_refused_start_shows_the_reason_as_a_message(client, cast):

@@ -48,7 +48,7 @@ def test_a_training_round_walks_the_four_stages_and_yields_the_weighted_average(
     assert round_.status == Round.Status.DONE
     assert close_enough(aggregated_weights(fleet.federation, 1), fleet.expected(SITES))
     received = round_.contributions.filter(status=Contribution.Status.RECEIVED)
-    assert received.count() == 3
+    assert received.count() == 4
     # The pooled validation error of the incoming model came through the sum too.
     version0 = ModelVersion.objects.get(federation=fleet.federation, version=0)
     assert version0.metrics["federated_val_rmse"] == pytest.approx(5.0, abs=1e-3)
@@ -59,7 +59,8 @@ def test_a_site_lost_after_sharing_its_keys_is_recovered_through_the_shares(flee
     fleet.stage(round_)  # keys
     fleet.stage(round_)  # shares
     fleet.answer("alpha")
-    fleet.answer("beta")  # gamma trained but never sent its masked input
+    fleet.answer("beta")
+    fleet.answer("delta")  # gamma trained but never sent its masked input
     Round.objects.filter(id=round_.id).update(deadline=timezone.now() - timedelta(seconds=1))
     round_.refresh_from_db()
     stages.stage_close(round_=round_)
@@ -68,12 +69,13 @@ def test_a_site_lost_after_sharing_its_keys_is_recovered_through_the_shares(flee
 
     _, work = fleet.work("alpha")
     assert work[m.KEY_PROTOCOL][m.DROPPED] == [fleet.sites["gamma"].id]
-    fleet.stage(round_, names=("alpha", "beta"))
+    fleet.stage(round_, names=("alpha", "beta", "delta"))
     stages.round_aggregate(round_=round_)
 
     round_.refresh_from_db()
     assert round_.status == Round.Status.DONE, round_.reason
-    assert close_enough(aggregated_weights(fleet.federation, 1), fleet.expected(("alpha", "beta")))
+    survivors = ("alpha", "beta", "delta")
+    assert close_enough(aggregated_weights(fleet.federation, 1), fleet.expected(survivors))
     dropped = round_.contributions.get(status=Contribution.Status.DROPPED)
     assert dropped.site.name == "gamma"
 
@@ -82,7 +84,8 @@ def test_below_the_threshold_the_round_fails_with_its_reason_and_nothing_is_aggr
     round_ = fleet.open()
     fleet.stage(round_)
     fleet.stage(round_)
-    fleet.answer("alpha")  # beta and gamma never send their masked inputs
+    fleet.answer("alpha")
+    fleet.answer("beta")  # gamma and delta never send their masked inputs
     Round.objects.filter(id=round_.id).update(deadline=timezone.now() - timedelta(seconds=1))
     round_.refresh_from_db()
 
@@ -91,8 +94,8 @@ def test_below_the_threshold_the_round_fails_with_its_reason_and_nothing_is_aggr
     round_.refresh_from_db()
     assert round_.status == Round.Status.FAILED
     assert round_.reason == (
-        "1 of 3 sites answered the masked_input stage by its deadline; secure aggregation "
-        "needs 2 and the federation 2: nothing is aggregated"
+        "2 of 4 sites answered the masked_input stage by its deadline; secure aggregation "
+        "needs 3 and the federation 3: nothing is aggregated"
     )
     assert not ModelVersion.objects.filter(federation=fleet.federation, version=1).exists()
 
@@ -102,7 +105,11 @@ def test_a_site_without_a_registered_identity_sits_secure_rounds_out(fleet):
 
     round_ = fleet.open()
 
-    assert sorted(round_.contributions.values_list("site__name", flat=True)) == ["alpha", "beta"]
+    assert sorted(round_.contributions.values_list("site__name", flat=True)) == [
+        "alpha",
+        "beta",
+        "delta",
+    ]
     assert stages.work_next(site=fleet.sites["gamma"]) is None
 
 
@@ -304,7 +311,7 @@ def test_a_site_that_leaves_after_its_masked_input_stays_in_the_sum(fleet):
     membership = fleet.federation.memberships.get(site=fleet.sites["gamma"])
 
     sites.membership_leave(membership=membership)
-    fleet.stage(round_, names=("alpha", "beta"))
+    fleet.stage(round_, names=("alpha", "beta", "delta"))
     stages.round_aggregate(round_=round_)
 
     round_.refresh_from_db()

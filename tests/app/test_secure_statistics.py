@@ -36,7 +36,7 @@ SENSORS = ("s_2", "s_11")
 def frames(cmapss_dir):
     rows = read_engine_file(cmapss_dir / "train_FD004.txt")
     rows = rows[rows["unit"] <= 60]
-    return {name: rows[rows["unit"] % 3 == i] for i, name in enumerate(SITES)}
+    return {name: rows[rows["unit"] % len(SITES) == i] for i, name in enumerate(SITES)}
 
 
 @pytest.fixture
@@ -169,7 +169,7 @@ def test_a_query_whose_noise_would_not_fit_the_fixed_point_range_is_refused(fd00
     )
 
     assert record.status == AnalyticsQuery.Status.FAILED
-    assert "too large for the fixed-point range of a query over 3 sites: at most 1.65" in (
+    assert "too large for the fixed-point range of a query over 4 sites: at most 2.02" in (
         record.reason
     )
 

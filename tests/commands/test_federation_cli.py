@@ -27,7 +27,7 @@ def users(django_user_model):
 
 
 def test_a_site_joins_and_its_owner_gets_the_credential_once_with_the_command(users):
-    run("create", "fleet", "--admin", "boss", "--min-sites", "1")
+    run("create", "fleet", "--admin", "boss")
     run("join", "fleet", "ann-site", "--owner", "ann")
     approved = run("approve", "fleet", "ann-site")
 
@@ -71,7 +71,7 @@ def test_nobody_joins_with_someone_elses_site(users):
 
 
 def test_a_federation_below_its_minimum_fails_its_first_round_with_the_reason(users):
-    run("create", "fleet", "--admin", "boss", "--min-sites", "2")
+    run("create", "fleet", "--admin", "boss")
     run("join", "fleet", "ann-site", "--owner", "ann")
     run("approve", "fleet", "ann-site")
 
@@ -80,7 +80,16 @@ def test_a_federation_below_its_minimum_fails_its_first_round_with_the_reason(us
     status = json.loads(run("status", "fleet"))
     assert status["status"] == "failed"
     assert status["rounds"][0]["reason"] == (
-        "only 1 approved, active sites; the federation needs 2 per round"
+        "only 1 approved, active sites; the federation needs 3 per round"
+    )
+
+
+def test_a_secure_federation_of_fewer_than_three_sites_is_refused_a_plain_one_is_not(users):
+    with pytest.raises(CommandError, match="no sum of fewer than 3 sites' inputs"):
+        run("create", "fleet", "--admin", "boss", "--min-sites", "2")
+
+    assert "plain aggregation" in run(
+        "create", "debug", "--admin", "boss", "--min-sites", "2", "--plain"
     )
 
 
@@ -116,7 +125,7 @@ def test_privacy_settings_that_cannot_work_are_refused_with_the_reason(users):
 
 
 def test_a_query_is_asked_and_a_bad_one_is_refused_with_the_reason(users):
-    run("create", "fleet", "--admin", "boss", "--min-sites", "1")
+    run("create", "fleet", "--admin", "boss")
 
     with pytest.raises(CommandError, match="--bins 's_2:1:2': write SENSOR:LOW:HIGH:COUNT"):
         run("query", "fleet", "--sensors", "s_2", "--bins", "s_2:1:2")

@@ -22,6 +22,7 @@ from federation.core.engine.rounds import (
     following,
     next_round,
     plan_round,
+    public_weights,
     value_range,
 )
 from federation.core.engine.simulation import Member, RoundFailed, run_stages, secure_sum
@@ -158,9 +159,12 @@ def test_the_sum_of_training_vectors_decodes_into_the_weighted_mean_and_the_pool
         )
     ]
 
-    summed = sum(encode_training(r, scale=1000.0) for r in results)
+    weights = public_weights(
+        [Participant(i, None, r.examples) for i, r in enumerate(results)], None
+    )
+    summed = sum(encode_training(r, weights[i]) for i, r in enumerate(results))
     assert isinstance(summed, np.ndarray)
-    mean, rmse = decode_training(summed, trained[0])
+    mean, rmse = decode_training(summed, trained[0], total_weight=sum(weights.values()))
 
     for got, want in zip(mean, weighted_mean(trained, [100, 300, 600]), strict=True):
         np.testing.assert_allclose(got, want, atol=1e-6)
@@ -200,7 +204,7 @@ def test_a_site_refuses_to_send_an_input_of_another_length_than_the_round_sums()
     parameters = parameters_for(members, 4, secure=False)
 
     with pytest.raises(SecAggError, match="the input has 3 values"):
-        run_stages(parameters, members, work_for, minimum=2)
+        run_stages(parameters, members, work_for)
 
 
 class _Empty:
@@ -219,8 +223,8 @@ def test_plain_and_secure_rounds_of_the_same_inputs_give_the_same_sum_to_the_fix
     inputs = [rng.uniform(-2, 2, 50) for _ in range(4)]
     members = members_with(inputs)
 
-    plain = run_stages(parameters_for(members, 50, secure=False), members, work_for, minimum=2)
-    secure = run_stages(parameters_for(members, 50, secure=True), members, work_for, minimum=2)
+    plain, _ = run_stages(parameters_for(members, 50, secure=False), members, work_for)
+    secure, _ = run_stages(parameters_for(members, 50, secure=True), members, work_for)
 
     np.testing.assert_allclose(plain, np.sum(inputs, axis=0), atol=1e-12)
     np.testing.assert_allclose(secure, plain, atol=4 * STEP)
@@ -250,7 +254,7 @@ def test_each_site_sends_one_message_per_stage_and_the_log_says_how_big():
     members = members_with([np.zeros(10)] * 3)
     log: list = []
 
-    run_stages(parameters_for(members, 10, secure=True), members, work_for, minimum=2, log=log)
+    run_stages(parameters_for(members, 10, secure=True), members, work_for, log=log)
 
     assert [(e.site, e.stage) for e in log] == [
         (f"site-{s}", stage) for stage in p.STAGES for s in (1, 2, 3)
@@ -280,7 +284,7 @@ def test_the_secure_sum_equals_the_plain_sum_of_the_survivors_for_any_dropout_it
     enough = survivors >= max(parameters.threshold, 2)
 
     try:
-        summed = run_stages(parameters, members, work_for, minimum=2, drop={p.MASKED_INPUT: lost})
+        summed, _ = run_stages(parameters, members, work_for, drop={p.MASKED_INPUT: lost})
     except (RoundFailed, SecAggError):
         assert not enough or parameters.secure.settings.neighbours  # sparse graphs vary
         return
@@ -367,3 +371,48 @@ def _frame():
 
     columns = ["unit", "cycle", *SETTING_COLUMNS, *SENSOR_COLUMNS]
     return pd.DataFrame([[1, 1] + [0.0] * (len(columns) - 2)], columns=columns)
+
+
+def test_public_weights_follow_the_reported_rows_within_four_times_the_median():
+    honest = [Participant(1, None, 1000), Participant(2, None, 3000), Participant(3, None, 2000)]
+    liar = Participant(4, None, 10**7)  # claims far more rows than it has
+    tiny = Participant(5, None, 0)  # claims none, to weigh nothing
+
+    weights = public_weights([*honest, liar, tiny], None)
+
+    median = 2000
+    assert weights[4] / weights[3] == pytest.approx(4 * median / 2000)  # capped at 4 x median
+    assert weights[5] / weights[3] == pytest.approx(median / 4 / 2000)  # floored at median / 4
+    assert weights[2] / weights[1] == pytest.approx(3.0)  # honest counts within the band
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert list(public_weights(honest, Noise(1.0, 1.0)).values()) == [pytest.approx(1 / 3)] * 3
+
+
+def test_a_site_helps_unmask_no_sum_of_fewer_inputs_than_the_round_allows():
+    inputs = [np.ones(3)] * 3
+    members = members_with(inputs)
+    participants = [Participant(s, member.identity.public, 1) for s, member in members.items()]
+    parameters = plan_round(
+        kind=Kind.ANALYTICS, participants=participants, length=3, secure=True, minimum=3
+    )
+    # A live round fails when fewer than three inputs are in: so does this one ...
+    with pytest.raises(RoundFailed, match="secure aggregation needs 2 and the federation 3"):
+        run_stages(parameters, members, work_for, drop={p.MASKED_INPUT: {3}})
+    # ... and a coordinator that says only two are must not get their shares.
+    store = _Stages()
+    for stage in (p.ADVERTISE_KEYS, p.SHARE_KEYS, p.MASKED_INPUT):
+        for site in (1, 2, 3):
+            work = work_for(site, stage, c.stage_part(parameters, stage, site, store))
+            body, members[site].states["r"] = site_step(
+                work,
+                site,
+                members[site].identity,
+                members[site].states.get("r"),
+                lambda: (inputs[0], {}),
+            )
+            checked = c.check_message(parameters, stage, site, body, store)
+            store.add(stage, c.StoredMessage(site, checked.body, checked.vector))
+    part = {**c.stage_part(parameters, p.UNMASK, 1, store), m.ALIVE: [1, 2], m.DROPPED: [3]}
+
+    with pytest.raises(SecAggError, match="publishes none of fewer than 3: refused"):
+        site_step(work_for(1, "", part), 1, members[1].identity, members[1].states["r"], not_called)

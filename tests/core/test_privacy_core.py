@@ -135,7 +135,7 @@ def test_a_private_training_vector_weighs_as_one_site_and_keeps_the_validation_e
     result = LocalResult([np.array([0.0, 3.0, 4.0])], 1234, val_sse=81.0, val_count=9, seconds=1)
     privacy = {"noise_multiplier": 0.5, "clip": 2.0, "noise_sites": 2}
 
-    vector = encode_private_training(result, reference, privacy, 4.0, np.random.default_rng(1))
+    vector = encode_private_training(result, reference, privacy, 0.25, np.random.default_rng(1))
 
     expected = clip_and_noise(
         result.weights,
@@ -146,7 +146,7 @@ def test_a_private_training_vector_weighs_as_one_site_and_keeps_the_validation_e
         rng=np.random.default_rng(1),
     )
     np.testing.assert_array_equal(vector[:3], expected[0] / 4.0)
-    assert vector[3:].tolist() == [0.25, 0.0, 0.0]  # weight 1/4, no validation error
+    assert vector[3:].tolist() == [0.0, 0.0]  # its public weight, 1/4; no validation error
 
 
 # --- admission --------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture(scope="module")
 def site_dirs(tmp_path_factory, cmapss_dir):
     units = read_engine_file(cmapss_dir / "train_FD001.txt")["unit"].to_numpy()
-    plan = plan_iid("FD001", units, 3, seed=3)
+    plan = plan_iid("FD001", units, 4, seed=3)
     out = write_partition(plan, cmapss_dir, tmp_path_factory.mktemp("data") / "sites")
     return [out / share.name for share in plan.sites]
 
@@ -85,12 +85,12 @@ def names(count: int) -> list[str]:
 def test_three_sites_run_three_rounds_and_the_global_model_improves(tmp_path, site_dirs):
     site_names = names(3)
     federation, credentials = make_federation(
-        "live", rounds=3, min_sites=2, deadline=120, members=site_names
+        "live", rounds=3, min_sites=3, deadline=120, members=site_names
     )
     with Stack(tmp_path) as stack:
         stack.start_web()
         stack.start("coordinator", "coordinator_worker")
-        for name, folder in zip(site_names, site_dirs, strict=True):
+        for name, folder in zip(site_names, site_dirs[:3], strict=True):
             stack.start_site(name, folder, credentials[name])
         wait_for_sites(site_names, stack)
 
@@ -119,12 +119,12 @@ def test_three_sites_run_three_rounds_and_the_global_model_improves(tmp_path, si
 
 
 def test_a_site_killed_mid_round_is_dropped_and_recovered_through_the_shares(tmp_path, site_dirs):
-    site_names = names(3)
+    site_names = names(4)
     tolerant, credentials = make_federation(
-        "tolerant", rounds=2, min_sites=2, deadline=25, members=site_names
+        "tolerant", rounds=2, min_sites=3, deadline=25, members=site_names
     )
-    strict, _ = make_federation("strict", rounds=1, min_sites=3, deadline=15, members=[])
-    for name in site_names:  # the same three sites, all approved in the strict federation too
+    strict, _ = make_federation("strict", rounds=1, min_sites=4, deadline=15, members=[])
+    for name in site_names:  # the same four sites, all approved in the strict federation too
         membership = sites.membership_request(
             federation=strict, site=tolerant.memberships.get(site__name=name).site
         )
@@ -161,12 +161,12 @@ def test_a_site_killed_mid_round_is_dropped_and_recovered_through_the_shares(tmp
     first = Round.objects.get(federation=tolerant, kind="train", number=1)
     assert first.status == Round.Status.DONE
     assert first.contributions.filter(status="dropped").get().site.name == site_names[2]
-    assert first.contributions.filter(status="received").count() == 2
+    assert first.contributions.filter(status="received").count() == 3
     unmasked = StageMessage.objects.filter(round=first, stage=p.UNMASK)
     assert all(m.body[p.KEY_SHARES] for m in unmasked)  # its mask key was rebuilt
     for round_ in Round.objects.filter(federation=tolerant, kind="train"):
         assert round_.status == Round.Status.DONE
-        assert round_.contributions.filter(status="received").count() == 2
+        assert round_.contributions.filter(status="received").count() == 3
     assert failed_status == Federation.Status.FAILED
-    assert "2 of 3 sites answered the advertise_keys stage by its deadline" in failed_reason
-    assert "the federation 3: nothing is aggregated" in failed_reason
+    assert "3 of 4 sites answered the advertise_keys stage by its deadline" in failed_reason
+    assert "the federation 4: nothing is aggregated" in failed_reason

@@ -9,13 +9,25 @@ from __future__ import annotations
 
 import math
 
-from federation.core.engine.rounds import CLIP, NOISE_RANGE_SIGMAS, Noise
+from federation.core.engine.rounds import CLIP, MIN_CONTRIBUTORS, NOISE_RANGE_SIGMAS, Noise
 from federation.core.messages import Kind
 
 
 def too_few_sites(count: int, minimum: int) -> str:
     if count < minimum:
         return f"only {count} approved, active sites; the federation needs {minimum} per round"
+    return ""
+
+
+def too_few_contributors(minimum: int, *, secure: bool) -> str:
+    """A secure federation publishes no aggregate of fewer than MIN_CONTRIBUTORS sites'
+    inputs: with two, either could subtract its own from the sum and read the other's.
+    Plain mode, for debugging, may go lower."""
+    if secure and minimum < MIN_CONTRIBUTORS:
+        return (
+            f"a secure federation publishes no sum of fewer than {MIN_CONTRIBUTORS} sites' "
+            f"inputs: its minimum of sites must be at least {MIN_CONTRIBUTORS}, not {minimum}"
+        )
     return ""
 
 

@@ -227,15 +227,14 @@ class StageEnd:
     failure: str = ""
 
 
-def end_stage(
-    parameters: RoundParameters, stage: str, *, answered: int, silent: int, minimum: int
-) -> StageEnd:
+def end_stage(parameters: RoundParameters, stage: str, *, answered: int, silent: int) -> StageEnd:
     """The end of ``stage`` once every site answered or its deadline passed.
 
     The silent are dropped, except in the unmask stage (their input is masked into the sum
     already: the others' shares unmask it). Below the threshold of the secure sum or the
-    federation's minimum the round fails and nothing is aggregated.
+    round's fewest contributors the round fails and nothing is aggregated.
     """
+    minimum = parameters.min_contributors
     if stage == p.UNMASK:
         if answered < parameters.threshold:
             return StageEnd(
@@ -268,6 +267,11 @@ def end_stage(
 
 
 # --- the sum -----------------------------------------------------------------------------------
+
+
+def contributors(parameters: RoundParameters, store: MessageStore) -> set[int]:
+    """The sites whose inputs are in the round's sum."""
+    return store.senders(p.MASKED_INPUT if parameters.secure is not None else m.PLAIN_INPUT)
 
 
 def round_sum(parameters: RoundParameters, store: MessageStore) -> np.ndarray:
@@ -389,8 +393,12 @@ def decode(
     parameters: RoundParameters,
     state: FederationState,
     query: analytics.Query | None = None,
+    *,
+    summed_sites: set[int] | None = None,
 ) -> Outcome:
-    """The outcome of a round from the sum of its sites' inputs and public numbers only."""
+    """The outcome of a round from the sum of its sites' inputs and public numbers only
+    (``summed_sites``, for a training round: the sites whose inputs are in the sum, see
+    :func:`contributors`)."""
     scale = parameters.weight_scale
     if kind == Kind.POINTS:  # the sites' operating points, counted on a public grid
         points, counts = analytics.decode_points(summed, scale=scale)
@@ -415,8 +423,8 @@ def decode(
             privacy=analytics.QueryPrivacy.from_dict(privacy) if privacy else None,
         )
         return Outcome(answer=answer)
-    assert state.weights is not None
-    mean, val_rmse = decode_training(summed, state.weights)
+    assert state.weights is not None and summed_sites is not None
+    mean, val_rmse = decode_training(summed, state.weights, parameters.weight_of(summed_sites))
     strategy = make_strategy(state.training.strategy, **state.training.strategy_settings)
     strategy.load_state(state.strategy_state)
     weights = strategy.step(state.weights, mean)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,12 @@ INPUT_STAGES = (p.MASKED_INPUT, m.PLAIN_INPUT)
 # share (passed twice in 10^9 values): clipping must not cut the noise the accountant
 # counts on.
 NOISE_RANGE_SIGMAS = 6.0
+# A secure federation publishes no aggregate of fewer sites' inputs than this: with two,
+# either could subtract its own input from the sum and read the other's.
+MIN_CONTRIBUTORS = 3
+# A site's public weight in a training round is its reported rows held within this factor
+# of the median site's: a site that claims more (or fewer) rows cannot weigh more than that.
+WEIGHT_SPREAD = 4.0
 
 
 def stages(secure: bool) -> tuple[str, ...]:
@@ -108,7 +115,9 @@ class RoundParameters:
     """What every site of a round is told about it, and the coordinator keeps.
 
     ``privacy`` (noise multiplier, clip, noise_sites) when the sites add DP noise;
-    ``secure`` with the protocol's settings under secure aggregation, None in plain mode.
+    ``secure`` with the protocol's settings under secure aggregation, None in plain mode;
+    ``weights`` every site's public weight in a training round; ``min_contributors`` the
+    fewest inputs a sum may hold, which a site checks before it helps unmask one.
     """
 
     round_id: str
@@ -118,6 +127,10 @@ class RoundParameters:
     weight_scale: float
     privacy: dict[str, Any] | None = None
     secure: SecureRound | None = None
+    # Training rounds: each site's public weight (they sum to 1 over the round's sites).
+    weights: dict[int, float] | None = None
+    # The fewest sites whose inputs may make up the sum: no stage ends with fewer.
+    min_contributors: int = 2
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -129,7 +142,12 @@ class RoundParameters:
         return self.secure.settings.threshold if self.secure is not None else 1
 
     def to_json(self) -> dict[str, Any]:
-        common = {"weight_scale": self.weight_scale, "privacy": self.privacy}
+        common = {
+            "weight_scale": self.weight_scale,
+            "privacy": self.privacy,
+            "weights": {str(s): w for s, w in self.weights.items()} if self.weights else None,
+            "min_contributors": self.min_contributors,
+        }
         if self.secure is None:
             return {
                 "mode": "plain",
@@ -151,20 +169,23 @@ class RoundParameters:
         """Parse what :meth:`to_json` wrote; :class:`SecAggError` says what is missing."""
         try:
             mode = data["mode"]
-            privacy = data["privacy"]
-            weight_scale = float(data["weight_scale"])
+            common: dict[str, Any] = {
+                "privacy": data["privacy"],
+                "weight_scale": float(data["weight_scale"]),
+                "weights": _weights_from_json(data.get("weights")),
+                "min_contributors": int(data.get("min_contributors", 2)),
+            }
             if mode == "plain":
                 return cls(
                     round_id=str(data[p.ROUND]),
                     sites=tuple(int(s) for s in data["sites"]),
                     length=int(data["length"]),
                     value_range=float(data["clip"]),
-                    weight_scale=weight_scale,
-                    privacy=privacy,
+                    **common,
                 )
             if mode != "secure":
                 raise ValueError(f"unknown mode {mode!r}")
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, OverflowError) as error:
             raise SecAggError(f"the round's parameters are incomplete: {error}") from None
         settings, quantiser, identities, length = wire.round_from_json(data)
         return cls(
@@ -172,10 +193,40 @@ class RoundParameters:
             sites=settings.sites,
             length=length,
             value_range=quantiser.clip,
-            weight_scale=weight_scale,
-            privacy=privacy,
             secure=SecureRound(settings, quantiser, identities),
+            **common,
         )
+
+    def weight_of(self, sites: set[int] | tuple[int, ...]) -> float:
+        """The summed public weight of ``sites`` (in a training round)."""
+        if self.weights is None:
+            raise SecAggError(f"round {self.round_id} has no public weights")
+        return sum(self.weights[s] for s in sites)
+
+
+def _weights_from_json(data: Any) -> dict[int, float] | None:
+    if data is None:
+        return None
+    weights = {int(s): float(w) for s, w in data.items()}
+    if not all(math.isfinite(w) and w > 0 for w in weights.values()):
+        raise ValueError("public weights must be positive numbers")
+    return weights
+
+
+def public_weights(participants: list[Participant], noise: Noise | None) -> dict[int, float]:
+    """Each site's weight in a training round, public and bounded: its reported rows held
+    within :data:`WEIGHT_SPREAD` of the median site's (equal weights under DP, or when no
+    site reported any rows), normalised to sum to 1. A site cannot choose its weight: it
+    puts ``weight * model`` under masks, and the coordinator divides the sum by the summed
+    weights of the sites in it."""
+    rows = [max(0, s.rows) for s in participants]
+    median = statistics.median(rows) if rows else 0
+    if noise is not None or median <= 0:
+        raw = [1.0] * len(participants)
+    else:
+        raw = [min(max(r, median / WEIGHT_SPREAD), median * WEIGHT_SPREAD) for r in rows]
+    total = sum(raw)
+    return {s.id: r / total for s, r in zip(participants, raw, strict=True)}
 
 
 def weight_scale(kind: Kind, participants: list[Participant], noise: Noise | None) -> float:
@@ -204,8 +255,11 @@ def plan_round(
     round_id = round_id or secrets.token_hex(16)
     ids = tuple(sorted(s.id for s in participants))
     scale = weight_scale(kind, participants, noise)
+    weights = public_weights(participants, noise) if kind == Kind.TRAIN else None
     if not secure:
-        return RoundParameters(round_id, ids, length, CLIP, scale)
+        return RoundParameters(
+            round_id, ids, length, CLIP, scale, weights=weights, min_contributors=minimum
+        )
     settings = p.plan(round_id, ids, graph_seed=graph_seed)
     fewest = fewest_sites(settings.threshold, minimum)
     clip = value_range(
@@ -230,4 +284,6 @@ def plan_round(
         weight_scale=scale,
         privacy=privacy,
         secure=SecureRound(settings, quantiser, identities),
+        weights=weights,
+        min_contributors=minimum,
     )

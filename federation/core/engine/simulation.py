@@ -32,6 +32,7 @@ from federation.core.engine import admission
 from federation.core.engine import coordinator as c
 from federation.core.engine.rounds import (
     INPUT_STAGES,
+    MIN_CONTRIBUTORS,
     Noise,
     Participant,
     RoundParameters,
@@ -97,12 +98,12 @@ def run_stages(
     members: Mapping[int, Member],
     work_for: Callable[[int, str, dict[str, Any]], dict[str, Any]],
     *,
-    minimum: int,
     drop: Mapping[str, set[int]] | None = None,
     log: list[SentMessage] | None = None,
     kind: str = "",
-) -> np.ndarray:
-    """Every stage of one round, each member answering in turn; the round's sum.
+) -> tuple[np.ndarray, set[int]]:
+    """Every stage of one round, each member answering in turn; the round's sum and the
+    sites whose inputs are in it.
 
     ``work_for(site, stage, protocol_part)`` is the work message the site would pull;
     ``drop`` names, per stage, the sites that fall silent from that stage on (to test
@@ -132,7 +133,6 @@ def run_stages(
             stage,
             answered=len(answered),
             silent=len(active - answered),
-            minimum=minimum,
         )
         if end.failure:
             raise RoundFailed(end.failure)
@@ -141,7 +141,7 @@ def run_stages(
     for member in members.values():  # the round is over: its secrets go
         member.states.pop(parameters.round_id, None)
     try:
-        return c.round_sum(parameters, store)
+        return c.round_sum(parameters, store), c.contributors(parameters, store)
     except SecAggError as error:  # a live round fails its aggregation alike
         raise RoundFailed(f"aggregation failed: {error}") from None
 
@@ -168,13 +168,13 @@ def secure_sum(
         graph_seed=graph_seed,
     )
     members = {i: Member(i, f"site-{i}", keys[i], _given(inputs[i - 1])) for i in keys}
-    return run_stages(
+    summed, _ = run_stages(
         parameters,
         members,
         lambda site, stage, part: {m.KEY_KIND: Kind.ANALYTICS, m.KEY_PROTOCOL: part},
-        minimum=minimum,
         drop=drop,
     )
+    return summed
 
 
 def _given(vector: np.ndarray) -> Callable[[dict[str, Any], RoundParameters], Input]:
@@ -208,10 +208,12 @@ class Simulation:
         template: FeaturePipeline,
         recipe: NetworkRecipe,
         training: FederatedTraining,
-        minimum: int = 2,
+        minimum: int | None = None,
     ) -> None:
         self.template, self.recipe, self.training = template, recipe, training
-        self.minimum = minimum
+        # As a live secure federation: no sum of fewer than MIN_CONTRIBUTORS sites' inputs
+        # (a study of fewer sites, where no data is at stake, may set its own).
+        self.minimum = minimum if minimum is not None else min(MIN_CONTRIBUTORS, len(site_frames))
         self.log: list[SentMessage] = []
         self.members: dict[int, Member] = {}
         self.data: dict[int, SiteData] = {}
@@ -263,16 +265,15 @@ class Simulation:
             work = {m.KEY_KIND: kind, m.KEY_PROTOCOL: part}
             return {**work, **task} if stage in INPUT_STAGES else work
 
-        summed = run_stages(
+        summed, summed_sites = run_stages(
             parameters,
             {s: self.members[s] for s in chosen},
             work_for,
-            minimum=self.minimum,
             drop=drop,
             log=self.log,
             kind=kind,
         )
-        return c.decode(kind, summed, parameters, state, query)
+        return c.decode(kind, summed, parameters, state, query, summed_sites=summed_sites)
 
     def setup(self) -> c.FederationState:
         """The setup rounds: the regimes from the sites' operating points, then the shared

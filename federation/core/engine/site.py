@@ -128,25 +128,26 @@ def _training_input(
     weights = m.weights_from_bytes(m.unb64(work[m.KEY_WEIGHTS]))
     config = TrainConfig(**work[m.KEY_LOCAL])
     result = train_locally(model, weights, local, config, proximal_mu=work[m.KEY_PROXIMAL_MU])
-    return training_input(result, weights, parameters, rng)
+    return training_input(result, weights, parameters, work[m.KEY_PROTOCOL][m.SITE], rng)
 
 
 def training_input(
     result: LocalResult,
     reference: Weights,
     parameters: RoundParameters,
+    site: int,
     rng: np.random.Generator | None = None,
 ) -> Input:
-    """A site's vector in a training round from what its training gave (``reference``:
-    the global weights it started from), and the metadata beside it."""
+    """Site ``site``'s vector in a training round from what its training gave
+    (``reference``: the global weights it started from), with its public weight, and the
+    metadata beside it."""
     timing = {"seconds": result.seconds}
+    weight = parameters.weight_of((site,))
     if parameters.privacy:
-        vector = encode_private_training(
-            result, reference, parameters.privacy, parameters.weight_scale, rng
-        )
-        # Under DP a site weighs as one: its number of examples stays home.
+        vector = encode_private_training(result, reference, parameters.privacy, weight, rng)
+        # Under DP its number of examples stays home, as its validation error does.
         return vector, {m.KEY_EXAMPLES: 0, m.KEY_METRICS: timing}
-    vector = encode_training(result, parameters.weight_scale)
+    vector = encode_training(result, weight)
     return vector, {m.KEY_EXAMPLES: result.examples, m.KEY_METRICS: timing}
 
 
@@ -262,9 +263,13 @@ def _secure_step(
         values, metadata = _checked_input(compute, parameters)
         body = {**metadata, **wire.masked_to_json(client.mask(values, received), round_id)}
     elif stage == p.UNMASK:
-        body = wire.unmask_to_json(
-            client.unmask(set(part[m.ALIVE]), set(part[m.DROPPED])), round_id
-        )
+        alive = set(part[m.ALIVE])
+        if len(alive) < parameters.min_contributors:
+            raise SecAggError(
+                f"only {len(alive)} sites' inputs are in the sum; round {round_id} publishes "
+                f"none of fewer than {parameters.min_contributors}: refused"
+            )
+        body = wire.unmask_to_json(client.unmask(alive, set(part[m.DROPPED])), round_id)
     else:
         raise SecAggError(f"unknown secure-aggregation stage {stage!r}")
     return body, client.to_state()

@@ -2,15 +2,16 @@
 
 In a training round each site puts under masks (or sends in plain, for debugging)
 
-    [w * weights..., w, v, v * mse / VAL_UNIT]
+    [w * weights..., w * mse / VAL_UNIT, w * has_validation]
 
-with ``w = examples / scale`` (its share of the public weight scale), ``weights`` what it
-trained from the global model, and ``v = validation windows / scale``, ``mse`` the
-incoming global model's mean squared error on its own validation engines. The sum gives
-the example-weighted mean of the sites' models and the validation RMSE over all their
-validation windows, and nothing about one site (:func:`decode_training`). Under
-differential privacy a site sends its clipped, noised model with ``w = 1 / scale``
-(``scale`` the number of sites) and keeps its validation error home.
+with ``w`` its *public* weight (:func:`federation.core.engine.rounds.public_weights`: its
+reported rows, bounded, the same number every site and the coordinator see), ``weights``
+what it trained from the global model, and ``mse`` the incoming global model's mean
+squared error on its own validation engines. The coordinator divides the sum by the summed
+public weights of the sites in it: it gets the weighted mean of their models and their
+pooled validation RMSE, and nothing about one site (:func:`decode_training`). A site
+cannot choose its weight inside the mask. Under differential privacy a site sends its
+clipped, noised model, the weights are equal, and it keeps its validation error home.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from turbofan.models.training import (
 # Validation errors travel in the sum as mean squared errors in this unit, so that they
 # fit the fixed-point range (an RMSE of up to 280 cycles).
 VAL_UNIT = 1e4
-TRAINING_EXTRAS = 2  # v and v * mse / VAL_UNIT, after the weight
+TRAINING_EXTRAS = 2  # w * mse / VAL_UNIT and w * has_validation, after the model
 
 
 @dataclass
@@ -201,15 +202,16 @@ def unflatten(vector: np.ndarray, like: Sequence[np.ndarray]) -> Weights:
 
 
 def training_length(like: Sequence[np.ndarray]) -> int:
-    return sum(w.size for w in like) + 1 + TRAINING_EXTRAS
+    return sum(w.size for w in like) + TRAINING_EXTRAS
 
 
-def encode_training(result: LocalResult, scale: float) -> np.ndarray:
-    """A site's vector in a training round without DP (see the module's docstring)."""
-    weight, val_weight = result.examples / scale, result.val_count / scale
+def encode_training(result: LocalResult, weight: float) -> np.ndarray:
+    """A site's vector in a training round without DP, with its public ``weight`` (see the
+    module's docstring)."""
     mse = result.val_sse / result.val_count / VAL_UNIT if result.val_count else 0.0
+    has_validation = 1.0 if result.val_count else 0.0
     return np.concatenate(
-        [weight * flatten(result.weights), [weight, val_weight, val_weight * mse]]
+        [weight * flatten(result.weights), [weight * mse, weight * has_validation]]
     )
 
 
@@ -217,11 +219,12 @@ def encode_private_training(
     result: LocalResult,
     reference: Weights,
     privacy: dict[str, Any],
-    scale: float,
+    weight: float,
     rng: np.random.Generator | None = None,
 ) -> np.ndarray:
-    """A site's vector under DP: its update clipped, plus its share of the noise, weighing
-    ``1 / scale``; no validation error (a fact about its data outside the accounting)."""
+    """A site's vector under DP: its update clipped, plus its share of the noise, with its
+    (equal) public weight; no validation error (a fact about its data outside the
+    accounting)."""
     private = clip_and_noise(
         result.weights,
         reference,
@@ -230,17 +233,20 @@ def encode_private_training(
         noise_sites=int(privacy["noise_sites"]),
         rng=rng,
     )
-    weight = 1.0 / scale
-    return np.concatenate([weight * flatten(private), [weight, 0.0, 0.0]])
+    return np.concatenate([weight * flatten(private), [0.0, 0.0]])
 
 
-def decode_training(summed: np.ndarray, like: Sequence[np.ndarray]) -> tuple[Weights, float]:
-    """The weighted mean of the sites' weights, and the RMSE of the incoming global model
-    over all their validation windows (NaN where they sent none, as under DP)."""
-    size = len(summed) - 1 - TRAINING_EXTRAS
-    weight, val_weight, val_mse = summed[size:]
-    if weight <= 0:
-        raise ValueError("the summed weights are not positive: no site trained on any example")
-    mean = unflatten(summed[:size] / weight, like)
-    rmse = math.sqrt(max(val_mse, 0.0) / val_weight * VAL_UNIT) if val_weight > 0 else math.nan
+def decode_training(
+    summed: np.ndarray, like: Sequence[np.ndarray], total_weight: float
+) -> tuple[Weights, float]:
+    """The weighted mean of the sites' models, given the summed public weight of the sites
+    in the sum, and the incoming global model's RMSE over the validation engines of those
+    that have some (NaN where none sent one, as under DP)."""
+    size = len(summed) - TRAINING_EXTRAS
+    val_mse, val_weight = summed[size:]
+    if not total_weight > 0:
+        raise ValueError("the sites in the sum have no weight: nothing to average")
+    mean = unflatten(summed[:size] / total_weight, like)
+    has_validation = val_weight > 1e-9  # it is a sum of positive weights, or 0 (quantised)
+    rmse = math.sqrt(max(val_mse, 0.0) / val_weight * VAL_UNIT) if has_validation else math.nan
     return mean, rmse

@@ -10,6 +10,7 @@ from typing import Any
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from federation.errors import FederationError
 from federation.models import Federation
 from federation.services.federations import federation_start
 from turbofan.data.files import DataFileError
@@ -74,7 +75,10 @@ class Command(BaseCommand):
             site_dirs = prepare_sites(config)
         except (DataSourceError, DataFileError, ValueError) as error:
             raise CommandError(str(error)) from None
-        federation, credentials = setup_federation(config, site_dirs)
+        try:
+            federation, credentials = setup_federation(config, site_dirs)
+        except FederationError as error:
+            raise CommandError(f"{error} (--sites)") from None
         demo = Demo(config, say)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -32,7 +32,13 @@ class Command(BaseCommand):
         create.add_argument("--admin", required=True, help="user name of its admin")
         create.add_argument("--subset", default="FD001")
         create.add_argument("--rounds", type=int, default=10)
-        create.add_argument("--min-sites", type=int, default=2)
+        create.add_argument(
+            "--min-sites",
+            type=int,
+            default=3,
+            help="the fewest sites a round takes and a published sum holds (at least 3 unless "
+            "--plain)",
+        )
         create.add_argument("--deadline", type=int, default=300, help="seconds per round")
         create.add_argument(
             "--plain",

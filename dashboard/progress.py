@@ -14,7 +14,14 @@ from federation.core.messages import PLAIN_INPUT
 
 RUNNING = "running"
 ROUND_COLUMNS = ("Round", "Kind", "Status", "Sites answered", "Dropped", "Time")
-VERSION_COLUMNS = ("Version", "Test RMSE", "NASA score", "Sites' validation RMSE", "SHA-256")
+VERSION_COLUMNS = (
+    "Version",
+    "Test RMSE",
+    "NASA score",
+    "Sites' validation RMSE",
+    "Status",
+    "SHA-256",
+)
 NUMERIC_VERSION_COLUMNS = frozenset(VERSION_COLUMNS[1:4])
 LEDGER_COLUMNS = ("When", "Kind", "What", "Noise multiplier", "Sample fraction", "Epsilon after")
 NUMERIC_LEDGER_COLUMNS = frozenset(LEDGER_COLUMNS[3:])
@@ -152,6 +159,12 @@ def round_rows(progress: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _version_status(version: dict[str, Any]) -> str:
+    if version["status"] == "candidate":
+        return "candidate: the next round's sites score it against the accepted model"
+    return f"{version['status']}: {version['verdict']}" if version["verdict"] else version["status"]
+
+
 def version_rows(progress: dict[str, Any]) -> list[dict[str, Any]]:
     """The model versions table: the chart's numbers, for reading and for screen readers."""
     return [
@@ -164,6 +177,7 @@ def version_rows(progress: dict[str, Any]) -> list[dict[str, Any]]:
                     number(v["rmse"]) or "not scored",
                     number(v["score"], 0),
                     number(v["val_rmse"]),
+                    _version_status(v),
                     v["sha256"][:16],
                 ],
             ),
@@ -173,7 +187,9 @@ def version_rows(progress: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def metrics_figure(versions: list[dict[str, Any]]) -> dict[str, Any]:
-    """Test RMSE and the sites' validation RMSE above, the NASA score (log scale) below."""
+    """Test RMSE and the sites' validation RMSE above, the NASA score (log scale) below, of
+    the versions not rejected (a rejected one was never the federation's model)."""
+    versions = [v for v in versions if v["status"] != "rejected"]
     x = [v["version"] for v in versions]
 
     def trace(key: str, name: str, axis: str) -> dict[str, Any]:

@@ -129,6 +129,7 @@ class Round(models.Model):
         POINTS = "points", "operating points"
         MOMENTS = "moments", "sensor moments"
         TRAIN = "train", "training"
+        EVALUATE = "evaluate", "evaluation"
         ANALYTICS = "analytics", "analytics query"
 
     class Status(models.TextChoices):
@@ -197,7 +198,17 @@ class Contribution(models.Model):
 
 
 class ModelVersion(models.Model):
-    """The global model after a round (version 0: the initial weights)."""
+    """The global model after a round (version 0: the initial weights).
+
+    A new version is a candidate until the next round's sites have scored it against the
+    last accepted version on their validation engines: accepted, or rejected with the
+    reason (the federation then goes on from the last accepted version).
+    """
+
+    class Status(models.TextChoices):
+        CANDIDATE = "candidate", "candidate"
+        ACCEPTED = "accepted", "accepted"
+        REJECTED = "rejected", "rejected"
 
     federation = models.ForeignKey(Federation, on_delete=models.CASCADE, related_name="versions")
     round = models.OneToOneField(Round, null=True, blank=True, on_delete=models.SET_NULL)
@@ -205,6 +216,8 @@ class ModelVersion(models.Model):
     file = models.FileField(upload_to="models/")
     sha256 = models.CharField(max_length=64)
     metrics = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.CANDIDATE)
+    verdict = models.TextField(blank=True)  # why it was accepted or rejected
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -71,7 +71,9 @@ OPENAPI: dict[str, Any] = {
                         "properties": {
                             "id": {"type": "integer"},
                             "number": {"type": "integer"},
-                            "kind": {"enum": ["points", "moments", "train", "analytics"]},
+                            "kind": {
+                                "enum": ["points", "moments", "train", "evaluate", "analytics"]
+                            },
                             "deadline": {"type": "string", "format": "date-time"},
                         },
                     },
@@ -81,7 +83,9 @@ OPENAPI: dict[str, Any] = {
                         "public parameters and what the stage needs (neighbours' signed "
                         "keys, shares encrypted to this site, the living and dropped sites); "
                         "in the stage that sends the site's input, the task: regimes, query, "
-                        "or pipeline, recipe, base64 .npz weights and local training settings",
+                        "or pipeline, recipe, base64 .npz weights and local training settings "
+                        "(and, when the weights are a candidate, 'accepted_weights': the last "
+                        "accepted model, to score it against)",
                     },
                 },
             },
@@ -89,7 +93,9 @@ OPENAPI: dict[str, Any] = {
                 "type": "object",
                 "description": "the stage's message: {stage, round, site, ...} with signed "
                 "public keys, encrypted shares, the masked vector (base64 words) with "
-                "'examples' and 'metrics' {seconds}, or revealed shares; in plain mode the "
+                "'examples', 'metrics' {seconds} and, when scoring a candidate, 'vote' (1: "
+                "worse than the accepted model) with 'vote_signature' (Ed25519, base64), or "
+                "revealed shares; in plain mode the "
                 "input vector in the clear ('vector', base64 float64 words)",
                 "required": ["stage", "round", "site"],
                 "properties": {
@@ -106,6 +112,8 @@ OPENAPI: dict[str, Any] = {
                     "site": {"type": "integer"},
                     "examples": {"type": "integer", "minimum": 0},
                     "metrics": {"type": "object"},
+                    "vote": {"enum": [0, 1]},
+                    "vote_signature": {"type": "string"},
                 },
             },
         },
@@ -203,6 +211,20 @@ OPENAPI: dict[str, Any] = {
                     "200": {
                         "description": "The .rulmodel file",
                         "content": {"application/zip": {}},
+                        "headers": {
+                            "X-Model-SHA256": {
+                                "description": "The file's SHA-256, to check",
+                                "schema": {"type": "string"},
+                            },
+                            "X-Model-Status": {
+                                "description": "candidate (not scored by the sites yet), "
+                                "accepted, or rejected by the sites' votes",
+                                "schema": {
+                                    "type": "string",
+                                    "enum": ["candidate", "accepted", "rejected"],
+                                },
+                            },
+                        },
                     },
                     "401": _ERROR,
                     "404": _ERROR,

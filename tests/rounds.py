@@ -12,8 +12,14 @@ import pytest
 
 from federation.core import messages as m
 from federation.core.engine.rounds import RoundParameters
-from federation.core.engine.site import SiteData, site_input, site_step, training_input
-from federation.core.engine.training import LocalResult, initial_weights
+from federation.core.engine.site import (
+    SiteData,
+    beside_input,
+    site_input,
+    site_step,
+    training_input,
+)
+from federation.core.engine.training import LocalResult, encode_scores, initial_weights
 from federation.core.fixed_point import STEP
 from federation.core.messages import Kind
 from federation.models import Contribution, Federation, ModelVersion, Round
@@ -55,6 +61,8 @@ class Fleet:
             for name in members
         }
         self.frames: dict[str, pd.DataFrame] = {}  # the sites' rows, for statistics rounds
+        # The sites that find a candidate model worse than the accepted one (they vote so).
+        self.worse: set[str] = set()
 
     def open(self, kind: Kind = Kind.TRAIN, number: int = 1) -> Round:
         return rounds.round_open(federation=self.federation, kind=kind, number=number)
@@ -71,11 +79,20 @@ class Fleet:
         parameters = RoundParameters.from_json(work[m.KEY_PROTOCOL][m.PARAMETERS])
 
         def compute():
-            if work[m.KEY_KIND] != Kind.TRAIN:
+            kind = work[m.KEY_KIND]
+            if kind not in (Kind.TRAIN, Kind.EVALUATE):
                 return site_input(work, SiteData(self.frames[name]), parameters)
-            trained = LocalResult(self.trained[name], EXAMPLES[name], VAL_SSE, VAL_COUNT, 0.5)
+            accepted = None  # with a candidate to judge: the accepted model's error here
+            if m.KEY_ACCEPTED in work:
+                accepted = VAL_SSE / 4 if name in self.worse else VAL_SSE
+            trained = LocalResult(
+                self.trained[name], EXAMPLES[name], VAL_SSE, VAL_COUNT, 0.5, accepted
+            )
+            site = self.sites[name].id
+            if kind == Kind.EVALUATE:
+                return encode_scores(trained, parameters.weight_of((site,))), beside_input(trained)
             reference = m.weights_from_bytes(m.unb64(work[m.KEY_WEIGHTS]))
-            return training_input(trained, reference, parameters, self.sites[name].id)
+            return training_input(trained, reference, parameters, site)
 
         key = (name, parameters.round_id)
         keystore = self.members[name].keystore
@@ -124,7 +141,8 @@ def fleet(cast, pipeline_dict, tmp_path, scheduled) -> Fleet:
     pipeline = FeaturePipeline.from_dict(pipeline_dict)
     training = federation_training(cast.federation)
     weights = initial_weights(pipeline, federation_recipe(cast.federation), training.member_seed())
-    version_build(cast.federation, pipeline_dict, 0, weights).store(cast.federation, None)
+    version = version_build(cast.federation, pipeline_dict, 0, weights)
+    version.store(cast.federation, None, status=ModelVersion.Status.ACCEPTED)
     return Fleet(cast, members)
 
 

@@ -194,6 +194,7 @@ class Demo:
         Gives up when a round stays open twice its deadline past the last progress.
         """
         shown: set[int] = set()
+        dropped: set[int] = set()  # the rejected versions, said once
         patience = 2 * self.config.deadline + self.config.timeout
         last_progress = time.monotonic()
         while not stop.is_set():
@@ -204,6 +205,12 @@ class Demo:
                     shown.add(version.version)
                     last_progress = time.monotonic()
                     self.say(format_version(version))
+                if (
+                    version.status == ModelVersion.Status.REJECTED
+                    and version.version not in dropped
+                ):
+                    dropped.add(version.version)
+                    self.say(f"version {version.version} rejected: {version.verdict}")
             if federation.status in (Federation.Status.FINISHED, Federation.Status.FAILED):
                 return federation
             if time.monotonic() - last_progress > patience:

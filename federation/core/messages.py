@@ -25,6 +25,7 @@ class Kind(StrEnum):
     POINTS = "points"  # the sites' operating points, counted on a public grid
     MOMENTS = "moments"  # per-regime sensor moments under the federation's regimes
     TRAIN = "train"  # one round of federated training
+    EVALUATE = "evaluate"  # the last candidate model scored, after the last training round
     ANALYTICS = "analytics"  # one analytics query
 
 
@@ -37,7 +38,8 @@ KEY_REGIMES = "regimes"
 KEY_QUERY = "query"
 KEY_PIPELINE = "pipeline"
 KEY_RECIPE = "recipe"
-KEY_WEIGHTS = "weights"
+KEY_WEIGHTS = "weights"  # the model to train from: the newest candidate or accepted model
+KEY_ACCEPTED = "accepted_weights"  # with a candidate: the last accepted model, to compare
 KEY_MODEL_VERSION = "model_version"
 KEY_LOCAL = "local"  # the TrainConfig of this round's local training
 KEY_PROXIMAL_MU = "proximal_mu"
@@ -57,6 +59,10 @@ DROPPED = "dropped"  # unmask: sites that shared their keys but sent no input
 VECTOR = "vector"  # a plain input, in the clear (plain mode only)
 KEY_EXAMPLES = "examples"  # beside an input: the site's number of training examples
 KEY_METRICS = "metrics"  # beside an input: how long the site trained, nothing else
+# Beside an input, when the round scores a candidate model: 1 if the candidate is worse
+# than the accepted model on the site's validation engines, else 0; signed by the site.
+KEY_VOTE = "vote"
+KEY_VOTE_SIGNATURE = "vote_signature"
 
 # The one stage of a plain round (for debugging): each site sends its input in the clear.
 PLAIN_INPUT = "plain_input"

@@ -61,7 +61,14 @@ def federation_list() -> list[dict[str, Any]]:
                 distinct=True,
             ),
         )
-        .prefetch_related(Prefetch("versions", queryset=ModelVersion.objects.order_by("-version")))
+        .prefetch_related(
+            Prefetch(
+                "versions",
+                queryset=ModelVersion.objects.filter(status=ModelVersion.Status.ACCEPTED).order_by(
+                    "-version"
+                ),
+            )
+        )
         .order_by("name")
     )
     rows = []
@@ -200,6 +207,8 @@ def federation_progress(
             "version": v.version,
             "round": round_numbers.get(v.round_id) if v.round_id else None,
             "sha256": v.sha256,
+            "status": v.status,
+            "verdict": v.verdict,
             "metrics": v.metrics,
             **version_scores(v.metrics),
         }
@@ -252,11 +261,13 @@ def can_download_models(*, federation: Federation, user: Any) -> bool:
 
 
 def model_file_response(model: ModelVersion) -> FileResponse:
-    """A model version as a download, with its hash for the receiver to check."""
+    """A model version as a download, with its hash for the receiver to check and its
+    status (a candidate not scored yet, or one the sites rejected, says so)."""
     response = FileResponse(
         model.file.open("rb"),
         as_attachment=True,
         filename=f"federation-{model.federation_id}-v{model.version}.rulmodel",
     )
     response["X-Model-SHA256"] = model.sha256
+    response["X-Model-Status"] = model.status
     return response

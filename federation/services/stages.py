@@ -39,6 +39,7 @@ from federation.models import (
     Contribution,
     Federation,
     Membership,
+    ModelVersion,
     Round,
     Site,
     StageMessage,
@@ -49,6 +50,7 @@ from federation.services.versions import (
     federation_state,
     latest_version,
     version_build,
+    version_judge,
     version_record_validation,
 )
 
@@ -325,13 +327,14 @@ def round_aggregate(*, round_: Round) -> None:
         state,
         _query(round_),
         summed_sites=engine.contributors(parameters, store),
+        votes=engine.votes(parameters, store),
     )
     version: NewVersion | None = None
     if kind == Kind.MOMENTS:
         assert outcome.pipeline is not None and outcome.weights is not None
         version = version_build(federation, outcome.pipeline, 0, outcome.weights)
-    elif kind == Kind.TRAIN:
-        assert state.pipeline is not None and outcome.weights is not None
+    elif kind == Kind.TRAIN and outcome.weights is not None:  # none from a rejected start
+        assert state.pipeline is not None
         version = version_build(federation, state.pipeline, round_.number, outcome.weights)
     timings = {**round_.timings, "aggregate_seconds": round(time.perf_counter() - started, 3)}
     with transaction.atomic():
@@ -344,12 +347,21 @@ def round_aggregate(*, round_: Round) -> None:
         if kind == Kind.ANALYTICS:  # a query: its answer, and nothing follows
             return
         federation.refresh_from_db()
-        following = next_round(kind, round_.number, federation.rounds)
+        # Under DP the sites keep their validation errors home: no last scoring round.
+        following = next_round(
+            kind, round_.number, federation.rounds, evaluate=not federation.privacy
+        )
         if following is None:
             Federation.objects.filter(id=federation.id).update(status=Federation.Status.FINISHED)
             log.info("federation finished federation=%s", federation.id)
             return
         round_open(federation=federation, kind=following[0], number=following[1])
+
+
+NOT_SCORED = (
+    "not scored: under differential privacy the sites keep their validation errors home "
+    "(each site's update is clipped and noised instead)"
+)
 
 
 def _store_outcome(
@@ -364,11 +376,21 @@ def _store_outcome(
         fields["regimes"] = outcome.regimes
     elif kind == Kind.MOMENTS:
         fields["pipeline"] = outcome.pipeline
-    elif kind == Kind.TRAIN:
-        current = latest_version(federation)
-        if current is not None and not math.isnan(outcome.val_rmse):
+    elif kind in (Kind.TRAIN, Kind.EVALUATE):
+        incoming = latest_version(federation)  # the model the round started from
+        if incoming is not None and not math.isnan(outcome.val_rmse):
             # Under DP the sites keep their validation errors home: none to record.
-            version_record_validation(version=current, val_rmse=outcome.val_rmse)
+            version_record_validation(version=incoming, val_rmse=outcome.val_rmse)
+        if incoming is not None and outcome.verdict is not None:
+            version_judge(version=incoming, verdict=outcome.verdict, reason=outcome.reason)
+            if outcome.verdict == engine.REJECTED:
+                log.warning(
+                    "candidate rejected federation=%s version=%s: %s",
+                    federation.id,
+                    incoming.version,
+                    outcome.reason,
+                )
+                fields["strategy_state"] = ""  # it moved with the rejected step
         if outcome.strategy_state:
             fields["strategy_state"] = default_storage.save(
                 f"strategy/{federation.id}-r{round_.number}.npz",
@@ -380,5 +402,11 @@ def _store_outcome(
         )
     if fields:
         Federation.objects.filter(id=federation.id).update(**fields)
-    if version is not None:
-        version.store(federation, round_ if kind == Kind.TRAIN else None)
+    if version is None:
+        return
+    if kind != Kind.TRAIN:  # the initial model
+        version.store(federation, None, status=ModelVersion.Status.ACCEPTED)
+    elif federation.privacy:  # nobody scores it: see engine.advance
+        version.store(federation, round_, status=ModelVersion.Status.ACCEPTED, verdict=NOT_SCORED)
+    else:  # the next round's sites score it against the accepted model
+        version.store(federation, round_, status=ModelVersion.Status.CANDIDATE)

@@ -22,14 +22,32 @@ from turbofan.models.fit import new_network_model
 
 
 def latest_version(federation: Federation) -> ModelVersion | None:
-    return federation.versions.order_by("-version").first()
+    """The newest model version not rejected: the one the next round starts from."""
+    return (
+        federation.versions.exclude(status=ModelVersion.Status.REJECTED)
+        .order_by("-version")
+        .first()
+    )
+
+
+def latest_accepted(federation: Federation) -> ModelVersion | None:
+    """The federation's model: its newest accepted version."""
+    return (
+        federation.versions.filter(status=ModelVersion.Status.ACCEPTED).order_by("-version").first()
+    )
 
 
 def federation_state(federation: Federation) -> FederationState:
     """What the round engine needs to know of the federation: its settings, the shared
-    preprocessing, the latest global model and the strategy's state."""
+    preprocessing, the model to start from (and the last accepted one while that is a
+    candidate) and the strategy's state."""
     recipe = federation_recipe(federation)
     current = latest_version(federation)
+    accepted, accepted_version = None, 0
+    if current is not None and current.status == ModelVersion.Status.CANDIDATE:
+        last_accepted = latest_accepted(federation)
+        if last_accepted is not None:
+            accepted, accepted_version = version_weights(last_accepted), last_accepted.version
     strategy_state: Weights = []
     if federation.strategy_state:
         with federation.strategy_state.open("rb") as handle:
@@ -43,6 +61,8 @@ def federation_state(federation: Federation) -> FederationState:
         weights=version_weights(current) if current is not None else None,
         version=current.version if current is not None else 0,
         strategy_state=strategy_state,
+        accepted=accepted,
+        accepted_version=accepted_version,
     )
 
 
@@ -67,11 +87,19 @@ class NewVersion:
     sha256: str
     metrics: dict[str, Any]
 
-    def store(self, federation: Federation, round_: Round | None) -> ModelVersion:
+    def store(
+        self, federation: Federation, round_: Round | None, *, status: str, verdict: str = ""
+    ) -> ModelVersion:
         version, created = ModelVersion.objects.get_or_create(
             federation=federation,
             version=self.number,
-            defaults={"round": round_, "sha256": self.sha256, "metrics": self.metrics},
+            defaults={
+                "round": round_,
+                "sha256": self.sha256,
+                "metrics": self.metrics,
+                "status": status,
+                "verdict": verdict,
+            },
         )
         if created:
             version.file.save(f"{federation.id}-v{self.number}.rulmodel", ContentFile(self.content))
@@ -87,6 +115,13 @@ def version_build(
     model.meta.update(federation=federation.name, version=number, setup="federated")
     content, digest = model.to_bytes()
     return NewVersion(number, content, digest, evaluate_version(model, federation.subset))
+
+
+def version_judge(*, version: ModelVersion, verdict: str, reason: str) -> None:
+    """A candidate's verdict from the sites' votes: accepted, or rejected with the reason."""
+    ModelVersion.objects.filter(id=version.id, status=ModelVersion.Status.CANDIDATE).update(
+        status=verdict, verdict=reason
+    )
 
 
 def version_record_validation(*, version: ModelVersion, val_rmse: float) -> None:

@@ -153,6 +153,7 @@ def test_a_member_downloads_a_model_with_its_hash(client, api):
 
     assert b"".join(response.streaming_content) == b"model bytes"
     assert response["X-Model-SHA256"] == "0" * 64
+    assert response["X-Model-Status"] == "candidate"
 
 
 def test_work_goes_to_the_site_it_was_assigned_to(client, api):
@@ -336,4 +337,5 @@ def test_what_a_site_says_of_its_data_is_checked_before_it_counts(client, api, s
 
     assert response.status_code == 400
     assert message in response.json()["error"]
-    assert Site.objects.get(name="alpha").data_summary["train_rows"] == 1000  # as it was
+    summary_kept = Site.objects.get(name="alpha").data_summary
+    assert summary_kept is not None and summary_kept["train_rows"] == 1000  # as it was

@@ -150,11 +150,12 @@ def test_round_rows_come_newest_first_with_names_only_when_given():
 
 def test_the_figure_leaves_gaps_where_a_version_was_not_scored():
     versions: list[dict[str, Any]] = [
-        {"version": 0, "rmse": None, "score": None, "val_rmse": None},
-        {"version": 1, "rmse": 20.5, "score": 800.0, "val_rmse": 19.0},
+        {"version": 0, "rmse": None, "score": None, "val_rmse": None, "status": "accepted"},
+        {"version": 1, "rmse": 20.5, "score": 800.0, "val_rmse": 19.0, "status": "candidate"},
+        {"version": 2, "rmse": 90.0, "score": 9e6, "val_rmse": 88.0, "status": "rejected"},
     ]
 
-    figure = metrics_figure(versions)
+    figure = metrics_figure(versions)  # a rejected version was never the model: not drawn
 
     assert [t["y"] for t in figure["data"]] == [[None, 20.5], [None, 19.0], [None, 800.0]]
     assert all(t["x"] == [0, 1] for t in figure["data"])

@@ -241,14 +241,21 @@ def test_a_new_credential_is_shown_once_and_replaces_the_old_one(client, cast):
 # --- federations -----------------------------------------------------------------------
 
 
-def test_the_list_shows_approved_sites_and_the_latest_models_test_rmse(client, cast):
+def test_the_list_shows_approved_sites_and_the_latest_accepted_models_test_rmse(client, cast):
     Membership.objects.filter(id=cast.membership.id).update(status=Membership.Status.APPROVED)
-    for version, rmse in [(0, 40.0), (1, 17.25)]:
+    accepted, rejected, candidate = (ModelVersion.Status.ACCEPTED, "rejected", "candidate")
+    for version, rmse, status in [
+        (0, 40.0, accepted),
+        (1, 17.25, accepted),
+        (2, 90.0, rejected),
+        (3, 16.0, candidate),  # not scored by the sites yet
+    ]:
         ModelVersion.objects.create(
             federation=cast.federation,
             version=version,
             sha256="0" * 64,
             metrics={"test": {"literature": {"rmse": rmse}}},
+            status=status,
         )
 
     response = client.get(reverse("pages:federations"))
@@ -279,6 +286,26 @@ def test_the_detail_shows_rounds_versions_and_the_privacy_mode(client, cast):
     assert "not scored" in page
     assert "secure aggregation (SecAgg+): the coordinator sees only the sum" in page
     assert "north-hangar" not in page  # memberships are for the admin's eyes
+
+
+def test_the_versions_table_says_which_model_was_rejected_and_why(client, cast):
+    for version, status, verdict in [
+        (0, ModelVersion.Status.ACCEPTED, ""),
+        (1, ModelVersion.Status.REJECTED, "3 of 4 sites found it worse than the accepted model"),
+        (2, ModelVersion.Status.CANDIDATE, ""),
+    ]:
+        ModelVersion.objects.create(
+            federation=cast.federation,
+            version=version,
+            sha256="a" * 64,
+            status=status,
+            verdict=verdict,
+        )
+
+    page = client.get(reverse("pages:federation", args=[cast.federation.id])).content.decode()
+
+    assert "rejected: 3 of 4 sites found it worse than the accepted model" in page
+    assert "candidate: the next round&#x27;s sites score it" in page
 
 
 def test_the_admin_sees_pending_requests_with_their_buttons(client, cast):
@@ -477,6 +504,7 @@ def running_round(cast: Cast, *, stage: str = "") -> Round:
     ModelVersion.objects.create(
         federation=cast.federation,
         version=0,
+        status=ModelVersion.Status.ACCEPTED,
         sha256="b" * 64,
         metrics={
             "test": {"literature": {"rmse": 41.5, "score": 12345.6}, "strict": {"rmse": 44.0}},

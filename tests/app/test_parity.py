@@ -22,9 +22,9 @@ from federation.core.engine import coordinator as c
 from federation.core.engine.simulation import Simulation
 from federation.core.engine.training import FederatedTraining
 from federation.core.messages import Kind
-from federation.models import Federation, ModelVersion, Round, StageMessage
+from federation.models import Federation, Round, StageMessage
 from federation.services import federations, stages
-from federation.services.versions import version_weights
+from federation.services.versions import latest_accepted, version_weights
 from turbofan.data.checks import training_rows
 from turbofan.data.files import read_engine_file
 from turbofan.data.partition import plan_iid, write_partition
@@ -102,7 +102,9 @@ def run_simulated(site_dirs: dict[str, Path]) -> tuple[c.FederationState, list]:
     )
     state = simulation.setup()
     for number in (1, 2):
-        state = c.advance(state, Kind.TRAIN, simulation.run_round(Kind.TRAIN, number, state))
+        outcome = simulation.run_round(Kind.TRAIN, number, state)
+        state = c.advance(state, Kind.TRAIN, outcome, number=number)
+    state = c.advance(state, Kind.EVALUATE, simulation.run_round(Kind.EVALUATE, 2, state))
     return state, simulation.log
 
 
@@ -132,7 +134,9 @@ def test_a_live_federation_and_the_simulation_train_the_same_model_bit_for_bit(
     assert json.dumps(live.pipeline, sort_keys=True) == json.dumps(
         simulated.pipeline, sort_keys=True
     )
-    final = version_weights(ModelVersion.objects.get(federation=live, version=2))
+    accepted = latest_accepted(live)
+    assert accepted is not None
+    final = version_weights(accepted)
     assert simulated.weights is not None
     assert len(final) == len(simulated.weights)
     for live_array, simulated_array in zip(final, simulated.weights, strict=True):
@@ -140,7 +144,8 @@ def test_a_live_federation_and_the_simulation_train_the_same_model_bit_for_bit(
         assert np.array_equal(live_array, simulated_array)  # bit for bit
     # And the same messages: by site, stage, kind of round and bytes of content.
     assert live_messages(live) == sorted((e.site, e.stage, e.kind, e.bytes) for e in log)
-    assert len(log) == 4 * 4 * len(SITES)  # 4 rounds (2 setup), 4 stages, 3 sites
+    # 5 rounds (2 setup, 2 training, 1 scoring the last candidate), 4 stages, 3 sites
+    assert len(log) == 5 * 4 * len(SITES)
 
 
 def test_the_training_settings_a_live_federation_runs_are_its_spec_and_its_own_fields(cast):

@@ -27,6 +27,7 @@ from federation.models import (
     StageMessage,
 )
 from federation.services import rounds, sites, stages
+from federation.services.versions import version_weights
 from tests.rounds import EXAMPLES, SITES, VAL_COUNT, VAL_SSE, aggregated_weights, close_enough
 from worker.keystore import Keystore
 
@@ -318,3 +319,59 @@ def test_a_site_that_leaves_after_its_masked_input_stays_in_the_sum(fleet):
     assert round_.status == Round.Status.DONE, round_.reason
     assert round_.contributions.get(site=fleet.sites["gamma"]).status == "received"
     assert close_enough(aggregated_weights(fleet.federation, 1), fleet.expected(SITES))
+
+
+def test_a_candidate_most_sites_find_worse_is_rejected_and_training_goes_on_from_the_last_accepted(
+    fleet,
+):
+    Federation.objects.filter(id=fleet.federation.id).update(rounds=3)
+    fleet.run(fleet.open())  # training round 1: version 1, a candidate
+    assert ModelVersion.objects.get(version=1).status == ModelVersion.Status.CANDIDATE
+    fleet.worse = {"alpha", "beta", "gamma"}  # three of four sites find it worse
+
+    second = Round.objects.get(federation=fleet.federation, kind="train", number=2)
+    fleet.stage(second)
+    fleet.stage(second)  # keys and shares: the masked-input stage, which carries the task
+    _, work = fleet.work("alpha")
+    fleet.run(second)
+
+    assert m.KEY_ACCEPTED in work  # the sites compared it with the accepted version 0
+    rejected = ModelVersion.objects.get(version=1)
+    assert rejected.status == ModelVersion.Status.REJECTED
+    assert rejected.verdict.startswith("3 of 4 sites found it worse than the accepted model")
+    assert not ModelVersion.objects.filter(version=2).exists()  # trained from the rejected
+    third = Round.objects.get(federation=fleet.federation, kind="train", number=3)
+    fleet.stage(third)
+    fleet.stage(third)
+    _, work = fleet.work("alpha")
+    start = version_weights(ModelVersion.objects.get(version=0))
+    assert m.weights_from_bytes(m.unb64(work[m.KEY_WEIGHTS]))[0].tolist() == start[0].tolist()
+    assert m.KEY_ACCEPTED not in work  # version 0 is accepted: nothing to compare
+    fleet.worse = set()
+    fleet.run(third)  # version 3, a candidate, scored in a last round
+    evaluation = Round.objects.get(federation=fleet.federation, kind="evaluate")
+    fleet.run(evaluation)
+
+    assert ModelVersion.objects.get(version=3).status == ModelVersion.Status.ACCEPTED
+    fleet.federation.refresh_from_db()
+    assert fleet.federation.status == Federation.Status.FINISHED
+
+
+def test_a_vote_is_one_bit_signed_by_its_site(fleet):
+    Federation.objects.filter(id=fleet.federation.id).update(rounds=2)
+    fleet.run(fleet.open())
+    second = Round.objects.get(federation=fleet.federation, kind="train", number=2)
+    for _ in range(2):
+        fleet.stage(second)  # keys and shares
+    contribution, _ = fleet.work("alpha")
+    body = fleet.step("alpha")
+    assert body[m.KEY_VOTE] == 0 and m.KEY_VOTE_SIGNATURE in body
+
+    for forged, message in (
+        ({m.KEY_VOTE: 1}, "signature of the site's vote does not verify"),
+        ({m.KEY_VOTE: 5}, "'vote' must be 0 or 1"),
+        ({m.KEY_VOTE_SIGNATURE: None}, "a vote needs its 'vote_signature'"),
+    ):
+        with pytest.raises(FederationError, match=message):
+            stages.stage_submit(contribution=contribution, body={**body, **forged})
+    stages.stage_submit(contribution=contribution, body=body)

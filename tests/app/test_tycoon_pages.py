@@ -270,8 +270,10 @@ def test_the_command_builds_a_pack_from_a_report_and_a_live_federation(
     admin = get_user_model().objects.create(username="admin")
     federation = Federation.objects.create(name="fd001-fleet", admin=admin)
     content, digest = tiny_model(train, kind_label="f").to_bytes()
-    version = ModelVersion(federation=federation, version=4, sha256=digest)
+    version = ModelVersion(federation=federation, version=4, sha256=digest, status="accepted")
     version.file.save("v4.rulmodel", ContentFile(content))
+    # A newer candidate the sites have not scored yet (no file: it must not be read).
+    ModelVersion.objects.create(federation=federation, version=5, sha256="0" * 64)
     settings.TYCOON_PACK = tmp_path / "pack.npz"
 
     call_command(

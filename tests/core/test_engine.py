@@ -83,7 +83,14 @@ def test_a_federation_walks_its_setup_rounds_then_its_training_rounds_then_stops
     while (following_round := next_round(*steps[-1], training_rounds=2)) is not None:
         steps.append(following_round)
 
-    assert steps == [(Kind.POINTS, 0), (Kind.MOMENTS, 0), (Kind.TRAIN, 1), (Kind.TRAIN, 2)]
+    assert steps == [
+        (Kind.POINTS, 0),
+        (Kind.MOMENTS, 0),
+        (Kind.TRAIN, 1),
+        (Kind.TRAIN, 2),
+        (Kind.EVALUATE, 2),  # the last candidate is scored before the federation ends
+    ]
+    assert next_round(Kind.TRAIN, 2, training_rounds=2, evaluate=False) is None  # under DP
     assert next_round(Kind.ANALYTICS, 7, training_rounds=2) is None
 
 
@@ -223,8 +230,8 @@ def test_plain_and_secure_rounds_of_the_same_inputs_give_the_same_sum_to_the_fix
     inputs = [rng.uniform(-2, 2, 50) for _ in range(4)]
     members = members_with(inputs)
 
-    plain, _ = run_stages(parameters_for(members, 50, secure=False), members, work_for)
-    secure, _ = run_stages(parameters_for(members, 50, secure=True), members, work_for)
+    plain, _, _ = run_stages(parameters_for(members, 50, secure=False), members, work_for)
+    secure, _, _ = run_stages(parameters_for(members, 50, secure=True), members, work_for)
 
     np.testing.assert_allclose(plain, np.sum(inputs, axis=0), atol=1e-12)
     np.testing.assert_allclose(secure, plain, atol=4 * STEP)
@@ -284,7 +291,7 @@ def test_the_secure_sum_equals_the_plain_sum_of_the_survivors_for_any_dropout_it
     enough = survivors >= max(parameters.threshold, 2)
 
     try:
-        summed, _ = run_stages(parameters, members, work_for, drop={p.MASKED_INPUT: lost})
+        summed, _, _ = run_stages(parameters, members, work_for, drop={p.MASKED_INPUT: lost})
     except (RoundFailed, SecAggError):
         assert not enough or parameters.secure.settings.neighbours  # sparse graphs vary
         return
@@ -416,3 +423,40 @@ def test_a_site_helps_unmask_no_sum_of_fewer_inputs_than_the_round_allows():
 
     with pytest.raises(SecAggError, match="publishes none of fewer than 3: refused"):
         site_step(work_for(1, "", part), 1, members[1].identity, members[1].states["r"], not_called)
+
+
+def test_a_member_that_sends_a_poisoned_model_gets_it_rejected_by_the_others_validation(
+    cmapss_dir,
+):
+    from federation.core.engine.simulation import Simulation
+    from federation.core.engine.training import FederatedTraining
+    from federation.core.recipes import QUICK
+    from turbofan.data.files import read_engine_file
+
+    train = read_engine_file(cmapss_dir / "train_FD001.txt")
+    frames = {f"site-{k}": train[train["unit"].between(10 * k - 9, 10 * k)] for k in (1, 2, 3, 4)}
+    training = FederatedTraining(rounds=2, local_epochs=2, lr=5e-3, patience=0)
+    recipe = QUICK.recipe
+    simulation = Simulation(
+        frames, template=recipe.pipeline("FD001"), recipe=recipe, training=training
+    )
+    state = simulation.setup()
+    state = c.advance(state, Kind.TRAIN, simulation.run_round(Kind.TRAIN, 1, state), number=1)
+    honest = simulation.members[4].compute
+    # Site 4 lies in round 2: it puts a model of zeros under its (public) weight, so the
+    # candidate that round makes is the honest average shrunk by a quarter.
+    simulation.members[4].compute = lambda work, parameters: (np.zeros(parameters.length), {})
+    outcome = simulation.run_round(Kind.TRAIN, 2, state)
+    poisoned = c.advance(state, Kind.TRAIN, outcome, number=2)
+    simulation.members[4].compute = honest
+    assert poisoned.accepted is not None and poisoned.version == 2
+
+    judged = simulation.run_round(Kind.EVALUATE, 2, poisoned)
+
+    assert judged.verdict == c.REJECTED and judged.worse >= 3  # the honest sites saw it
+    rolled_back = c.advance(poisoned, Kind.EVALUATE, judged)
+    assert rolled_back.accepted is None and rolled_back.version == 1
+    assert rolled_back.weights is not None and state.weights is not None
+    assert all(
+        np.array_equal(a, b) for a, b in zip(rolled_back.weights, state.weights, strict=True)
+    )

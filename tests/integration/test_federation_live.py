@@ -107,14 +107,19 @@ def test_three_sites_run_three_rounds_and_the_global_model_improves(tmp_path, si
     assert val[0] > val[1] > val[2]
     assert versions[3].metrics["test"]["literature"]["rmse"] < 30
     rounds = Round.objects.filter(federation=federation)
-    assert [r.kind for r in rounds] == ["points", "moments", "train", "train", "train"]
+    # ... and a last round scores the last candidate; the honest sites accept each one.
+    assert [r.kind for r in rounds] == ["points", "moments", "train", "train", "train", "evaluate"]
+    assert all(v.status == ModelVersion.Status.ACCEPTED for v in versions[1:]), [
+        v.verdict for v in versions
+    ]
+    assert versions[3].metrics["federated_val_rmse"] < val[0]
     assert all(r.stage == p.UNMASK for r in rounds)  # every round went through the secure sum
     assert all(r.status == Round.Status.DONE for r in rounds)
     assert (
         Contribution.objects.filter(
             round__federation=federation, status=Contribution.Status.RECEIVED
         ).count()
-        == 15
+        == 18
     )
 
 

@@ -21,6 +21,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from dashboard.tycoon import pack_path
 from federation.core.recipes import default_recipe
 from federation.models import Federation, ModelVersion
+from federation.services.versions import latest_accepted
 from federation.specs import federation_recipe
 from turbofan.data.files import DataFileError, pool_engines, read_engine_file, read_rul_file
 from turbofan.data.partition import HOLDOUT, read_manifest
@@ -192,16 +193,19 @@ def _one_network() -> NetworkRecipe:
     return recipe
 
 
+ACCEPTED = ModelVersion.Status.ACCEPTED
+
+
 def _federation(name: str | None, subset: str) -> Federation | None:
     if name is not None:
         federation = Federation.objects.filter(name=name).first()
         if federation is None:
             raise ValueError(f"no federation named {name!r}")
-        if not federation.versions.filter(version__gt=0).exists():
-            raise ValueError(f"federation {name!r} has no trained model yet")
+        if not federation.versions.filter(version__gt=0, status=ACCEPTED).exists():
+            raise ValueError(f"federation {name!r} has no accepted trained model yet")
         return federation
     latest = (
-        ModelVersion.objects.filter(version__gt=0, federation__subset=subset)
+        ModelVersion.objects.filter(version__gt=0, status=ACCEPTED, federation__subset=subset)
         .order_by("-created_at")
         .select_related("federation")
         .first()
@@ -210,7 +214,9 @@ def _federation(name: str | None, subset: str) -> Federation | None:
 
 
 def _federated(federation: Federation) -> tuple[ModelInfo, RulModel]:
-    version = federation.versions.order_by("-version").first()
+    """The federation's model: its newest accepted version (never a candidate the sites
+    have not scored yet, nor one they rejected)."""
+    version = latest_accepted(federation)
     assert version is not None
     with version.file.open("rb") as handle:
         model = RulModel.from_bytes(handle.read(), source=str(version.file.name))

@@ -19,7 +19,10 @@ from federation.core import analytics
 from federation.core import messages as m
 from federation.core.engine.rounds import RoundParameters, following
 from federation.core.engine.training import (
+    REJECT_MARGIN,
+    TRAINING_EXTRAS,
     FederatedTraining,
+    decode_scores,
     decode_training,
     initial_weights,
     training_length,
@@ -142,7 +145,7 @@ def check_message(
     if stage == p.MASKED_INPUT:
         message = wire.masked_from_json(body, settings, secure.quantiser, parameters.length)
         _same_site(message[p.SITE], site)
-        return _with_metadata(stage, parameters, body, message[p.MASKED])
+        return _with_metadata(stage, parameters, site, body, message[p.MASKED])
     if stage == p.UNMASK:
         alive, dropped = alive_and_dropped(store)
         message = wire.unmask_from_json(body, settings, alive, dropped)
@@ -166,14 +169,15 @@ def _check_plain(parameters: RoundParameters, site: int, body: Any) -> Checked:
         raise SecAggError(
             f"'{m.VECTOR}' must hold finite values within +-{parameters.value_range:g}"
         )
-    return _with_metadata(m.PLAIN_INPUT, parameters, body, vector)
+    return _with_metadata(m.PLAIN_INPUT, parameters, site, body, vector)
 
 
 def _with_metadata(
-    stage: str, parameters: RoundParameters, body: dict[str, Any], vector: np.ndarray
+    stage: str, parameters: RoundParameters, site: int, body: dict[str, Any], vector: np.ndarray
 ) -> Checked:
-    """Beside its input a site says how many examples it trained on and how long it took,
-    and nothing else (its training error is a fact about its data)."""
+    """Beside its input a site says how many examples it trained on, how long it took, and
+    (when the round scores a candidate model) its signed vote, and nothing else (its
+    training error is a fact about its data)."""
     examples = body.get(m.KEY_EXAMPLES, 0)
     if (
         isinstance(examples, bool)
@@ -197,8 +201,30 @@ def _with_metadata(
         m.ROUND: parameters.round_id,
         m.KEY_EXAMPLES: examples,
         m.KEY_METRICS: timing,
+        **_vote(parameters, site, body),
     }
     return Checked(kept, vector, examples, timing)
+
+
+def _vote(parameters: RoundParameters, site: int, body: dict[str, Any]) -> dict[str, Any]:
+    """A site's vote on the round's candidate: 0 or 1, signed with its identity key in a
+    secure round (one site, one vote, and nobody votes for another)."""
+    if m.KEY_VOTE not in body:
+        return {}
+    vote = body[m.KEY_VOTE]
+    if isinstance(vote, bool) or vote not in (0, 1):
+        raise SecAggError(f"'{m.KEY_VOTE}' must be 0 or 1")
+    signature = body.get(m.KEY_VOTE_SIGNATURE)
+    if parameters.secure is not None:
+        if not isinstance(signature, str):
+            raise SecAggError(f"a vote needs its '{m.KEY_VOTE_SIGNATURE}' (base64)")
+        try:
+            raw = m.unb64(signature)
+        except m.WireError:
+            raise SecAggError(f"'{m.KEY_VOTE_SIGNATURE}' must be base64") from None
+        signed = p.signed_vote(parameters.round_id, site, vote)
+        verify(parameters.secure.identities[site], raw, signed, who="the site's vote")
+    return {m.KEY_VOTE: vote, m.KEY_VOTE_SIGNATURE: signature}
 
 
 def _same_site(sender: int, site: int) -> None:
@@ -269,9 +295,19 @@ def end_stage(parameters: RoundParameters, stage: str, *, answered: int, silent:
 # --- the sum -----------------------------------------------------------------------------------
 
 
+def _input_stage(parameters: RoundParameters) -> str:
+    return p.MASKED_INPUT if parameters.secure is not None else m.PLAIN_INPUT
+
+
 def contributors(parameters: RoundParameters, store: MessageStore) -> set[int]:
     """The sites whose inputs are in the round's sum."""
-    return store.senders(p.MASKED_INPUT if parameters.secure is not None else m.PLAIN_INPUT)
+    return store.senders(_input_stage(parameters))
+
+
+def votes(parameters: RoundParameters, store: MessageStore) -> dict[int, int]:
+    """Each site's vote on the round's candidate model (the sites that voted)."""
+    stored = store.messages(_input_stage(parameters))
+    return {s.site: int(s.body[m.KEY_VOTE]) for s in stored if m.KEY_VOTE in s.body}
 
 
 def round_sum(parameters: RoundParameters, store: MessageStore) -> np.ndarray:
@@ -304,7 +340,13 @@ def round_sum(parameters: RoundParameters, store: MessageStore) -> np.ndarray:
 @dataclass(frozen=True)
 class FederationState:
     """What the coordinator knows between rounds, all of it shared with the members: the
-    settings, the shared preprocessing fitted in the setup rounds, the global model."""
+    settings, the shared preprocessing fitted in the setup rounds, the global model.
+
+    ``weights`` is the model the next round starts from: the newest model not rejected.
+    While that is a candidate (no round has scored it yet), ``accepted`` is the last
+    accepted model (number ``accepted_version``), which the sites compare it with; None
+    when ``weights`` is accepted.
+    """
 
     template: FeaturePipeline  # unfitted: the number of regimes, the window, ...
     recipe: NetworkRecipe
@@ -314,6 +356,8 @@ class FederationState:
     weights: Weights | None = None
     version: int = 0
     strategy_state: Weights = field(default_factory=list)
+    accepted: Weights | None = None
+    accepted_version: int = 0
 
     @property
     def n_regimes(self) -> int:
@@ -332,6 +376,8 @@ def input_length(kind: Kind, state: FederationState, query: analytics.Query | No
         return analytics.query_length(query, state.n_regimes)
     if state.weights is None:
         raise ValueError("a training round needs the global model")
+    if kind == Kind.EVALUATE:
+        return TRAINING_EXTRAS  # the scores alone
     return training_length(state.weights)
 
 
@@ -360,24 +406,31 @@ def task(
         return {}
     assert state.weights is not None and state.pipeline is not None
     training = state.training
-    strategy = make_strategy(training.strategy, **training.strategy_settings)
-    return {
+    work: dict[str, Any] = {
         m.KEY_PIPELINE: state.pipeline,
         m.KEY_RECIPE: state.recipe.to_dict(),
         m.KEY_WEIGHTS: m.b64(m.weights_to_bytes(state.weights)),
         m.KEY_MODEL_VERSION: state.version,
-        m.KEY_LOCAL: training.local_config(number, member).to_dict(),
-        m.KEY_PROXIMAL_MU: strategy.proximal_mu,
         m.KEY_VAL_FRACTION: training.val_fraction,
         m.KEY_SPLIT_SEED: training.seed,
     }
+    if state.accepted is not None and not training.privacy:
+        # The sites score the candidate against the accepted model and vote (under DP
+        # their validation errors stay home: no vote, and candidates are taken as they come).
+        work[m.KEY_ACCEPTED] = m.b64(m.weights_to_bytes(state.accepted))
+    if kind == Kind.TRAIN:
+        strategy = make_strategy(training.strategy, **training.strategy_settings)
+        work[m.KEY_LOCAL] = training.local_config(number, member).to_dict()
+        work[m.KEY_PROXIMAL_MU] = strategy.proximal_mu
+    return work
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What a round's sum decodes into: the regimes (points), the shared pipeline and the
-    initial weights (moments), the next global weights with the incoming model's pooled
-    validation RMSE and the strategy's state (training), or a query's answer."""
+    initial weights (moments), the next candidate model with the incoming model's pooled
+    validation RMSE and the strategy's state (training), the verdict on the incoming
+    candidate (training, evaluation), or a query's answer."""
 
     regimes: dict[str, Any] | None = None
     pipeline: dict[str, Any] | None = None
@@ -385,6 +438,35 @@ class Outcome:
     val_rmse: float = math.nan
     strategy_state: Weights = field(default_factory=list)
     answer: dict[str, Any] | None = None
+    verdict: str | None = None  # ACCEPTED or REJECTED; None: no candidate was judged
+    worse: int = 0  # the sites that found the candidate worse ...
+    voters: int = 0  # ... of the sites in the sum that voted
+    reason: str = ""  # the verdict in words, for the admin
+
+
+ACCEPTED, REJECTED = "accepted", "rejected"
+
+
+def verdict(state: FederationState, votes: dict[int, int], summed_sites: set[int]) -> Outcome:
+    """The verdict on the incoming candidate from the votes of the sites in the sum: one
+    vote each, rejected when more than half found it worse (no candidate: no verdict)."""
+    if state.accepted is None:
+        return Outcome()
+    counted = [vote for site, vote in votes.items() if site in summed_sites]
+    if not counted:
+        return Outcome(
+            verdict=ACCEPTED,
+            reason="no site in the sum could score it (none has validation engines)",
+        )
+    worse = sum(counted)
+    rejected = worse * 2 > len(counted)
+    return Outcome(
+        verdict=REJECTED if rejected else ACCEPTED,
+        worse=worse,
+        voters=len(counted),
+        reason=f"{worse} of {len(counted)} sites found it worse than the accepted model on "
+        f"their validation engines (RMSE more than {REJECT_MARGIN:.0%} above)",
+    )
 
 
 def decode(
@@ -395,10 +477,13 @@ def decode(
     query: analytics.Query | None = None,
     *,
     summed_sites: set[int] | None = None,
+    votes: dict[int, int] | None = None,
 ) -> Outcome:
     """The outcome of a round from the sum of its sites' inputs and public numbers only
-    (``summed_sites``, for a training round: the sites whose inputs are in the sum, see
-    :func:`contributors`)."""
+    (for a training or evaluation round, ``summed_sites``: the sites whose inputs are in
+    the sum, see :func:`contributors`; ``votes``: their votes on the incoming candidate,
+    see :func:`votes`). A rejected candidate gives no new model: the next round starts
+    from the last accepted one."""
     scale = parameters.weight_scale
     if kind == Kind.POINTS:  # the sites' operating points, counted on a public grid
         points, counts = analytics.decode_points(summed, scale=scale)
@@ -424,24 +509,52 @@ def decode(
         )
         return Outcome(answer=answer)
     assert state.weights is not None and summed_sites is not None
+    judged = verdict(state, votes or {}, summed_sites)
+    if kind == Kind.EVALUATE:
+        return replace(judged, val_rmse=decode_scores(summed))
     mean, val_rmse = decode_training(summed, state.weights, parameters.weight_of(summed_sites))
+    if judged.verdict == REJECTED:  # what was trained from it goes too
+        return replace(judged, val_rmse=val_rmse)
     strategy = make_strategy(state.training.strategy, **state.training.strategy_settings)
     strategy.load_state(state.strategy_state)
     weights = strategy.step(state.weights, mean)
-    return Outcome(weights=weights, val_rmse=val_rmse, strategy_state=strategy.state())
+    return replace(judged, weights=weights, val_rmse=val_rmse, strategy_state=strategy.state())
 
 
-def advance(state: FederationState, kind: Kind, outcome: Outcome) -> FederationState:
-    """The federation's state after a round's outcome (a query changes nothing)."""
+def advance(
+    state: FederationState, kind: Kind, outcome: Outcome, *, number: int = 0
+) -> FederationState:
+    """The federation's state after round ``number``'s outcome (a query changes nothing).
+
+    A training round's new model is the next candidate, numbered as the round. A rejected
+    candidate is dropped: the last accepted model is the one to start from again, and a
+    server optimiser's state starts afresh (it had moved with the rejected step). Under DP
+    the sites keep their validation errors home, so nobody scores a model: each is taken
+    as it comes (each site's update is clipped and noised instead).
+    """
     if kind == Kind.POINTS:
         return replace(state, regimes=outcome.regimes)
     if kind == Kind.MOMENTS:
-        return replace(state, pipeline=outcome.pipeline, weights=outcome.weights, version=0)
+        return replace(
+            state, pipeline=outcome.pipeline, weights=outcome.weights, version=0, accepted=None
+        )
+    if kind in (Kind.TRAIN, Kind.EVALUATE) and outcome.verdict == REJECTED:
+        return replace(
+            state,
+            weights=state.accepted,
+            version=state.accepted_version,
+            accepted=None,
+            strategy_state=[],
+        )
     if kind == Kind.TRAIN:
         return replace(
             state,
             weights=outcome.weights,
-            version=state.version + 1,
+            version=number,
             strategy_state=outcome.strategy_state,
+            accepted=None if state.training.privacy else state.weights,
+            accepted_version=state.version,
         )
+    if kind == Kind.EVALUATE:
+        return replace(state, accepted=None)
     return state

@@ -53,15 +53,20 @@ def following(stage: str) -> str | None:
     raise SecAggError(f"unknown stage {stage!r}")
 
 
-def next_round(kind: Kind, number: int, training_rounds: int) -> tuple[Kind, int] | None:
-    """What follows a finished round: the setup rounds, then training up to the last."""
+def next_round(
+    kind: Kind, number: int, training_rounds: int, *, evaluate: bool = True
+) -> tuple[Kind, int] | None:
+    """What follows a finished round: the setup rounds, then training up to the last, then
+    (with ``evaluate``) a round that scores the last candidate model."""
     if kind == Kind.POINTS:
         return Kind.MOMENTS, 0
     if kind == Kind.MOMENTS:
         return Kind.TRAIN, 1
     if kind == Kind.TRAIN and number < training_rounds:
         return Kind.TRAIN, number + 1
-    return None  # the last training round, or an analytics query
+    if kind == Kind.TRAIN and evaluate:
+        return Kind.EVALUATE, number
+    return None  # the evaluation, or an analytics query
 
 
 @dataclass(frozen=True)
@@ -255,7 +260,7 @@ def plan_round(
     round_id = round_id or secrets.token_hex(16)
     ids = tuple(sorted(s.id for s in participants))
     scale = weight_scale(kind, participants, noise)
-    weights = public_weights(participants, noise) if kind == Kind.TRAIN else None
+    weights = public_weights(participants, noise) if kind in (Kind.TRAIN, Kind.EVALUATE) else None
     if not secure:
         return RoundParameters(
             round_id, ids, length, CLIP, scale, weights=weights, min_contributors=minimum

@@ -101,9 +101,9 @@ def run_stages(
     drop: Mapping[str, set[int]] | None = None,
     log: list[SentMessage] | None = None,
     kind: str = "",
-) -> tuple[np.ndarray, set[int]]:
-    """Every stage of one round, each member answering in turn; the round's sum and the
-    sites whose inputs are in it.
+) -> tuple[np.ndarray, set[int], dict[int, int]]:
+    """Every stage of one round, each member answering in turn; the round's sum, the sites
+    whose inputs are in it, and their votes on the round's candidate model.
 
     ``work_for(site, stage, protocol_part)`` is the work message the site would pull;
     ``drop`` names, per stage, the sites that fall silent from that stage on (to test
@@ -141,7 +141,8 @@ def run_stages(
     for member in members.values():  # the round is over: its secrets go
         member.states.pop(parameters.round_id, None)
     try:
-        return c.round_sum(parameters, store), c.contributors(parameters, store)
+        summed = c.round_sum(parameters, store)
+        return summed, c.contributors(parameters, store), c.votes(parameters, store)
     except SecAggError as error:  # a live round fails its aggregation alike
         raise RoundFailed(f"aggregation failed: {error}") from None
 
@@ -168,7 +169,7 @@ def secure_sum(
         graph_seed=graph_seed,
     )
     members = {i: Member(i, f"site-{i}", keys[i], _given(inputs[i - 1])) for i in keys}
-    summed, _ = run_stages(
+    summed, _, _ = run_stages(
         parameters,
         members,
         lambda site, stage, part: {m.KEY_KIND: Kind.ANALYTICS, m.KEY_PROTOCOL: part},
@@ -265,7 +266,7 @@ class Simulation:
             work = {m.KEY_KIND: kind, m.KEY_PROTOCOL: part}
             return {**work, **task} if stage in INPUT_STAGES else work
 
-        summed, summed_sites = run_stages(
+        summed, summed_sites, votes = run_stages(
             parameters,
             {s: self.members[s] for s in chosen},
             work_for,
@@ -273,7 +274,9 @@ class Simulation:
             log=self.log,
             kind=kind,
         )
-        return c.decode(kind, summed, parameters, state, query, summed_sites=summed_sites)
+        return c.decode(
+            kind, summed, parameters, state, query, summed_sites=summed_sites, votes=votes
+        )
 
     def setup(self) -> c.FederationState:
         """The setup rounds: the regimes from the sites' operating points, then the shared
@@ -410,8 +413,10 @@ def _train_member(
         outcome = simulation.run_round(
             Kind.TRAIN, number, state, sites=sites, noise=noise, member=member
         )
-        state = c.advance(state, Kind.TRAIN, outcome)
+        state = c.advance(state, Kind.TRAIN, outcome, number=number)
         record["val_rmse"] = outcome.val_rmse
+        if outcome.verdict is not None:
+            record["accepted"] = float(outcome.verdict == c.ACCEPTED)
         records.append(record)
         bar.set_postfix(val_rmse=round(outcome.val_rmse, 2))
         if settings is not None or not config.patience:
@@ -421,5 +426,10 @@ def _train_member(
         elif number - best[2] >= config.patience:
             assert best[1] is not None
             return best[1], records
+    if records and state.accepted is not None and settings is None:
+        # As a live federation: a last round scores the last candidate; a rejected one
+        # leaves the last accepted model (not under DP, where validation errors stay home).
+        outcome = simulation.run_round(Kind.EVALUATE, config.rounds, state)
+        state = c.advance(state, Kind.EVALUATE, outcome, number=config.rounds)
     assert state.weights is not None
     return state.weights, records

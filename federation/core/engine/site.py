@@ -28,6 +28,7 @@ from federation.core.engine.training import (
     LocalData,
     LocalResult,
     encode_private_training,
+    encode_scores,
     encode_training,
     prepare_local_data,
     train_locally,
@@ -92,7 +93,7 @@ def site_input(
     scale = parameters.weight_scale
     nothing: dict[str, Any] = {m.KEY_EXAMPLES: 0, m.KEY_METRICS: {}}
     frame = data.frame
-    if kind == Kind.TRAIN:
+    if kind in (Kind.TRAIN, Kind.EVALUATE):
         return _training_input(work, data, parameters, rng)
     if kind == Kind.POINTS:
         return analytics.encode_points(frame[SETTING_COLUMNS].to_numpy(), scale=scale), nothing
@@ -126,9 +127,19 @@ def _training_input(
     )
     model = new_network_model(pipeline, recipe)
     weights = m.weights_from_bytes(m.unb64(work[m.KEY_WEIGHTS]))
-    config = TrainConfig(**work[m.KEY_LOCAL])
-    result = train_locally(model, weights, local, config, proximal_mu=work[m.KEY_PROXIMAL_MU])
-    return training_input(result, weights, parameters, work[m.KEY_PROTOCOL][m.SITE], rng)
+    accepted = work.get(m.KEY_ACCEPTED)
+    result = train_locally(
+        model,
+        weights,
+        local,
+        TrainConfig(**work[m.KEY_LOCAL]) if m.KEY_LOCAL in work else None,  # None: score only
+        proximal_mu=work.get(m.KEY_PROXIMAL_MU, 0.0),
+        accepted=m.weights_from_bytes(m.unb64(accepted)) if accepted else None,
+    )
+    site = work[m.KEY_PROTOCOL][m.SITE]
+    if Kind(work[m.KEY_KIND]) == Kind.EVALUATE:
+        return encode_scores(result, parameters.weight_of((site,))), beside_input(result)
+    return training_input(result, weights, parameters, site, rng)
 
 
 def training_input(
@@ -141,14 +152,20 @@ def training_input(
     """Site ``site``'s vector in a training round from what its training gave
     (``reference``: the global weights it started from), with its public weight, and the
     metadata beside it."""
-    timing = {"seconds": result.seconds}
     weight = parameters.weight_of((site,))
     if parameters.privacy:
         vector = encode_private_training(result, reference, parameters.privacy, weight, rng)
         # Under DP its number of examples stays home, as its validation error does.
-        return vector, {m.KEY_EXAMPLES: 0, m.KEY_METRICS: timing}
-    vector = encode_training(result, weight)
-    return vector, {m.KEY_EXAMPLES: result.examples, m.KEY_METRICS: timing}
+        return vector, {m.KEY_EXAMPLES: 0, m.KEY_METRICS: {"seconds": result.seconds}}
+    return encode_training(result, weight), beside_input(result)
+
+
+def beside_input(result: LocalResult) -> dict[str, Any]:
+    """What a site says in the clear beside its input: its examples, how long it took, and
+    its vote on the incoming candidate model, if it is one."""
+    beside = {m.KEY_EXAMPLES: result.examples, m.KEY_METRICS: {"seconds": result.seconds}}
+    vote = result.vote()
+    return beside if vote is None else {**beside, m.KEY_VOTE: vote}
 
 
 def parameters_digest(parameters: dict[str, Any]) -> str:
@@ -192,13 +209,15 @@ def site_step(
             "stages that come first: refused"
         )
     if stage == m.PLAIN_INPUT:
-        body = _plain_input(parameters, site, compute)
+        body = _plain_input(parameters, site, identity, compute)
         return body, {PARAMETERS_DIGEST: digest, SENT: {**sent, stage: body}}
     body, secrets_ = _secure_step(work, stage, parameters, site, identity, state, compute)
     return body, {**secrets_, PARAMETERS_DIGEST: digest, SENT: {**sent, stage: body}}
 
 
-def _checked_input(compute: Callable[[], Input], parameters: RoundParameters) -> Input:
+def _checked_input(
+    compute: Callable[[], Input], parameters: RoundParameters, site: int, identity: SigningKey
+) -> Input:
     values, metadata = compute()
     values = np.asarray(values, dtype=np.float64)
     if values.shape != (parameters.length,):
@@ -206,15 +225,18 @@ def _checked_input(compute: Callable[[], Input], parameters: RoundParameters) ->
             f"the input has {values.size} values; round {parameters.round_id} sums "
             f"{parameters.length}"
         )
+    if m.KEY_VOTE in metadata:  # the vote is the site's own: it signs it
+        signed = p.signed_vote(parameters.round_id, site, int(metadata[m.KEY_VOTE]))
+        metadata = {**metadata, m.KEY_VOTE_SIGNATURE: m.b64(identity.sign(signed))}
     return values, metadata
 
 
 def _plain_input(
-    parameters: RoundParameters, site: int, compute: Callable[[], Input]
+    parameters: RoundParameters, site: int, identity: SigningKey, compute: Callable[[], Input]
 ) -> dict[str, Any]:
     if parameters.secure is not None:
         raise SecAggError("a plain input was asked for in a secure round: refused")
-    values, metadata = _checked_input(compute, parameters)
+    values, metadata = _checked_input(compute, parameters, site, identity)
     return {
         m.STAGE: m.PLAIN_INPUT,
         m.ROUND: parameters.round_id,
@@ -260,7 +282,7 @@ def _secure_step(
             int(sender): wire.sealed_from_json(text, sender)
             for sender, text in part[m.SEALED].items()
         }
-        values, metadata = _checked_input(compute, parameters)
+        values, metadata = _checked_input(compute, parameters, site, identity)
         body = {**metadata, **wire.masked_to_json(client.mask(values, received), round_id)}
     elif stage == p.UNMASK:
         alive = set(part[m.ALIVE])

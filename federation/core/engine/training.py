@@ -143,13 +143,33 @@ def prepare_local_data(
 @dataclass(frozen=True)
 class LocalResult:
     """What a site's training gave: its new weights, its number of training windows,
-    the incoming global model's error on its validation windows, and the time taken."""
+    the incoming global model's error on its validation windows (and, when that model is
+    a candidate, the last accepted model's), and the time taken."""
 
     weights: Weights
     examples: int
     val_sse: float
     val_count: int
     seconds: float
+    accepted_sse: float | None = None
+
+    def vote(self) -> int | None:
+        """1 if the incoming candidate is worse than the accepted model here, 0 if not,
+        None when there is no candidate to judge (or no validation engine to judge on)."""
+        if self.accepted_sse is None or not self.val_count:
+            return None
+        return int(candidate_worse(self.val_sse, self.accepted_sse))
+
+
+# A candidate is worse than the accepted model when its validation RMSE is more than this
+# fraction above the accepted model's (on the same validation engines).
+REJECT_MARGIN = 0.05
+
+
+def candidate_worse(candidate_sse: float, accepted_sse: float) -> bool:
+    """Whether a candidate's sum of squared errors is worse than the accepted model's by
+    more than the margin (the same windows: RMSEs compare as the roots of the sums)."""
+    return math.sqrt(candidate_sse) > (1 + REJECT_MARGIN) * math.sqrt(accepted_sse)
 
 
 def local_update(
@@ -176,14 +196,25 @@ def local_evaluate(model: RulModel, weights: Weights, data: LocalData) -> tuple[
 
 
 def train_locally(
-    model: RulModel, weights: Weights, data: LocalData, config: TrainConfig, *, proximal_mu: float
+    model: RulModel,
+    weights: Weights,
+    data: LocalData,
+    config: TrainConfig | None,
+    *,
+    proximal_mu: float = 0.0,
+    accepted: Weights | None = None,
 ) -> LocalResult:
-    """Score the incoming global model on the validation windows, then train from it."""
+    """Score the incoming global model (and, when it is a candidate, the ``accepted`` one)
+    on the validation windows, then train from it (unless ``config`` is None: a round
+    that only scores)."""
     started = time.perf_counter()
     val_sse, val_count = local_evaluate(model, weights, data)
-    trained = local_update(model, weights, data, config, proximal_mu=proximal_mu)
+    accepted_sse = local_evaluate(model, accepted, data)[0] if accepted is not None else None
+    trained = weights
+    if config is not None:
+        trained = local_update(model, weights, data, config, proximal_mu=proximal_mu)
     seconds = round(time.perf_counter() - started, 3)
-    return LocalResult(trained, len(data.x), val_sse, val_count, seconds)
+    return LocalResult(trained, len(data.x), val_sse, val_count, seconds, accepted_sse)
 
 
 # --- the vector and its sum ----------------------------------------------------------------
@@ -205,14 +236,26 @@ def training_length(like: Sequence[np.ndarray]) -> int:
     return sum(w.size for w in like) + TRAINING_EXTRAS
 
 
+def encode_scores(result: LocalResult, weight: float) -> np.ndarray:
+    """The incoming model's validation error as a site puts it in the sum, with its public
+    ``weight``: the whole vector of a round that only scores, the tail of a training one."""
+    mse = result.val_sse / result.val_count / VAL_UNIT if result.val_count else 0.0
+    has_validation = 1.0 if result.val_count else 0.0
+    return np.array([weight * mse, weight * has_validation])
+
+
+def decode_scores(scores: np.ndarray) -> float:
+    """The incoming model's RMSE over the validation engines of the sites in the sum (NaN
+    where none sent one, as under DP)."""
+    val_mse, val_weight = scores
+    has_validation = val_weight > 1e-9  # it is a sum of positive weights, or 0 (quantised)
+    return math.sqrt(max(val_mse, 0.0) / val_weight * VAL_UNIT) if has_validation else math.nan
+
+
 def encode_training(result: LocalResult, weight: float) -> np.ndarray:
     """A site's vector in a training round without DP, with its public ``weight`` (see the
     module's docstring)."""
-    mse = result.val_sse / result.val_count / VAL_UNIT if result.val_count else 0.0
-    has_validation = 1.0 if result.val_count else 0.0
-    return np.concatenate(
-        [weight * flatten(result.weights), [weight * mse, weight * has_validation]]
-    )
+    return np.concatenate([weight * flatten(result.weights), encode_scores(result, weight)])
 
 
 def encode_private_training(
@@ -243,10 +286,6 @@ def decode_training(
     in the sum, and the incoming global model's RMSE over the validation engines of those
     that have some (NaN where none sent one, as under DP)."""
     size = len(summed) - TRAINING_EXTRAS
-    val_mse, val_weight = summed[size:]
     if not total_weight > 0:
         raise ValueError("the sites in the sum have no weight: nothing to average")
-    mean = unflatten(summed[:size] / total_weight, like)
-    has_validation = val_weight > 1e-9  # it is a sum of positive weights, or 0 (quantised)
-    rmse = math.sqrt(max(val_mse, 0.0) / val_weight * VAL_UNIT) if has_validation else math.nan
-    return mean, rmse
+    return unflatten(summed[:size] / total_weight, like), decode_scores(summed[size:])

@@ -128,6 +128,11 @@ def signed_keys(round_id: str, site: int, share_public: bytes, mask_public: byte
     )
 
 
+def signed_vote(round_id: str, site: int, vote: int) -> bytes:
+    """The bytes a site signs to bind its vote on a round's candidate model to itself."""
+    return b"|".join([b"candidate-vote", round_id.encode(), str(site).encode(), str(vote).encode()])
+
+
 def share_associated_data(round_id: str, sender: int, receiver: int) -> bytes:
     return f"secagg-share|{round_id}|{sender}->{receiver}".encode()
 

@@ -26,6 +26,7 @@ from config.env import (
     env_url,
 )
 from config.secret import local_secret_key
+from federation.core.private_files import private_file, private_folder
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -33,8 +34,8 @@ DJANGO_ENV = env_choice("DJANGO_ENV", "local", {"local", "production"})
 PRODUCTION = DJANGO_ENV == "production"
 
 # Local state (SQLite file, broker folders, secret key, demo sites) lives here.
-VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var"))).resolve()  # type: ignore[arg-type]
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+# Readable by this user only: nothing of it is for anyone else on the machine.
+VAR_DIR = private_folder(Path(env_str("VAR_DIR", str(BASE_DIR / "var"))).resolve())  # type: ignore[arg-type]
 
 DEBUG = env_bool("DEBUG", False)
 
@@ -111,6 +112,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
     # A file, not memory, so worker processes started by tests share the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+    _database_file = Path(str(DATABASES["default"]["NAME"]))
+    if _database_file.parent.is_dir() and str(_database_file) != ":memory:":
+        private_file(_database_file)  # before SQLite creates it world-readable
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -152,8 +156,10 @@ API_LONG_POLLS = env_int("API_LONG_POLLS", 12, minimum=0)
 
 # Uploaded contributions and model versions (not served publicly: members download
 # models through the API, which checks membership).
-MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))  # type: ignore[arg-type]
+MEDIA_ROOT = private_folder(Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media"))))  # type: ignore[arg-type]
 MEDIA_URL = "/media/"
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 
 # HTTPS behind a reverse proxy that sets X-Forwarded-Proto.
 # https://docs.djangoproject.com/en/5.2/ref/settings/#secure-proxy-ssl-header

@@ -180,6 +180,7 @@ class Demo:
             )
             if not waiting and health.ready():
                 health.get(propagate=True)
+                health.forget()  # read once: no result left behind
                 return
             if time.monotonic() > deadline:
                 raise DemoError(

@@ -1,29 +1,35 @@
 """The site's keystore: its long-term identity, and its state of each open round (its
 round keys, and what it sent, so that a post that failed is sent again unchanged).
 
-Lives in the site's state folder, readable by the site's user only (mode 0600), and
-never leaves the site. Every file is written atomically, so a crash leaves either the
-old or the new content.
+Lives in the site's state folder, readable by the site's user only (files 0600 in 0700
+folders), and never leaves the site. Every file is written atomically, so a crash leaves
+either the old or the new content. A round's secrets go when the site's part of it is
+over, or an hour after the deadline of the last stage it answered (a round the
+coordinator never finished): nothing waits on disk for longer than that.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from federation.core.private_files import private_folder, write_private
 from federation.core.secagg.primitives import SigningKey
 
 IDENTITY = "identity.key"
 ROUNDS = "rounds"
-# Secrets of a round nobody finished (the coordinator stopped, the site left) are
-# removed after this long; no round lasts that long.
-STALE_SECONDS = 7 * 24 * 3600
+# Secrets of a round nobody finished (the coordinator stopped, the site left) are removed
+# this long after the deadline of the last stage the site answered: a coordinator that
+# comes back within it may still finish the round.
+GRACE_SECONDS = 3600
+# Without a deadline (an older state file), this long after it was written.
+STALE_SECONDS = 24 * 3600
 
 
 class Keystore:
@@ -51,33 +57,45 @@ class Keystore:
 
     def load_round(self, round_id: str) -> dict[str, Any] | None:
         try:
-            state: dict[str, Any] = json.loads(self._round_path(round_id).read_text())
-            return state
+            stored: dict[str, Any] = json.loads(self._round_path(round_id).read_text())
         except FileNotFoundError:
             return None
+        state: dict[str, Any] = stored.get("state", stored)  # older files: the state alone
+        return state
 
-    def save_round(self, round_id: str, state: dict[str, Any]) -> None:
-        self._write(self._round_path(round_id), json.dumps(state).encode())
-        self._prune()
+    def save_round(
+        self, round_id: str, state: dict[str, Any], *, deadline: datetime | None = None
+    ) -> None:
+        """Keep the site's state of a round; ``deadline``: of the stage just answered."""
+        stored = {"deadline": deadline.timestamp() if deadline else None, "state": state}
+        self._write(self._round_path(round_id), json.dumps(stored).encode())
+        self.prune()
 
     def forget_round(self, round_id: str) -> None:
         self._round_path(round_id).unlink(missing_ok=True)
+
+    def prune(self, now: float | None = None) -> list[str]:
+        """Remove the secrets of rounds past their grace; returns their ids."""
+        now = time.time() if now is None else now
+        removed = []
+        for path in (self.folder / ROUNDS).glob("*.json"):
+            try:
+                deadline = json.loads(path.read_text()).get("deadline")
+                expires = (
+                    deadline + GRACE_SECONDS if deadline else path.stat().st_mtime + STALE_SECONDS
+                )
+            except (OSError, ValueError, AttributeError):
+                continue  # being replaced, or not ours to judge: the next prune sees it
+            if expires < now:
+                path.unlink(missing_ok=True)
+                removed.append(path.stem)
+        return removed
 
     def _round_path(self, round_id: str) -> Path:
         if not round_id.isalnum():
             raise ValueError(f"not a round id: {round_id!r}")
         return self.folder / ROUNDS / f"{round_id}.json"
 
-    def _prune(self) -> None:
-        cutoff = time.time() - STALE_SECONDS
-        for path in (self.folder / ROUNDS).glob("*.json"):
-            if path.stat().st_mtime < cutoff:
-                path.unlink(missing_ok=True)
-
     def _write(self, path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        partial = path.with_suffix(path.suffix + ".tmp")
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-        os.replace(partial, path)
+        private_folder(self.folder)
+        write_private(path, data)

@@ -22,6 +22,7 @@ from typing import Any
 from federation.core import messages as m
 from federation.core.engine.rounds import RoundParameters
 from federation.core.engine.site import SiteData, site_input, site_step
+from federation.core.private_files import private_folder
 from federation.core.secagg import protocol as p
 from federation.core.secagg.primitives import SecAggError
 from turbofan.data.checks import training_rows
@@ -109,7 +110,7 @@ class SiteRuntime:
     def _log(
         self, method: str, path: str, body: dict[str, Any] | None, data: bytes | None, status: int
     ) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        private_folder(self.state_dir)
         entry = {
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
             "method": method,
@@ -136,6 +137,7 @@ class SiteRuntime:
         soon as it opens. Work this site refused is not answered again. Returns what
         happened."""
         outcomes: list[str] = []
+        Keystore(self.state_dir).prune()  # secrets of rounds the coordinator never finished
         refused: set[tuple[Any, Any]] = set()  # (contribution, stage) this site will not answer
         give_up = time.monotonic() + seconds
         while True:
@@ -192,7 +194,7 @@ class SiteRuntime:
             # Forged, replayed, unsafe or malformed: this site sends nothing.
             log.warning("work %s refused: %s", work.get("contribution"), error)
             return f"work {work.get('contribution')} refused: {error}", False
-        keystore.save_round(round_id, state)
+        keystore.save_round(round_id, state, deadline=_deadline(work))
         try:
             self.request("POST", f"/api/v1/contributions/{work['contribution']}", body)
             outcome, sent = f"{where}: {stage} sent", True
@@ -201,6 +203,14 @@ class SiteRuntime:
         if stage in LAST_STAGES:  # the site's part is over: its round secrets go
             keystore.forget_round(round_id)
         return outcome, sent
+
+
+def _deadline(work: dict[str, Any]) -> datetime | None:
+    """The deadline of the stage ``work`` asks for (None if the coordinator gave none)."""
+    try:
+        return datetime.fromisoformat(work["round"]["deadline"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _work_key(work: dict[str, Any]) -> tuple[Any, Any]:

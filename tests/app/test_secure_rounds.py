@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -256,11 +256,22 @@ def test_the_keystore_keeps_the_identity_and_round_secrets_for_the_site_only(tmp
 
     assert Keystore(tmp_path).identity().public == identity.public
     assert Keystore(tmp_path).load_round("abc123") == {"secret": 1}
-    for path in (tmp_path / "keystore").rglob("*"):
-        if path.is_file():
-            assert path.stat().st_mode & 0o077 == 0, path
+    for path in [tmp_path / "keystore", *(tmp_path / "keystore").rglob("*")]:
+        assert path.stat().st_mode & 0o077 == 0, path  # files 0600, folders 0700
     keystore.forget_round("abc123")
     assert keystore.load_round("abc123") is None
+
+
+def test_the_secrets_of_a_round_nobody_finished_go_an_hour_after_the_last_deadline(tmp_path):
+    keystore = Keystore(tmp_path)
+    deadline = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    keystore.save_round("dead", {"secret": 1}, deadline=deadline)
+    keystore.save_round("alive", {"secret": 2}, deadline=deadline + timedelta(hours=2))
+
+    assert keystore.prune(now=(deadline + timedelta(minutes=59)).timestamp()) == []
+    assert keystore.prune(now=(deadline + timedelta(minutes=61)).timestamp()) == ["dead"]
+    assert keystore.load_round("dead") is None
+    assert keystore.load_round("alive") == {"secret": 2}
 
 
 def test_a_deadline_check_that_read_the_round_before_its_stage_ended_drops_nobody(fleet):
@@ -326,7 +337,9 @@ def test_a_candidate_most_sites_find_worse_is_rejected_and_training_goes_on_from
 ):
     Federation.objects.filter(id=fleet.federation.id).update(rounds=3)
     fleet.run(fleet.open())  # training round 1: version 1, a candidate
-    assert ModelVersion.objects.get(version=1).status == ModelVersion.Status.CANDIDATE
+    candidate = ModelVersion.objects.get(version=1)
+    assert candidate.status == ModelVersion.Status.CANDIDATE
+    assert Path(candidate.file.path).stat().st_mode & 0o077 == 0  # the coordinator's alone
     fleet.worse = {"alpha", "beta", "gamma"}  # three of four sites find it worse
 
     second = Round.objects.get(federation=fleet.federation, kind="train", number=2)

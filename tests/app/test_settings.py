@@ -85,3 +85,14 @@ def test_debug_is_off_unless_asked_for(local_env):
         ).stdout.strip()
         == "True"
     )
+
+
+def test_the_coordinators_database_and_files_are_for_its_user_only(local_env, tmp_path):
+    (tmp_path / "var").mkdir(mode=0o755)  # as an older installation left it
+
+    result = manage("migrate", "--no-input", env=local_env)
+
+    assert result.returncode == 0, result.stderr
+    var = tmp_path / "var"
+    for path in (var, var / "db.sqlite3", var / "media"):
+        assert path.stat().st_mode & 0o077 == 0, path

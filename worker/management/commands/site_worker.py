@@ -15,10 +15,12 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from federation.core.private_files import private_folder
 from turbofan.data.checks import describe_folder
 from turbofan.data.files import DataFileError
 from worker import site_runtime
 from worker.celery import site_queue
+from worker.keystore import Keystore
 from worker.runtime import start_worker
 
 
@@ -78,7 +80,9 @@ class Command(BaseCommand):
         name = site["name"]
         state_dir = (options["state_dir"] or Path(settings.VAR_DIR) / "sites" / name).resolve()
         runtime.state_dir = state_dir
-        state_dir.mkdir(parents=True, exist_ok=True)
+        private_folder(state_dir)  # the keystore and the outbox are the site's alone
+        for expired in Keystore(state_dir).prune():
+            self.stdout.write(f"site {name}: secrets of unfinished round {expired} removed")
         with (state_dir / site_runtime.OUTBOX).open("a") as outbox:
             outbox.write((scratch / site_runtime.OUTBOX).read_text())
         shutil.rmtree(scratch, ignore_errors=True)

@@ -9,6 +9,7 @@ Every variable is listed in the README.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -65,6 +66,7 @@ INSTALLED_APPS = [
     # Serve static files from gunicorn/runserver alike, DEBUG or not.
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "axes",
     "federation",
     "dashboard",
     "worker",
@@ -79,9 +81,37 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its lockout answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
-ROOT_URLCONF = "config.urls"
+# --- Login throttling (django-axes) ---------------------------------------------
+# https://django-axes.readthedocs.io/en/latest/4_configuration.html
+# After LOGIN_FAILURE_LIMIT wrong passwords from one address, that address's logins are
+# refused (429, no password hashed) for LOGIN_COOLOFF_MINUTES; a good login resets it.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # no banner at every start; lockouts are still logged
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# Behind a reverse proxy every request comes from the proxy: the client's address is the
+# one the proxy added to X-Forwarded-For (TRUSTED_PROXIES: how many proxies add one).
+TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 1 if PRODUCTION else 0, minimum=0)
+AXES_CLIENT_IP_CALLABLE = "config.client_ip.client_ip"
+
+# What this process serves: everything (one pool, the default), or the site API alone
+# (SERVE=api: a worker pool of its own, behind a proxy that sends it /api/, so page
+# traffic cannot starve the sites' requests).
+SERVE = env_choice("SERVE", "all", {"all", "api"})
+ROOT_URLCONF = "config.api_urls" if SERVE == "api" else "config.urls"
+# The URL sites reach the API at, for the command a site's owner is given (default: the
+# address the owner's browser used).
+SITE_API_URL = env_url("SITE_API_URL", None, {"http", "https"})
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/sites/"
 LOGOUT_REDIRECT_URL = "/"
@@ -153,6 +183,10 @@ WHITENOISE_USE_FINDERS = not PRODUCTION
 # Site API: how many requests of one web process may wait for work at once (long polls).
 # Each holds a thread: keep it below the threads per process (gunicorn --threads).
 API_LONG_POLLS = env_int("API_LONG_POLLS", 12, minimum=0)
+
+# How long a federation's computed progress.json is served to every poller with the same
+# view of it: fifty browsers polling cost one computation a second, not fifty.
+PROGRESS_CACHE_SECONDS = env_int("PROGRESS_CACHE_MS", 1000, minimum=0) / 1000
 
 # Uploaded contributions and model versions (not served publicly: members download
 # models through the API, which checks membership).

@@ -218,6 +218,9 @@ class ModelVersion(models.Model):
     metrics = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.CANDIDATE)
     verdict = models.TextField(blank=True)  # why it was accepted or rejected
+    # When rejected: the sites whose inputs made it and that did not find it worse when it
+    # was scored (a site in several such lists is flagged to the admin).
+    suspects = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -53,6 +53,16 @@ def write(tmp_path: Path):
     return _write
 
 
+@pytest.fixture(autouse=True)
+def fresh_pages(settings):
+    """Every page computed afresh: a test that changes something sees it at once, and
+    nothing one test cached is seen by the next."""
+    from django.core.cache import cache
+
+    settings.PROGRESS_CACHE_SECONDS = 0
+    cache.clear()
+
+
 @pytest.fixture
 def media_root(settings, tmp_path):
     """Stage messages, vectors and model files go to a folder of the test's own."""

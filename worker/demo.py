@@ -43,6 +43,30 @@ DEMO_FEDERATION = "Demo FD001 fleet"
 GUNICORN_THREADS = 16
 
 
+def web_command(bind: str, *, workers: int = 2, threads: int = 8) -> list[str]:
+    """A gunicorn pool of the web app as the demo (and the API load benchmark) runs it:
+    the pages on ``workers`` x ``threads``; run with ``SERVE=api``, the site API's own
+    pool (1 worker: a site's long poll holds a thread while it waits, not a core)."""
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "config.wsgi",
+        "--bind",
+        bind,
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--access-logfile",
+        "-",
+    ]
+
+
+def api_command(bind: str) -> list[str]:
+    return web_command(bind, workers=1, threads=GUNICORN_THREADS)
+
+
 class DemoError(RuntimeError):
     """The demo could not start or finish; the message says which part and why."""
 
@@ -62,7 +86,17 @@ class DemoConfig:
 
     @property
     def url(self) -> str:
+        """The pages."""
         return f"http://{self.host}:{self.port}/"
+
+    @property
+    def api_port(self) -> int:
+        return self.port + 1
+
+    @property
+    def api_url(self) -> str:
+        """The site API's own worker pool, which the sites talk to."""
+        return f"http://{self.host}:{self.api_port}/"
 
 
 @dataclass
@@ -105,25 +139,13 @@ class Demo:
         self._check_port_free()
         self.logs.mkdir(parents=True, exist_ok=True)
         _purge_file_broker()
-        bind = f"{self.config.host}:{self.config.port}"
+        host = self.config.host
         self._spawn(
             "web",
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "config.wsgi",
-                "--bind",
-                bind,
-                "--workers",
-                "2",
-                # Threads: a site's long poll for work holds one while it waits.
-                "--threads",
-                str(GUNICORN_THREADS),
-                "--access-logfile",
-                "-",
-            ],
+            web_command(f"{host}:{self.config.port}"),
+            env={"SITE_API_URL": self.config.api_url},
         )
+        self._spawn("api", api_command(f"{host}:{self.config.api_port}"), env={"SERVE": "api"})
         self._spawn("coordinator", [sys.executable, MANAGE, "coordinator_worker"])
         for site, folder in site_dirs.items():
             self._spawn(
@@ -133,7 +155,7 @@ class Demo:
                     MANAGE,
                     "site_worker",
                     "--coordinator",
-                    self.config.url,
+                    self.config.api_url,
                     "--data-dir",
                     str(folder),
                     "--poll-interval",
@@ -145,12 +167,14 @@ class Demo:
             )
 
     def _check_port_free(self) -> None:
-        with socket.socket() as probe:
-            if probe.connect_ex((self.config.host, self.config.port)) == 0:
-                raise DemoError(
-                    f"port {self.config.port} on {self.config.host} is in use: stop what runs "
-                    "there or pick another with --port"
-                )
+        for port in (self.config.port, self.config.api_port):
+            with socket.socket() as probe:
+                if probe.connect_ex((self.config.host, port)) == 0:
+                    raise DemoError(
+                        f"port {port} on {self.config.host} is in use: stop what runs there "
+                        f"or pick another with --port (the pages use it, the site API the "
+                        f"next one)"
+                    )
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = self.logs / f"{name}.log"
@@ -220,16 +244,12 @@ class Demo:
         raise DemoError("stopped before the federation finished")
 
     def _wait_for_web(self, deadline: float) -> None:
-        url = self.config.url + "healthz"
-        while time.monotonic() < deadline:
-            self._fail_if_any_died()
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
+        for url in (self.config.url + "healthz", self.config.api_url + "healthz"):
+            while not _answers(url):
+                self._fail_if_any_died()
+                if time.monotonic() > deadline:
+                    raise DemoError(f"the web app did not answer at {url}{self._log_hint()}")
                 time.sleep(0.3)
-        raise DemoError(f"the web app did not answer at {url}{self._log_hint()}")
 
     def _fail_if_any_died(self) -> None:
         for role in self.roles:
@@ -267,6 +287,14 @@ def _purge_file_broker() -> None:
     if str(settings.CELERY_BROKER_URL).startswith("filesystem://") and folder:
         shutil.rmtree(folder, ignore_errors=True)
         Path(folder).mkdir(parents=True, exist_ok=True)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
 
 
 def format_version(version: ModelVersion) -> str:

@@ -14,6 +14,8 @@ def signup(request: HttpRequest) -> HttpResponse:
         return redirect("pages:my-sites")
     form: UserCreationForm[User] = UserCreationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        login(request, form.save())
+        # The new account signs in with the password it just set: the model backend (the
+        # login throttle stands in front of password checks, not of a fresh account).
+        login(request, form.save(), backend="django.contrib.auth.backends.ModelBackend")
         return redirect("pages:my-sites")
     return render(request, "registration/signup.html", {"form": form})

@@ -3,13 +3,18 @@ its model versions' files."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.core.cache import cache
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils.cache import add_never_cache_headers
+from django.utils.cache import get_conditional_response, patch_cache_control
 from django.views.decorators.http import require_POST
 
 from dashboard.pages.access import administered, memberships
@@ -56,15 +61,34 @@ def federation_detail(request: HttpRequest, federation_id: int) -> HttpResponse:
             if is_admin
             else []
         ),
+        "flagged": federation_reads.flagged_sites(federation=federation) if is_admin else [],
     }
     return render(request, "federation/federation_detail.html", context)
 
 
-def federation_progress(request: HttpRequest, federation_id: int) -> JsonResponse:
-    """What the federation's page polls: the same words, cells and figure it rendered."""
+def federation_progress(request: HttpRequest, federation_id: int) -> HttpResponseBase:
+    """What the federation's page polls: the same words, cells and figure it rendered.
+
+    Computed at most once a second for each view of it (the public's, a member's, the
+    admin's), with an ETag: a poller that has the current one gets a bodiless 304.
+    """
     federation = get_object_or_404(Federation, id=federation_id)
-    response = JsonResponse(_federation_page(request, federation))
-    add_never_cache_headers(response)
+    insider = federation_reads.is_insider(federation=federation, user=request.user)
+    is_admin = insider and federation.admin_id == request.user.pk
+    key = f"progress.json:{federation.id}:{int(insider)}{int(is_admin)}"
+    body: bytes | None = cache.get(key)
+    if body is None:
+        page = _federation_page(request, federation)
+        body = json.dumps(page, cls=DjangoJSONEncoder, separators=(",", ":")).encode()
+        cache.set(key, body, settings.PROGRESS_CACHE_SECONDS)
+    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    response = get_conditional_response(request, etag=etag) or HttpResponse(
+        body, content_type="application/json"
+    )
+    response["ETag"] = etag
+    # The browser keeps it, but asks each time whether it changed (and per user: an
+    # insider's view holds site names).
+    patch_cache_control(response, private=True, no_cache=True)
     return response
 
 

@@ -4,6 +4,7 @@ Credentials are rendered once, in the response to the POST that made them."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Prefetch
@@ -29,7 +30,7 @@ CREDENTIAL_ENV = "SITE_CREDENTIAL"
 def _credential_page(
     request: HttpRequest, *, site: Site, credential: str, replaced: bool
 ) -> HttpResponse:
-    coordinator = request.build_absolute_uri("/")
+    coordinator = settings.SITE_API_URL or request.build_absolute_uri("/")
     command = (
         f"{CREDENTIAL_ENV}={credential} python manage.py site_worker "
         f"--coordinator {coordinator} --data-dir PATH"

@@ -17,6 +17,7 @@ from federation.models import (
     Membership,
     ModelVersion,
     Round,
+    Site,
     StageMessage,
 )
 from federation.selectors.budget import federation_budget
@@ -258,6 +259,27 @@ def is_insider(*, federation: Federation, user: Any) -> bool:
 def can_download_models(*, federation: Federation, user: Any) -> bool:
     """The admin and the owners of approved member sites may download its models."""
     return is_insider(federation=federation, user=user)
+
+
+# A site among the suspects of this many rejected candidates is flagged to the admin.
+FLAG_AFTER_REJECTIONS = 2
+
+
+def flagged_sites(*, federation: Federation) -> list[dict[str, Any]]:
+    """The sites among the suspects of repeated rejected candidates (see
+    ``ModelVersion.suspects``), most often first, with the versions, for the admin."""
+    rejected = federation.versions.filter(status=ModelVersion.Status.REJECTED).order_by("version")
+    seen: dict[int, list[int]] = {}
+    for version in rejected:
+        for site in version.suspects:
+            seen.setdefault(int(site), []).append(version.version)
+    names = dict(Site.objects.filter(id__in=seen).values_list("id", "name"))
+    rows = [
+        {"site": names.get(site, f"site {site}"), "versions": versions}
+        for site, versions in seen.items()
+        if len(versions) >= FLAG_AFTER_REJECTIONS
+    ]
+    return sorted(rows, key=lambda r: (-len(r["versions"]), r["site"]))
 
 
 def model_file_response(model: ModelVersion) -> FileResponse:

@@ -382,12 +382,18 @@ def _store_outcome(
             # Under DP the sites keep their validation errors home: none to record.
             version_record_validation(version=incoming, val_rmse=outcome.val_rmse)
         if incoming is not None and outcome.verdict is not None:
-            version_judge(version=incoming, verdict=outcome.verdict, reason=outcome.reason)
+            suspects = version_judge(
+                version=incoming,
+                verdict=outcome.verdict,
+                reason=outcome.reason,
+                found_worse=outcome.found_worse,
+            )
             if outcome.verdict == engine.REJECTED:
                 log.warning(
-                    "candidate rejected federation=%s version=%s: %s",
+                    "candidate rejected federation=%s version=%s suspects=%s: %s",
                     federation.id,
                     incoming.version,
+                    suspects,
                     outcome.reason,
                 )
                 fields["strategy_state"] = ""  # it moved with the rejected step

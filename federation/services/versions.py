@@ -11,10 +11,11 @@ import numpy as np
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
-from federation.core import messages
+from federation.core import messages as m
 from federation.core.engine.coordinator import FederationState
+from federation.core.secagg import protocol as p
 from federation.core.strategies import Weights
-from federation.models import Federation, ModelVersion, Round
+from federation.models import Federation, ModelVersion, Round, StageMessage
 from federation.specs import evaluate_version, federation_recipe, federation_training
 from turbofan.data.features import FeaturePipeline
 from turbofan.models.artefact import RulModel
@@ -51,7 +52,7 @@ def federation_state(federation: Federation) -> FederationState:
     strategy_state: Weights = []
     if federation.strategy_state:
         with federation.strategy_state.open("rb") as handle:
-            strategy_state = messages.weights_from_bytes(handle.read())
+            strategy_state = m.weights_from_bytes(handle.read())
     return FederationState(
         template=recipe.pipeline(federation.subset),
         recipe=recipe,
@@ -117,11 +118,23 @@ def version_build(
     return NewVersion(number, content, digest, evaluate_version(model, federation.subset))
 
 
-def version_judge(*, version: ModelVersion, verdict: str, reason: str) -> None:
-    """A candidate's verdict from the sites' votes: accepted, or rejected with the reason."""
+def version_judge(
+    *, version: ModelVersion, verdict: str, reason: str, found_worse: frozenset[int]
+) -> list[int]:
+    """A candidate's verdict from the sites' votes: accepted, or rejected with the reason
+    and its suspects (returned): the sites whose inputs made it that did not find it
+    worse. One of them sent a spoiled model, or several did (secure aggregation cannot
+    say which), or the honest sites' data disagree."""
+    suspects: list[int] = []
+    if verdict == ModelVersion.Status.REJECTED and version.round_id is not None:
+        makers = StageMessage.objects.filter(
+            round_id=version.round_id, stage__in=[p.MASKED_INPUT, m.PLAIN_INPUT]
+        ).values_list("site_id", flat=True)
+        suspects = sorted(set(makers) - found_worse)
     ModelVersion.objects.filter(id=version.id, status=ModelVersion.Status.CANDIDATE).update(
-        status=verdict, verdict=reason
+        status=verdict, verdict=reason, suspects=suspects
     )
+    return suspects
 
 
 def version_record_validation(*, version: ModelVersion, val_rmse: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from datetime import timedelta
 
@@ -238,6 +239,15 @@ def test_a_new_credential_is_shown_once_and_replaces_the_old_one(client, cast):
     assert "stopped working" in response.content.decode()
 
 
+def test_the_credential_page_points_the_site_at_the_api_pool(client, cast, settings):
+    settings.SITE_API_URL = "https://api.fleet.example.com/"
+    client.force_login(cast.owner)
+
+    page = client.post(reverse("pages:site-credential", args=[cast.site.name])).content.decode()
+
+    assert "--coordinator https://api.fleet.example.com/ --data-dir PATH" in page
+
+
 # --- federations -----------------------------------------------------------------------
 
 
@@ -306,6 +316,27 @@ def test_the_versions_table_says_which_model_was_rejected_and_why(client, cast):
 
     assert "rejected: 3 of 4 sites found it worse than the accepted model" in page
     assert "candidate: the next round&#x27;s sites score it" in page
+
+
+def test_the_admin_sees_a_site_common_to_repeated_rejections_flagged(client, cast):
+    suspect, other = cast.site.id, cast.other_site.id
+    for version, suspects in [(1, [suspect, other]), (2, [suspect]), (3, [])]:
+        ModelVersion.objects.create(
+            federation=cast.federation,
+            version=version,
+            sha256="a" * 64,
+            status=ModelVersion.Status.REJECTED,
+            suspects=suspects,
+        )
+    url = reverse("pages:federation", args=[cast.federation.id])
+    public = client.get(url).content.decode()
+    client.force_login(cast.admin)
+
+    page = client.get(url).content.decode()
+
+    assert "north-hangar: rejected versions 1, 2" in page
+    assert f"{cast.other_site.name}: rejected" not in page  # once is not a pattern
+    assert "Flagged" not in public
 
 
 def test_the_admin_sees_pending_requests_with_their_buttons(client, cast):
@@ -459,6 +490,38 @@ def test_logging_in_lands_on_my_sites_and_logging_out_on_the_home_page(client, c
     assert client.get(reverse("pages:my-sites")).status_code == 302
 
 
+def test_wrong_passwords_pause_an_address_before_any_more_are_tried(client, cast, settings):
+    settings.AXES_FAILURE_LIMIT = 3
+    answers = [
+        client.post(reverse("login"), {"username": "olga", "password": "guess"}).status_code
+        for _ in range(3)
+    ]
+    assert answers == [200, 200, 429]  # the form again with its error, then the pause
+
+    right = client.post(reverse("login"), {"username": "olga", "password": PASSWORD})
+
+    assert right.status_code == 429  # refused without checking the password
+    assert "Too many failed logins" in right.content.decode()
+    assert "Try again in 15 minutes" in right.content.decode()
+    other = Client(REMOTE_ADDR="203.0.113.9")  # another address is not paused
+    assert other.post(reverse("login"), {"username": "olga", "password": PASSWORD})["Location"] == (
+        "/sites/"
+    )
+
+
+def test_behind_a_proxy_the_address_is_the_one_the_proxy_saw(rf, settings):
+    from config.client_ip import client_ip
+
+    settings.TRUSTED_PROXIES = 1
+    forged = rf.get("/", HTTP_X_FORWARDED_FOR="1.2.3.4, 198.51.100.7", REMOTE_ADDR="10.0.0.2")
+    direct = rf.get("/", REMOTE_ADDR="10.0.0.2")
+
+    assert client_ip(forged) == "198.51.100.7"  # what the client wrote itself is ignored
+    assert client_ip(direct) == "10.0.0.2"
+    settings.TRUSTED_PROXIES = 0
+    assert client_ip(forged) == "10.0.0.2"
+
+
 def test_every_page_carries_the_link_bar(client, cast):
     anonymous = client.get(reverse("pages:federations")).content.decode()
     client.force_login(cast.owner)
@@ -558,6 +621,35 @@ def test_progress_json_carries_the_running_round_the_tables_and_the_figure(clien
         "NASA score": [12345.6],
     }
     assert page["figure"]["layout"]["yaxis2"]["type"] == "log"
+
+
+def test_a_poller_with_the_current_progress_gets_a_bodiless_304(client, cast):
+    running_round(cast)
+    url = reverse("pages:federation-progress", args=[cast.federation.id])
+    first = client.get(url)
+
+    again = client.get(url, HTTP_IF_NONE_MATCH=first["ETag"])
+
+    assert first.status_code == 200 and first["ETag"].startswith('"')
+    assert again.status_code == 304 and again.content == b""
+    assert "private" in again["Cache-Control"]
+
+
+def test_progress_is_computed_once_a_second_for_each_view_of_it(client, cast, settings):
+    settings.PROGRESS_CACHE_SECONDS = 60
+    round_ = running_round(cast)
+    url = reverse("pages:federation-progress", args=[cast.federation.id])
+    public = client.get(url).json()
+    Contribution.objects.filter(round=round_, site=cast.other_site).update(
+        status=Contribution.Status.RECEIVED, received_at=timezone.now()
+    )
+
+    assert client.get(url).json() == public  # served from the cache
+    client.force_login(cast.admin)  # another view of it: its own computation
+    admin = client.get(url).json()
+    assert admin["live"]["round"]["text"] == "2 of 2 sites answered"
+    assert admin["budget"] == public["budget"] and "north-hangar" in json.dumps(admin)
+    assert "north-hangar" not in json.dumps(public)
 
 
 def test_progress_json_follows_the_database_between_two_polls(client, cast):

@@ -75,7 +75,7 @@ def test_a_site_reaches_the_web_app_only(compose):
             - set(site_services(compose))
             - {"demo-data"}
         )
-        assert reachable == {"web"}, (name, reachable)
+        assert reachable == {"web", "api"}, (name, reachable)
 
 
 def test_each_site_has_its_own_data_and_state(compose):
@@ -89,3 +89,11 @@ def test_each_site_has_its_own_data_and_state(compose):
     for name in ("web", "coordinator", "migrate"):
         shared = {v.split(":")[0] for v in compose["services"][name].get("volumes", [])} & set(seen)
         assert not shared, (name, shared)
+
+
+def test_the_site_api_has_a_worker_pool_of_its_own(compose):
+    api = compose["services"]["api"]
+
+    assert api["environment"]["SERVE"] == "api"
+    assert "gunicorn" in api["command"]
+    assert "SERVE" not in compose["services"]["web"]["environment"]

@@ -352,6 +352,7 @@ def test_a_candidate_most_sites_find_worse_is_rejected_and_training_goes_on_from
     rejected = ModelVersion.objects.get(version=1)
     assert rejected.status == ModelVersion.Status.REJECTED
     assert rejected.verdict.startswith("3 of 4 sites found it worse than the accepted model")
+    assert rejected.suspects == [fleet.sites["delta"].id]  # in its sum, and did not see it
     assert not ModelVersion.objects.filter(version=2).exists()  # trained from the rejected
     third = Round.objects.get(federation=fleet.federation, kind="train", number=3)
     fleet.stage(third)

@@ -96,3 +96,19 @@ def test_the_coordinators_database_and_files_are_for_its_user_only(local_env, tm
     var = tmp_path / "var"
     for path in (var, var / "db.sqlite3", var / "media"):
         assert path.stat().st_mode & 0o077 == 0, path
+
+
+def test_the_api_pool_serves_the_site_api_and_nothing_else(local_env):
+    shell = (
+        "from django.test import Client; c = Client(HTTP_HOST='localhost'); "
+        "print(c.get('/api/v1/openapi.json').status_code, c.get('/healthz').status_code, "
+        "c.get('/federations/').status_code, c.get('/accounts/login/').status_code)"
+    )
+
+    assert manage("migrate", "--no-input", env=local_env).returncode == 0
+
+    api = manage("shell", "--no-imports", "-c", shell, env={**local_env, "SERVE": "api"})
+    everything = manage("shell", "--no-imports", "-c", shell, env=local_env)
+
+    assert api.stdout.split() == ["200", "200", "404", "404"], api.stderr
+    assert everything.stdout.split() == ["200", "200", "200", "200"], everything.stderr

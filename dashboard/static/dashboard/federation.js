@@ -128,7 +128,7 @@
 
   var running = true;
   function poll() {
-    fetch(root.dataset.progressUrl, { headers: { Accept: "application/json" }, cache: "no-store" })
+    fetch(root.dataset.progressUrl, { headers: { Accept: "application/json" }, cache: "no-cache" })
       .then(function (response) { return response.ok ? response.json() : null; })
       .then(function (page) {
         if (!page) return;

@@ -441,6 +441,7 @@ class Outcome:
     verdict: str | None = None  # ACCEPTED or REJECTED; None: no candidate was judged
     worse: int = 0  # the sites that found the candidate worse ...
     voters: int = 0  # ... of the sites in the sum that voted
+    found_worse: frozenset[int] = frozenset()  # which sites found it worse
     reason: str = ""  # the verdict in words, for the admin
 
 
@@ -464,6 +465,7 @@ def verdict(state: FederationState, votes: dict[int, int], summed_sites: set[int
         verdict=REJECTED if rejected else ACCEPTED,
         worse=worse,
         voters=len(counted),
+        found_worse=frozenset(s for s, vote in votes.items() if vote and s in summed_sites),
         reason=f"{worse} of {len(counted)} sites found it worse than the accepted model on "
         f"their validation engines (RMSE more than {REJECT_MARGIN:.0%} above)",
     )

@@ -206,7 +206,10 @@ def test_a_message_of_the_wrong_shape_is_refused_with_the_reason(client, api):
     response = call(client, "post", path, api["credentials"]["alpha"], bad)
 
     assert response.status_code == 400
-    assert "'share_public' must be 32 bytes, got 5" in response.json()["error"]
+    assert (
+        "advertise_keys.share_public: should be 32 bytes in base64 (44 characters)"
+        in response.json()["error"]
+    )
 
 
 def test_a_long_poll_answers_as_soon_as_work_is_there_and_waits_no_longer(client, api):
@@ -229,12 +232,20 @@ def test_a_long_poll_answers_as_soon_as_work_is_there_and_waits_no_longer(client
     )
 
 
-@pytest.mark.parametrize("wait", ["-1", "26", "soon"])
-def test_a_wait_out_of_range_is_refused_with_the_range(client, api, wait):
+@pytest.mark.parametrize(
+    ("wait", "message"),
+    [
+        ("-1", "wait: Input should be greater than or equal to 0"),
+        ("26", "wait: Input should be less than or equal to 25"),
+        ("soon", "wait: Input should be a valid number"),
+        ("nan", "wait: Input should be a finite number"),
+    ],
+)
+def test_a_wait_out_of_range_is_refused_with_the_range(client, api, wait, message):
     response = call(client, "get", f"/api/v1/work?wait={wait}", api["credentials"]["alpha"])
 
     assert response.status_code == 400
-    assert "'wait' must be a number of seconds from 0 to 25" in response.json()["error"]
+    assert message in response.json()["error"]
 
 
 def test_raw_rows_are_not_accepted_as_a_data_summary(client, api):
@@ -243,7 +254,8 @@ def test_raw_rows_are_not_accepted_as_a_data_summary(client, api):
     )
 
     assert response.status_code == 400
-    assert "counts only, never rows" in response.json()["error"]
+    assert "rows: Extra inputs are not permitted" in response.json()["error"]
+    assert "train_rows: Field required" in response.json()["error"]
 
 
 def test_a_wrong_method_answers_405_with_the_right_one(client, api):
@@ -258,13 +270,20 @@ def test_the_openapi_description_lists_every_endpoint_and_needs_no_credential(cl
 
     assert spec["openapi"].startswith("3.")
     assert set(spec["paths"]) == {
-        "/openapi.json",
-        "/site",
-        "/site/data",
-        "/site/identity",
-        "/work",
-        "/contributions/{id}",
-        "/federations/{id}/models/{version}",
+        "/api/v1/site",
+        "/api/v1/site/data",
+        "/api/v1/site/identity",
+        "/api/v1/work",
+        "/api/v1/contributions/{contribution_id}",
+        "/api/v1/federations/{federation_id}/models/{version}",
+    }
+    kinds = spec["components"]["schemas"]["RoundRef"]["properties"]["kind"]
+    assert set(spec["components"]["schemas"][kinds["$ref"].split("/")[-1]]["enum"]) == {
+        "points",
+        "moments",
+        "train",
+        "evaluate",
+        "analytics",
     }
 
 
@@ -293,9 +312,9 @@ def test_a_site_registers_its_identity_key(client, api):
 @pytest.mark.parametrize(
     ("key", "message"),
     [
-        ("not base64!", "'public_key' is not valid base64"),
-        (base64.b64encode(b"short").decode(), "must be a 32-byte Ed25519 public key"),
-        (None, "'public_key' must be a base64 string"),
+        ("not base64!", "public_key: should be 32 bytes in base64 (44 characters)"),
+        (base64.b64encode(b"short").decode(), "public_key: should be 32 bytes in base64"),
+        (None, "public_key: Input should be a valid string"),
     ],
 )
 def test_a_malformed_identity_key_is_refused_with_the_reason(client, api, key, message):
@@ -323,11 +342,12 @@ def test_past_the_cap_of_waiting_requests_a_long_poll_answers_at_once(client, ap
 @pytest.mark.parametrize(
     ("summary", "message"),
     [
-        ({"train_rows": "abc"}, "'train_rows' must be a whole number from 0 to 10000000"),
-        ({"train_rows": -1_000_000_000}, "'train_rows' must be a whole number from 0 to"),
-        ({"train_rows": 10**12}, "'train_rows' must be a whole number from 0 to"),
-        ({"train_engines": True}, "'train_engines' must be a whole number from 0 to 1000000"),
-        ({"subsets": "FD001"}, "'subsets' must be a list of at most 16 names"),
+        ({"train_rows": "abc"}, "train_rows: Input should be a whole number"),
+        ({"train_rows": -1_000_000_000}, "train_rows: Input should be greater than or equal to 0"),
+        ({"train_rows": 10**12}, "train_rows: Input should be less than or equal to 10000000"),
+        ({"train_engines": True}, "train_engines: Input should be a whole number"),
+        ({"subsets": "FD001"}, "subsets: Input should be a valid list"),
+        ({"subsets": ["FD001"] * 17}, "subsets: List should have at most 16 items"),
     ],
 )
 def test_what_a_site_says_of_its_data_is_checked_before_it_counts(client, api, summary, message):
@@ -339,3 +359,113 @@ def test_what_a_site_says_of_its_data_is_checked_before_it_counts(client, api, s
     assert message in response.json()["error"]
     summary_kept = Site.objects.get(name="alpha").data_summary
     assert summary_kept is not None and summary_kept["train_rows"] == 1000  # as it was
+
+
+# --- what a hostile member sends ----------------------------------------------------------
+
+
+def raw(client, method, path, credential, data: bytes, **extra):
+    return getattr(client, method)(
+        path,
+        data=data,
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {credential}",
+        **extra,
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "data", "message"),
+    [
+        ("/api/v1/site/data", b'{"train_rows": "\xff\xfe"}', "the body is not UTF-8 (byte 16)"),
+        ("/api/v1/site/identity", b"\xc3\x28", "the body is not UTF-8 (byte 0)"),
+        ("/api/v1/site/data", b"[" * 100_000 + b"]" * 100_000, "nests deeper than 64 levels"),
+        ("/api/v1/site/data", b"[1, 2]", "the body must be a JSON object"),
+    ],
+)
+def test_a_body_that_is_not_a_json_object_in_utf8_is_refused_saying_why(
+    client, api, path, data, message
+):
+    response = raw(client, "put", path, api["credentials"]["alpha"], data)
+
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+
+
+def test_a_body_past_the_limit_is_refused_before_it_is_read(client, api, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    body = json.dumps({"public_key": "A" * 2000}).encode()
+
+    response = raw(client, "put", "/api/v1/site/identity", api["credentials"]["alpha"], body)
+
+    assert response.status_code == 413
+    assert response.json() == {"error": "the body is larger than 1000 bytes"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/api/v1/federations/{2**64}/models/0",
+        f"/api/v1/federations/1/models/{2**70}",
+        f"/api/v1/contributions/{2**63}",
+    ],
+)
+def test_ids_past_64_bits_are_refused_not_looked_up(client, api, path):
+    method = "post" if "contributions" in path else "get"
+
+    response = call(
+        client, method, path, api["credentials"]["alpha"], {} if method == "post" else None
+    )
+
+    assert response.status_code == 400
+    assert "less than or equal to 9223372036854775807" in response.json()["error"]
+
+
+def test_a_masked_input_with_an_absurd_count_writes_nothing(client, api, settings):
+    path = f"/api/v1/contributions/{contribution_of(api, 'alpha').id}"
+    body = {
+        "stage": "masked_input",
+        "round": "abc",
+        "site": api["sites"]["alpha"].id,
+        "masked": base64.b64encode(b"\0" * 288_000).decode(),
+        "examples": 10**30,
+    }
+
+    response = call(client, "post", path, api["credentials"]["alpha"], body)
+
+    assert response.status_code == 400
+    assert "examples: Input should be less than or equal to 2147483647" in response.json()["error"]
+    masked = settings.MEDIA_ROOT / "masked"
+    assert not masked.exists() or not any(masked.iterdir())  # no orphaned vector file
+
+
+def test_a_share_of_the_wrong_size_is_refused(client, api):
+    path = f"/api/v1/contributions/{contribution_of(api, 'alpha').id}"
+    body = {
+        "stage": "share_keys",
+        "round": "abc",
+        "site": api["sites"]["alpha"].id,
+        "sealed": {str(api["sites"]["beta"].id): base64.b64encode(b"x" * 1_000_000).decode()},
+    }
+
+    response = call(client, "post", path, api["credentials"]["alpha"], body)
+
+    assert response.status_code == 400
+    assert "should be 168 bytes in base64 (224 characters)" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "allow"),
+    [
+        ("delete", "/api/v1/site", 405, "GET"),
+        ("get", "/api/v1/site/data", 405, "PUT"),
+        ("get", "/api/v1/no/such/thing", 404, None),
+    ],
+)
+def test_every_refusal_under_the_api_is_json(client, api, method, path, status, allow):
+    response = call(client, method, path, api["credentials"]["alpha"])
+
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/json"
+    assert "error" in response.json()
+    assert response.get("Allow") == allow

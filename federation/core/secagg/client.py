@@ -10,6 +10,7 @@ import numpy as np
 
 from federation.core.secagg import protocol as p
 from federation.core.secagg.primitives import (
+    SHARE_BYTES,
     KeyPair,
     Quantiser,
     SecAggError,
@@ -173,7 +174,10 @@ class SecAggClient:
             plain = decrypt(
                 key, sealed, p.share_associated_data(self.settings.round_id, sender, self.site)
             )
-            self.held[sender] = (share_from_bytes(plain[:70]), share_from_bytes(plain[70:]))
+            self.held[sender] = (
+                share_from_bytes(plain[:SHARE_BYTES]),
+                share_from_bytes(plain[SHARE_BYTES:]),
+            )
         dtype = self.quantiser.dtype
         masked = self.quantiser.quantise(values) + expand(self.self_seed, len(values), dtype)
         for peer in self.held:  # neighbours that shared with us took part in stage 2

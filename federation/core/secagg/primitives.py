@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 PRIME = 2**521 - 1  # a Mersenne prime: every 32-byte secret is an element of the field
 SEED_BYTES = 32
 NONCE_BYTES = 12
+TAG_BYTES = 16  # AES-GCM's
+SHARE_BYTES = 70  # a Shamir share: its point (4 bytes), its value in the field (66)
 _RAW = serialization.Encoding.Raw
 _RAW_PUBLIC = serialization.PublicFormat.Raw
 _RAW_PRIVATE = serialization.PrivateFormat.Raw
@@ -160,12 +162,12 @@ def shamir_combine(shares: list[tuple[int, int]], length: int = SEED_BYTES) -> b
 
 def share_to_bytes(share: tuple[int, int]) -> bytes:
     x, y = share
-    return x.to_bytes(4, "big") + y.to_bytes(66, "big")
+    return x.to_bytes(4, "big") + y.to_bytes(SHARE_BYTES - 4, "big")
 
 
 def share_from_bytes(data: bytes) -> tuple[int, int]:
-    if len(data) != 70:
-        raise SecAggError(f"a share is 70 bytes, got {len(data)}")
+    if len(data) != SHARE_BYTES:
+        raise SecAggError(f"a share is {SHARE_BYTES} bytes, got {len(data)}")
     return int.from_bytes(data[:4], "big"), int.from_bytes(data[4:], "big")
 
 

@@ -16,10 +16,20 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from federation.core.secagg import protocol as p
-from federation.core.secagg.primitives import PRIME, Quantiser, SecAggError
+from federation.core.secagg.primitives import (
+    NONCE_BYTES,
+    PRIME,
+    SHARE_BYTES,
+    TAG_BYTES,
+    Quantiser,
+    SecAggError,
+)
 
 KEY_BYTES = 32
 SIGNATURE_BYTES = 64
+# A sealed share: the nonce, a self-mask share and a mask-key share, the tag. Every
+# share has this size, so its size says nothing, and nothing else is accepted.
+SEALED_SHARE_BYTES = NONCE_BYTES + 2 * SHARE_BYTES + TAG_BYTES
 
 
 # --- the round's public parameters ----------------------------------------------------
@@ -128,7 +138,7 @@ def shares_from_json(data: Any, settings: p.Settings) -> dict[str, Any]:
         peer_id = _site_id(peer)
         if peer_id not in neighbours:
             raise SecAggError(f"a share for site {peer}, which is no neighbour of site {site}")
-        out[peer_id] = _bytes(text, None, f"the share for site {peer}")
+        out[peer_id] = _bytes(text, SEALED_SHARE_BYTES, f"the share for site {peer}")
     return {p.SITE: site, p.SEALED: out}
 
 
@@ -281,6 +291,8 @@ def _bytes(value: Any, length: int | None, name: str) -> bytes:
 
 # A share's value in a fixed number of hex digits: its length says nothing about it.
 _SHARE_DIGITS = (PRIME.bit_length() + 3) // 4
+# A revealed share as text, "x:y" in hex: its point (a site id, 64 bits) and its value.
+SHARE_TEXT_CHARS = 16 + 1 + _SHARE_DIGITS
 
 
 def _share(share: tuple[int, int]) -> str:

@@ -155,7 +155,8 @@ def ours(r: Round) -> tuple[Timing, np.ndarray]:
     for s in r.sites:
         if s not in dropped:
             values = make_input(s)  # the site's input: not part of the protocol's time
-            masked.append(timed("client", clients[s].mask, values, routed.get(s, {})))
+            received, commitments = routed.get(s, {}), server.commitments_to(s)
+            masked.append(timed("client", clients[s].mask, values, received, commitments))
     alive, gone = timed("server", lambda: server.collect_masked(masked))
     answers = timed("client", lambda: [clients[s].unmask(alive, gone) for s in sorted(alive)])
     started = time.perf_counter()

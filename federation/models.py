@@ -179,6 +179,7 @@ class Contribution(models.Model):
         ASSIGNED = "assigned", "assigned"
         RECEIVED = "received", "received"
         DROPPED = "dropped", "dropped (no answer by the deadline)"
+        EXCLUDED = "excluded", "excluded (proved to have broken the protocol)"
 
     round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="contributions")
     site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="contributions")
@@ -252,6 +253,31 @@ class StageMessage(models.Model):
                 fields=["round", "site", "stage"], name="one_message_per_site_and_stage"
             )
         ]
+
+
+class Fault(models.Model):
+    """A member proved to have broken the protocol in a round, and how: a share that did
+    not open or match its commitment, a false complaint, a revealed share that was not the
+    one committed to, shares that rebuild no committed secret. The coordinator shows it
+    from what it holds, never on anyone's word; repeated faults suspend the member."""
+
+    federation = models.ForeignKey(Federation, on_delete=models.CASCADE, related_name="faults")
+    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="faults")
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="faults")
+    stage = models.CharField(max_length=20)
+    detail = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["federation", "created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["round", "site", "stage"], name="one_fault_per_site_and_stage"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.site} in {self.round}: {self.detail}"
 
 
 class PrivacySpend(models.Model):

@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
 
 from federation.core import messages as m
 from federation.core.engine.coordinator import MAX_EXAMPLES
+from federation.core.secagg.protocol import COMMITMENT_BYTES
 from federation.core.secagg.wire import (
     KEY_BYTES,
     SEALED_SHARE_BYTES,
@@ -82,10 +83,11 @@ def _base64_of(raw_bytes: int) -> Matches:
 
 
 _ANY_BASE64 = Matches(r"^[A-Za-z0-9+/]*={0,2}$", "base64")
-_KEY, _SIGNATURE, _SEALED = (
+_KEY, _SIGNATURE, _SEALED, _COMMITMENT = (
     _base64_of(KEY_BYTES),
     _base64_of(SIGNATURE_BYTES),
     _base64_of(SEALED_SHARE_BYTES),
+    _base64_of(2 * COMMITMENT_BYTES),
 )
 _ROUND = Matches(r"^[A-Za-z0-9]{1,64}$", "a round id: 1 to 64 letters and digits")
 _PEER = Matches(r"^[1-9][0-9]{0,18}$", "a site id")
@@ -108,6 +110,11 @@ Vector = Annotated[
 ]
 Sealed = Annotated[
     str, AfterValidator(_SEALED), _SEALED.field(description="a neighbour's sealed shares")
+]
+Commitment = Annotated[
+    str,
+    AfterValidator(_COMMITMENT),
+    _COMMITMENT.field(description="SHA-256 of the seed share, then of the key share, base64"),
 ]
 Share = Annotated[
     str,
@@ -218,8 +225,12 @@ class _Stage(Strict):
 
 class AdvertiseKeys(_Stage):
     stage: Literal["advertise_keys"]
-    share_public: Key
+    share_publics: dict[PeerKey, Key] = Field(
+        max_length=MAX_PEERS,
+        description="per neighbour, this site's public key of their share channel",
+    )
     mask_public: Key
+    seed_commitment: Key = Field(description="SHA-256 commitment to the self-mask seed")
     signature: Signature
 
 
@@ -227,6 +238,9 @@ class ShareKeys(_Stage):
     stage: Literal["share_keys"]
     sealed: dict[PeerKey, Sealed] = Field(
         max_length=MAX_PEERS, description="per neighbour, its shares sealed to it (base64)"
+    )
+    commitments: dict[PeerKey, Commitment] = Field(
+        max_length=MAX_PEERS, description="per neighbour, commitments to the shares sealed to it"
     )
 
 
@@ -249,6 +263,12 @@ class _Input(_Stage):
 class MaskedInput(_Input):
     stage: Literal["masked_input"]
     masked: Vector
+    complaints: dict[PeerKey, Key] = Field(
+        default_factory=dict,
+        max_length=MAX_PEERS,
+        description="per neighbour whose shares did not open or match their commitment, "
+        "this site's private key of their channel: the proof the coordinator checks",
+    )
 
 
 class PlainInput(_Input):

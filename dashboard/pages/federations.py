@@ -23,6 +23,7 @@ from federation.errors import FederationError
 from federation.models import Federation, Membership, ModelVersion
 from federation.selectors import federations as federation_reads
 from federation.services import federations, sites
+from federation.services.faults import FAULT_LIMIT
 
 
 def federation_list(request: HttpRequest) -> HttpResponse:
@@ -62,6 +63,8 @@ def federation_detail(request: HttpRequest, federation_id: int) -> HttpResponse:
             else []
         ),
         "flagged": federation_reads.flagged_sites(federation=federation) if is_admin else [],
+        "faults": federation_reads.member_faults(federation=federation) if is_admin else [],
+        "fault_limit": FAULT_LIMIT,
     }
     return render(request, "federation/federation_detail.html", context)
 

@@ -54,6 +54,7 @@ ROUND = "round"
 PARAMETERS = "parameters"  # the round's public parameters (RoundParameters.to_json)
 ADVERTISED = "advertised"  # share keys: the neighbours' signed public keys
 SEALED = "sealed"  # masked input: the encrypted shares addressed to this site
+COMMITMENTS = "commitments"  # masked input: their dealers' commitments to those shares
 ALIVE = "alive"  # unmask: sites whose masked input is in the sum
 DROPPED = "dropped"  # unmask: sites that shared their keys but sent no input
 VECTOR = "vector"  # a plain input, in the clear (plain mode only)

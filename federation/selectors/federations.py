@@ -13,6 +13,7 @@ from django.utils import timezone
 from federation.core.engine.rounds import PLAIN_STAGES, SECURE_STAGES
 from federation.models import (
     Contribution,
+    Fault,
     Federation,
     Membership,
     ModelVersion,
@@ -280,6 +281,23 @@ def flagged_sites(*, federation: Federation) -> list[dict[str, Any]]:
         if len(versions) >= FLAG_AFTER_REJECTIONS
     ]
     return sorted(rows, key=lambda r: (-len(r["versions"]), r["site"]))
+
+
+def member_faults(*, federation: Federation) -> list[dict[str, Any]]:
+    """What members were proved to have done wrong, newest first, for the admin: the
+    round, the stage, the site and the proof in words (see ``Fault``)."""
+    faults = Fault.objects.filter(federation=federation).select_related("site", "round")
+    return [
+        {
+            "site": fault.site.name,
+            "round": fault.round.number,
+            "kind": fault.round.kind,
+            "stage": fault.stage.replace("_", " "),
+            "detail": fault.detail,
+            "when": fault.created_at,
+        }
+        for fault in faults.order_by("-created_at", "-id")[:50]
+    ]
 
 
 def model_file_response(model: ModelVersion) -> FileResponse:

@@ -28,6 +28,7 @@ from federation.errors import FederationError
 from federation.models import (
     AnalyticsQuery,
     Contribution,
+    Fault,
     Federation,
     Membership,
     PrivacySpend,
@@ -216,8 +217,10 @@ def analytics_request(
 
 
 def round_fail(*, round_: Round, reason: str) -> bool:
-    """Fail a round that is not over, with its reason: a query fails alone, a training or
-    setup round stops the federation (its admin may start it again)."""
+    """Fail a round that is not over, with its reason: a query fails alone; a training or
+    setup round in which a member was proved at fault is run again (without the member
+    once it is suspended: one member does not stop the federation); any other failed
+    round stops the federation (its admin may start it again)."""
     changed = Round.objects.filter(
         id=round_.id,
         status__in=[Round.Status.OPEN, Round.Status.COLLECTING, Round.Status.AGGREGATING],
@@ -233,6 +236,21 @@ def round_fail(*, round_: Round, reason: str) -> bool:
             AnalyticsQuery.objects.filter(round=round_).update(
                 status=AnalyticsQuery.Status.FAILED, reason=reason, finished_at=timezone.now()
             )
+        elif Fault.objects.filter(round=round_).exists():
+            named = sorted(
+                {f.site.name for f in Fault.objects.filter(round=round_).select_related("site")}
+            )
+            Round.objects.filter(id=round_.id).update(
+                reason=f"{reason} (at fault: {', '.join(named)}; the round runs again)"
+            )
+            log.warning(
+                "round run again federation=%s round=%s: at fault %s",
+                round_.federation_id,
+                round_.number,
+                named,
+            )
+            federation = Federation.objects.get(id=round_.federation_id)
+            round_open(federation=federation, kind=Kind(round_.kind), number=round_.number)
         else:
             Federation.objects.filter(id=round_.federation_id).update(
                 status=Federation.Status.FAILED, reason=f"{round_}: {reason}"

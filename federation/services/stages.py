@@ -32,7 +32,8 @@ from federation.core import messages as m
 from federation.core.engine import coordinator as engine
 from federation.core.engine.rounds import INPUT_STAGES, RoundParameters, next_round
 from federation.core.messages import Kind
-from federation.core.secagg.primitives import SecAggError
+from federation.core.secagg import protocol as p
+from federation.core.secagg.primitives import Misbehaviour, SecAggError
 from federation.errors import FederationError
 from federation.models import (
     AnalyticsQuery,
@@ -44,6 +45,7 @@ from federation.models import (
     Site,
     StageMessage,
 )
+from federation.services.faults import faults_record
 from federation.services.rounds import round_fail, round_open
 from federation.services.versions import (
     NewVersion,
@@ -201,6 +203,13 @@ def _store(round_: Round, contribution: Contribution, stage: str, checked: engin
             )
             if not changed:
                 raise IntegrityError("the stage moved on meanwhile")
+            if checked.faults:  # shown by the message itself: see engine.check_message
+                faults_record(
+                    round_=round_,
+                    stage=stage,
+                    faults=checked.faults,
+                    exclude=stage == p.MASKED_INPUT,
+                )
     except IntegrityError:
         _forget_vector(message)
         raise FederationError(
@@ -248,7 +257,7 @@ def stage_close(*, round_: Round, stage: str | None = None) -> bool:
     federation = current.federation
     parameters = _parameters(current)
     answered = Contribution.objects.filter(round=current, stage=stage).exclude(
-        status=Contribution.Status.DROPPED
+        status__in=[Contribution.Status.DROPPED, Contribution.Status.EXCLUDED]
     )
     end = engine.end_stage(parameters, stage, answered=answered.count(), silent=pending.count())
     timings = _stage_timing(current, stage, now)
@@ -319,7 +328,15 @@ def round_aggregate(*, round_: Round) -> None:
     parameters = _parameters(round_)
     state = federation_state(federation)
     store = RoundStore(round_, parameters)
-    summed = engine.round_sum(parameters, store)
+    try:
+        summed = engine.round_sum(parameters, store)
+    except Misbehaviour as fault:  # a member dealt shares that rebuild nothing it committed to
+        with transaction.atomic():
+            faults_record(
+                round_=round_, stage="aggregate", faults={fault.culprit: str(fault)}, exclude=True
+            )
+        round_fail(round_=round_, reason=f"aggregation failed: {fault}")
+        return
     outcome = engine.decode(
         kind,
         summed,

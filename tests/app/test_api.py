@@ -201,13 +201,13 @@ def test_a_body_that_is_not_json_is_located(client, api):
 
 def test_a_message_of_the_wrong_shape_is_refused_with_the_reason(client, api):
     path = f"/api/v1/contributions/{contribution_of(api, 'alpha').id}"
-    bad = {**keys_of(client, api, "alpha"), "share_public": "c2hvcnQ="}
+    bad = {**keys_of(client, api, "alpha"), "mask_public": "c2hvcnQ="}
 
     response = call(client, "post", path, api["credentials"]["alpha"], bad)
 
     assert response.status_code == 400
     assert (
-        "advertise_keys.share_public: should be 32 bytes in base64 (44 characters)"
+        "advertise_keys.mask_public: should be 32 bytes in base64 (44 characters)"
         in response.json()["error"]
     )
 

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from federation.models import (
     Contribution,
+    Fault,
     Federation,
     Membership,
     ModelVersion,
@@ -337,6 +338,28 @@ def test_the_admin_sees_a_site_common_to_repeated_rejections_flagged(client, cas
     assert "north-hangar: rejected versions 1, 2" in page
     assert f"{cast.other_site.name}: rejected" not in page  # once is not a pattern
     assert "Flagged" not in public
+
+
+def test_the_admin_sees_who_broke_the_protocol_and_how(client, cast):
+    round_ = Round.objects.create(
+        federation=cast.federation, kind="train", number=3, deadline=timezone.now()
+    )
+    Fault.objects.create(
+        federation=cast.federation,
+        round=round_,
+        site=cast.site,
+        stage="masked_input",
+        detail="its shares for site 2 are bad (an encrypted share failed authentication)",
+    )
+    url = reverse("pages:federation", args=[cast.federation.id])
+    public = client.get(url).content.decode()
+    client.force_login(cast.admin)
+
+    page = client.get(url).content.decode()
+
+    assert "north-hangar</td><td>train 3</td><td>masked input</td>" in page
+    assert "its shares for site 2 are bad" in page
+    assert "member-faults" not in public
 
 
 def test_the_admin_sees_pending_requests_with_their_buttons(client, cast):

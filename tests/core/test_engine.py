@@ -267,7 +267,9 @@ def test_each_site_sends_one_message_per_stage_and_the_log_says_how_big():
         (f"site-{s}", stage) for stage in p.STAGES for s in (1, 2, 3)
     ]
     sizes = {e.stage: e.bytes for e in log if e.site == "site-1"}
-    assert sizes[p.ADVERTISE_KEYS] == 32 + 32 + 64  # two public keys and a signature
+    # a channel key per neighbour, a mask key, a seed commitment and a signature
+    assert sizes[p.ADVERTISE_KEYS] == 2 * 32 + 32 + 32 + 64
+    assert sizes[p.SHARE_KEYS] == 2 * (168 + 64)  # per neighbour: sealed shares, commitments
     assert sizes[p.MASKED_INPUT] == 10 * 8  # ten 64-bit words
     assert sizes[p.UNMASK] == 3 * 70  # a self-mask share of each of the three living
 
@@ -460,3 +462,64 @@ def test_a_member_that_sends_a_poisoned_model_gets_it_rejected_by_the_others_val
     assert all(
         np.array_equal(a, b) for a, b in zip(rolled_back.weights, state.weights, strict=True)
     )
+
+
+# --- a member that lies --------------------------------------------------------------------
+
+
+def sealing_zeros_to(victim: int) -> Callable[[str, dict], dict]:
+    def tamper(stage: str, body: dict) -> dict:
+        if stage == p.SHARE_KEYS:
+            body[p.SEALED][str(victim)] = m.b64(bytes(168))
+        return body
+
+    return tamper
+
+
+def test_a_member_whose_share_does_not_open_is_named_and_the_others_complete_the_round():
+    inputs = [np.full(6, float(i)) for i in range(1, 6)]
+    members = members_with(inputs)
+    members[2].tamper = sealing_zeros_to(1)
+    faults: list = []
+
+    summed, summed_sites, _ = run_stages(
+        parameters_for(members, 6, secure=True), members, work_for, faults=faults
+    )
+
+    assert summed_sites == {1, 3, 4, 5}
+    assert [site for site, _ in faults] == [2] and "shares for site 1 are bad" in faults[0][1]
+    np.testing.assert_allclose(summed, inputs[0] + sum(inputs[2:]), atol=1e-6)
+
+
+def test_with_too_few_honest_sites_left_the_round_fails_and_publishes_nothing():
+    """A liar in a round of three cannot leave the victim's input alone in the sum."""
+    members = members_with([np.full(4, float(i)) for i in range(1, 4)])
+    members[2].tamper = sealing_zeros_to(1)
+    participants = [Participant(s, mb.identity.public, 100) for s, mb in members.items()]
+    parameters = plan_round(
+        kind=Kind.ANALYTICS, participants=participants, length=4, secure=True, minimum=3
+    )
+    faults: list = []
+
+    with pytest.raises(RoundFailed, match="the federation 3"):
+        run_stages(parameters, members, work_for, faults=faults)
+    assert [site for site, _ in faults] == [2]
+
+
+def test_a_false_complaint_is_the_complainers_fault():
+    members = members_with([np.full(3, float(i)) for i in range(1, 6)])
+
+    def complain(stage: str, body: dict) -> dict:
+        if stage == p.MASKED_INPUT:  # site 1 accuses site 3, revealing the wrong key
+            body[p.COMPLAINTS] = {"3": m.b64(bytes(32))}
+        return body
+
+    members[1].tamper = complain
+    faults: list = []
+
+    _, summed_sites, _ = run_stages(
+        parameters_for(members, 3, secure=True), members, work_for, faults=faults
+    )
+
+    assert summed_sites == {2, 3, 4, 5}
+    assert faults[0][0] == 1 and "not the one it advertised" in faults[0][1]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from federation.core.secagg import protocol as p
 from federation.core.secagg.client import SecAggClient
-from federation.core.secagg.primitives import Quantiser, SecAggError, SigningKey
+from federation.core.secagg.primitives import Misbehaviour, Quantiser, SecAggError, SigningKey
 from federation.core.secagg.server import SecAggServer
 
 SIZE = 6
@@ -39,7 +39,7 @@ def run(
     routed = server.collect_shares([clients[s].share(advertised) for s in live])
     live = [s for s in live if s not in drop_before_mask]
     alive, dropped = server.collect_masked(
-        [clients[s].mask(inputs[s], routed.get(s, {})) for s in live]
+        [clients[s].mask(inputs[s], routed.get(s, {}), server.commitments_to(s)) for s in live]
     )
     answers = [
         clients[s].unmask(alive, dropped) for s in sorted(alive) if s not in silent_at_unmask
@@ -152,15 +152,121 @@ def test_a_tampered_share_is_refused_by_its_addressee():
     box = dict(routed[1])
     box[2] = box[2][:-1] + bytes([box[2][-1] ^ 1])
 
-    with pytest.raises(SecAggError, match="failed authentication"):
-        clients[1].mask(np.zeros(SIZE), box)
+    masked = clients[1].mask(np.zeros(SIZE), box, server.commitments_to(1))
+
+    assert set(masked[p.COMPLAINTS]) == {2}
+    assert 2 not in clients[1].held
+
+
+# --- blame: a lying member is named and left out, the honest finish ----------------------
+
+
+def stages_until_masked(clients, server, *, tamper=None):
+    """Stages 1-3 with every site honest except what ``tamper(shared)`` changes in the
+    sites' share messages (the lie of a dealer); returns the masked messages."""
+    advertised = server.collect_keys([c.advertise() for c in clients.values()])
+    shared = {s: c.share(advertised) for s, c in clients.items()}
+    if tamper:
+        tamper(shared)
+    routed = server.collect_shares(list(shared.values()))
+    return [c.mask(INPUTS[s], routed[s], server.commitments_to(s)) for s, c in clients.items()]
+
+
+INPUTS = {s: np.full(SIZE, float(s) / 10) for s in range(1, 6)}
+
+
+def finish(clients, server, masked, *, lie=None):
+    alive, dropped = server.collect_masked(masked)
+    answers = [clients[s].unmask(alive, dropped) for s in sorted(alive)]
+    if lie:
+        lie(answers)
+    return server.finish(answers), alive
+
+
+def test_a_dealer_whose_share_does_not_open_is_excluded_and_the_others_finish():
+    clients, server, _ = setup(n=5, threshold=3)
+
+    def garble(shared):  # site 2 seals zeros to site 1
+        shared[2][p.SEALED][1] = bytes(len(shared[2][p.SEALED][1]))
+
+    total, alive = finish(clients, server, stages_until_masked(clients, server, tamper=garble))
+
+    assert alive == {1, 3, 4, 5}
+    assert server.excluded.keys() == {2} and "shares for site 1 are bad" in server.excluded[2]
+    np.testing.assert_allclose(total, sum(INPUTS[s] for s in alive), atol=1e-3)
+
+
+def test_a_share_that_does_not_match_its_commitment_is_blamed_on_its_dealer():
+    clients, server, _ = setup(n=5, threshold=3)
+    advertised = server.collect_keys([c.advertise() for c in clients.values()])
+    shared = [c.share(advertised) for c in clients.values()]
+    shared[2][p.COMMITMENTS][4] = bytes(64)  # site 3 commits to other shares than it sends
+    routed = server.collect_shares(shared)
+    masked = [c.mask(INPUTS[s], routed[s], server.commitments_to(s)) for s, c in clients.items()]
+
+    total, alive = finish(clients, server, masked)
+
+    assert set(masked[3][p.COMPLAINTS]) == {3}
+    assert "do not match its commitment" in server.excluded[3]
+    np.testing.assert_allclose(total, sum(INPUTS[s] for s in alive), atol=1e-3)
+
+
+def test_a_false_complaint_excludes_the_complainer():
+    clients, server, _ = setup(n=5, threshold=3)
+    masked = stages_until_masked(clients, server)
+    masked[0][p.COMPLAINTS] = {3: clients[1].share_keys[3].private_bytes()}  # 3 was honest
+
+    total, alive = finish(clients, server, masked)
+
+    assert alive == {2, 3, 4, 5}
+    assert server.excluded.keys() == {1} and "a false complaint" in server.excluded[1]
+    np.testing.assert_allclose(total, sum(INPUTS[s] for s in alive), atol=1e-3)
+
+
+def test_a_complaint_that_reveals_another_key_excludes_the_complainer():
+    clients, server, _ = setup(n=5, threshold=3)
+    masked = stages_until_masked(clients, server)
+    masked[0][p.COMPLAINTS] = {3: clients[1].share_keys[2].private_bytes()}
+
+    finish(clients, server, masked)
+
+    assert "not the one it advertised" in server.excluded[1]
+
+
+def test_a_false_revealed_share_is_attributed_and_the_secret_rebuilt_from_the_honest():
+    clients, server, _ = setup(n=5, threshold=3)
+    masked = stages_until_masked(clients, server)
+
+    def lie(answers):  # site 3 reveals a wrong share of site 1's self-mask seed
+        x, y = answers[2][p.SEED_SHARES][1]
+        answers[2][p.SEED_SHARES][1] = (x, y + 1)
+
+    total, alive = finish(clients, server, masked, lie=lie)
+
+    assert [site for site, _ in server.faults] == [3]
+    assert "not the one site 1 committed to" in server.faults[0][1]
+    np.testing.assert_allclose(total, sum(INPUTS[s] for s in alive), atol=1e-3)
+
+
+def test_a_dealer_of_shares_that_rebuild_no_committed_secret_is_named():
+    clients, server, _ = setup(n=5, threshold=3)
+    advertised = server.collect_keys([c.advertise() for c in clients.values()])
+    clients[2].self_seed = bytes(32)  # shares of another seed than the one it committed to
+    routed = server.collect_shares([c.share(advertised) for c in clients.values()])
+    masked = [c.mask(INPUTS[s], routed[s], server.commitments_to(s)) for s, c in clients.items()]
+
+    with pytest.raises(Misbehaviour, match="site 2 dealt inconsistent shares") as raised:
+        finish(clients, server, masked)
+    assert raised.value.culprit == 2
 
 
 def test_a_request_to_reveal_both_shares_of_one_peer_is_refused():
     clients, server, _ = setup()
     advertised = server.collect_keys([c.advertise() for c in clients.values()])
     routed = server.collect_shares([c.share(advertised) for c in clients.values()])
-    server.collect_masked([c.mask(np.zeros(SIZE), routed[s]) for s, c in clients.items()])
+    server.collect_masked(
+        [c.mask(np.zeros(SIZE), routed[s], server.commitments_to(s)) for s, c in clients.items()]
+    )
 
     with pytest.raises(SecAggError, match=r"sites \[2\] are both alive and dropped"):
         clients[1].unmask({1, 2, 3, 4}, {2})

@@ -30,8 +30,10 @@ from federation.core.engine.training import (
 from federation.core.messages import Kind
 from federation.core.secagg import protocol as p
 from federation.core.secagg import wire
-from federation.core.secagg.primitives import SecAggError, verify
-from federation.core.secagg.server import SecAggServer
+from federation.core.secagg.client import check_advertised
+from federation.core.secagg.primitives import SecAggError
+from federation.core.secagg.primitives import verify as verify_signature
+from federation.core.secagg.server import SecAggServer, judge_complaints, revealed_share_problem
 from federation.core.strategies import Weights, make_strategy
 from turbofan.data.features import FeaturePipeline, RegimeModel
 from turbofan.models.fit import NetworkRecipe
@@ -63,11 +65,27 @@ class MessageStore(Protocol):
         ...
 
 
+def blamed(store: MessageStore) -> dict[int, str]:
+    """The sites a complaint proved at fault in the round so far, and why: they are out
+    of the sum (a false complainer, or a site whose shares did not hold)."""
+    found: dict[int, str] = {}
+    for message in store.messages(p.MASKED_INPUT):
+        for site, reason in message.body.get(p.BLAMED, {}).items():
+            found.setdefault(int(site), reason)
+    return found
+
+
 def alive_and_dropped(store: MessageStore) -> tuple[set[int], set[int]]:
-    """Sites whose masked input is in the sum, and sites that shared keys but sent none."""
+    """Sites whose masked input is in the sum, and sites that shared keys but whose input
+    is not (they sent none, or a complaint excluded them)."""
     sharers = store.senders(p.SHARE_KEYS)
-    alive = store.senders(p.MASKED_INPUT)
+    alive = store.senders(p.MASKED_INPUT) - set(blamed(store))
     return alive, sharers - alive
+
+
+def answered(stage: str, store: MessageStore) -> set[int]:
+    """The sites that answered ``stage`` and are still in the round (not excluded)."""
+    return store.senders(stage) - set(blamed(store))
 
 
 # --- the work each site gets ---------------------------------------------------------------
@@ -90,11 +108,13 @@ def stage_part(
             if message.site in neighbours
         }
     elif stage == p.MASKED_INPUT:
-        part[m.SEALED] = {
-            str(message.site): message.body[p.SEALED][str(site)]
+        shared = [
+            message
             for message in store.messages(p.SHARE_KEYS)
             if str(site) in message.body[p.SEALED]
-        }
+        ]
+        part[m.SEALED] = {str(s.site): s.body[p.SEALED][str(site)] for s in shared}
+        part[m.COMMITMENTS] = {str(s.site): s.body[p.COMMITMENTS][str(site)] for s in shared}
     elif stage == p.UNMASK:
         alive, dropped = alive_and_dropped(store)
         part[m.ALIVE], part[m.DROPPED] = sorted(alive), sorted(dropped)
@@ -113,6 +133,7 @@ class Checked:
     vector: np.ndarray | None = None
     examples: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
+    faults: dict[int, str] = field(default_factory=dict)  # site: what it was shown to do
 
 
 def check_message(
@@ -133,27 +154,90 @@ def check_message(
     if stage == p.ADVERTISE_KEYS:
         message = wire.keys_from_json(body, settings)
         _same_site(message[p.SITE], site)
-        signed = p.signed_keys(
-            settings.round_id, site, message[p.SHARE_PUBLIC], message[p.MASK_PUBLIC]
-        )
-        verify(secure.identities[site], message[p.SIGNATURE], signed, who="the site")
+        check_advertised(settings, site, message, secure.identities[site])
         return Checked(wire.keys_to_json(message))
     if stage == p.SHARE_KEYS:
         message = wire.shares_from_json(body, settings)
         _same_site(message[p.SITE], site)
+        expected = set(settings.graph()[site]) & store.senders(p.ADVERTISE_KEYS)
+        if set(message[p.SEALED]) != expected:
+            raise SecAggError(
+                f"shares for sites {sorted(message[p.SEALED])}; the round expects one for "
+                f"each neighbour that advertised keys: {sorted(expected)}"
+            )
         return Checked(wire.shares_to_json(message, settings.round_id))
     if stage == p.MASKED_INPUT:
         message = wire.masked_from_json(body, settings, secure.quantiser, parameters.length)
         _same_site(message[p.SITE], site)
-        return _with_metadata(stage, parameters, site, body, message[p.MASKED])
+        return _masked_input(parameters, site, body, message, store)
     if stage == p.UNMASK:
         alive, dropped = alive_and_dropped(store)
         message = wire.unmask_from_json(body, settings, alive, dropped)
         _same_site(message[p.SITE], site)
         if site not in alive:
             raise SecAggError("only sites whose masked input is in the sum take part in unmasking")
-        return Checked(wire.unmask_to_json(message, settings.round_id))
+        return _revealed(parameters, message, store)
     raise SecAggError(f"unknown stage {stage!r}")
+
+
+def _server_view(
+    parameters: RoundParameters, store: MessageStore
+) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
+    """The round's advertised keys and shares with their commitments, as the secure
+    aggregation server reads them."""
+    assert parameters.secure is not None
+    settings = parameters.secure.settings
+    advertised = {
+        s.site: wire.keys_from_json(s.body, settings) for s in store.messages(p.ADVERTISE_KEYS)
+    }
+    shared = {s.site: wire.shares_from_json(s.body, settings) for s in store.messages(p.SHARE_KEYS)}
+    return advertised, shared
+
+
+def _masked_input(
+    parameters: RoundParameters,
+    site: int,
+    body: dict[str, Any],
+    message: dict[str, Any],
+    store: MessageStore,
+) -> Checked:
+    """A masked input and the complaints beside it, each judged on what the round holds:
+    the neighbour whose shares did not hold is excluded, or the complainer, if the
+    complaint is false. An excluded site's input is not kept."""
+    assert parameters.secure is not None
+    settings = parameters.secure.settings
+    complaints: dict[int, bytes] = message[p.COMPLAINTS]
+    earlier = blamed(store)
+    found: dict[int, str] = {}
+    if complaints:
+        advertised, shared = _server_view(parameters, store)
+        found = judge_complaints(settings, advertised, shared, site, complaints, earlier)
+    checked = _with_metadata(p.MASKED_INPUT, parameters, site, body, message[p.MASKED])
+    kept = {**checked.body}
+    if complaints:
+        kept[p.COMPLAINTS] = {str(j): m.b64(key) for j, key in complaints.items()}
+    if found:
+        kept[p.BLAMED] = {str(j): reason for j, reason in found.items()}
+    if site in earlier or site in found:  # out of the round: its input is not kept
+        return replace(checked, body=kept, vector=None, faults=found)
+    return replace(checked, body=kept, faults=found)
+
+
+def _revealed(parameters: RoundParameters, message: dict[str, Any], store: MessageStore) -> Checked:
+    """A site's revealed shares, each checked against its dealer's commitment: the ones
+    that fail are not kept, and the site is named for each."""
+    assert parameters.secure is not None
+    round_id = parameters.round_id
+    holder = message[p.SITE]
+    _, shared = _server_view(parameters, store)
+    faults: dict[int, str] = {}
+    for key, kind in ((p.SEED_SHARES, p.SEED), (p.KEY_SHARES, p.KEY)):
+        for owner, share in list(message[key].items()):
+            problem = revealed_share_problem(round_id, shared, owner, holder, kind, share)
+            if problem:
+                del message[key][owner]
+                faults.setdefault(holder, problem)
+    return Checked(wire.unmask_to_json(message, round_id), faults=faults)
 
 
 def _check_plain(parameters: RoundParameters, site: int, body: Any) -> Checked:
@@ -223,7 +307,7 @@ def _vote(parameters: RoundParameters, site: int, body: dict[str, Any]) -> dict[
         except m.WireError:
             raise SecAggError(f"'{m.KEY_VOTE_SIGNATURE}' must be base64") from None
         signed = p.signed_vote(parameters.round_id, site, vote)
-        verify(parameters.secure.identities[site], raw, signed, who="the site's vote")
+        verify_signature(parameters.secure.identities[site], raw, signed, who="the site's vote")
     return {m.KEY_VOTE: vote, m.KEY_VOTE_SIGNATURE: signature}
 
 
@@ -301,7 +385,9 @@ def _input_stage(parameters: RoundParameters) -> str:
 
 def contributors(parameters: RoundParameters, store: MessageStore) -> set[int]:
     """The sites whose inputs are in the round's sum."""
-    return store.senders(_input_stage(parameters))
+    if parameters.secure is not None:
+        return alive_and_dropped(store)[0]
+    return store.senders(m.PLAIN_INPUT)
 
 
 def votes(parameters: RoundParameters, store: MessageStore) -> dict[int, int]:
@@ -326,8 +412,9 @@ def round_sum(parameters: RoundParameters, store: MessageStore) -> np.ndarray:
     server.collect_shares(
         [wire.shares_from_json(s.body, settings) for s in store.messages(p.SHARE_KEYS)]
     )
-    alive, dropped = server.collect_masked(
-        [{p.SITE: s.site, p.MASKED: s.vector} for s in store.messages(p.MASKED_INPUT)]
+    alive, dropped = server.collect_masked(  # the complaints were judged as they came
+        [{p.SITE: s.site, p.MASKED: s.vector} for s in store.messages(p.MASKED_INPUT)],
+        excluded=blamed(store),
     )
     return server.finish(
         [wire.unmask_from_json(s.body, settings, alive, dropped) for s in store.messages(p.UNMASK)]

@@ -42,7 +42,7 @@ from federation.core.engine.site import Input, SiteData, site_input, site_step
 from federation.core.engine.training import FederatedTraining, initial_weights
 from federation.core.messages import Kind
 from federation.core.privacy import PrivacyError, Spend, admit, epsilon_spent
-from federation.core.secagg.primitives import SecAggError, SigningKey
+from federation.core.secagg.primitives import Misbehaviour, SecAggError, SigningKey
 from turbofan.data.features import FeaturePipeline
 from turbofan.models.artefact import RulModel
 from turbofan.models.fit import NetworkRecipe, new_network_model
@@ -91,6 +91,8 @@ class Member:
     identity: SigningKey
     compute: Callable[[dict[str, Any], RoundParameters], Input]
     states: dict[str, dict[str, Any]] = field(default_factory=dict)  # its keystore
+    # A lying member: what it does to each message (stage, body) before sending it.
+    tamper: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
 
 
 def run_stages(
@@ -101,18 +103,22 @@ def run_stages(
     drop: Mapping[str, set[int]] | None = None,
     log: list[SentMessage] | None = None,
     kind: str = "",
+    faults: list[tuple[int, str]] | None = None,
 ) -> tuple[np.ndarray, set[int], dict[int, int]]:
     """Every stage of one round, each member answering in turn; the round's sum, the sites
     whose inputs are in it, and their votes on the round's candidate model.
 
     ``work_for(site, stage, protocol_part)`` is the work message the site would pull;
     ``drop`` names, per stage, the sites that fall silent from that stage on (to test
-    dropouts). Raises :class:`RoundFailed` where a live round would fail.
+    dropouts). A site whose message the coordinator refuses is silent in that stage, as
+    live (a site's own refusal is raised: the simulation's sites are honest); ``faults``
+    collects (site, what it was shown to do) for each site proved at fault. Raises
+    :class:`RoundFailed` where a live round would fail.
     """
     store = MemoryStore()
     active = set(parameters.sites)
+    noted = faults if faults is not None else []
     for stage in parameters.stages:
-        answered: set[int] = set()
         for site in sorted(active - (drop or {}).get(stage, set())):
             member = members[site]
             work = work_for(site, stage, c.stage_part(parameters, stage, site, store))
@@ -123,11 +129,17 @@ def run_stages(
                 member.states.get(parameters.round_id),
                 functools.partial(member.compute, work, parameters),
             )
-            checked = c.check_message(parameters, stage, site, body, store)
+            if member.tamper is not None:
+                body = member.tamper(stage, body)
+            try:
+                checked = c.check_message(parameters, stage, site, body, store)
+            except SecAggError:
+                continue  # refused (a 400, live): the site is silent in this stage
             store.add(stage, c.StoredMessage(site, checked.body, checked.vector))
-            answered.add(site)
+            noted.extend(checked.faults.items())
             if log is not None:
                 log.append(SentMessage(member.name, stage, kind, c.message_bytes(stage, body)))
+        answered = c.answered(stage, store)
         end = c.end_stage(
             parameters,
             stage,
@@ -143,6 +155,9 @@ def run_stages(
     try:
         summed = c.round_sum(parameters, store)
         return summed, c.contributors(parameters, store), c.votes(parameters, store)
+    except Misbehaviour as fault:
+        noted.append((fault.culprit, str(fault)))
+        raise RoundFailed(f"aggregation failed: {fault}") from None
     except SecAggError as error:  # a live round fails its aggregation alike
         raise RoundFailed(f"aggregation failed: {error}") from None
 

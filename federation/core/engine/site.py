@@ -282,8 +282,13 @@ def _secure_step(
             int(sender): wire.sealed_from_json(text, sender)
             for sender, text in part[m.SEALED].items()
         }
+        commitments = {
+            int(sender): wire.commitment_from_json(text, sender)
+            for sender, text in part.get(m.COMMITMENTS, {}).items()
+        }
         values, metadata = _checked_input(compute, parameters, site, identity)
-        body = {**metadata, **wire.masked_to_json(client.mask(values, received), round_id)}
+        masked = client.mask(values, received, commitments)
+        body = {**metadata, **wire.masked_to_json(masked, round_id)}
     elif stage == p.UNMASK:
         alive = set(part[m.ALIVE])
         if len(alive) < parameters.min_contributors:

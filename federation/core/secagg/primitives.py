@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass
 
@@ -36,6 +37,16 @@ _RAW_PRIVATE = serialization.PrivateFormat.Raw
 
 class SecAggError(Exception):
     """A protocol message or parameter that must be refused; the message says which."""
+
+
+class Misbehaviour(SecAggError):
+    """A site proved to have broken the protocol (a share that does not open, a false
+    complaint, a revealed share that is not the one it committed to): ``culprit`` is the
+    site at fault, shown by what the coordinator holds, without trusting anyone's word."""
+
+    def __init__(self, message: str, *, culprit: int) -> None:
+        super().__init__(message)
+        self.culprit = culprit
 
 
 # --- key agreement ------------------------------------------------------------------
@@ -69,6 +80,14 @@ def agree(own: KeyPair, peer_public: bytes, info: bytes) -> bytes:
     except ValueError as error:
         raise SecAggError(f"not a valid X25519 public key: {error}") from None
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
+
+
+def digest(*parts: bytes) -> bytes:
+    """SHA-256 of the parts, each length-prefixed (no two part lists hash alike)."""
+    hasher = hashlib.sha256()
+    for part in parts:
+        hasher.update(len(part).to_bytes(8, "big") + part)
+    return hasher.digest()
 
 
 # --- authenticated encryption ----------------------------------------------------------

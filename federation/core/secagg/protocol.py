@@ -2,10 +2,12 @@
 
 Four stages (Bonawitz et al. 2017):
 
-1. ``ADVERTISE_KEYS``: each site signs and sends two X25519 public keys, one to
-   encrypt shares to it, one to derive pairwise masks with it;
+1. ``ADVERTISE_KEYS``: each site signs and sends an X25519 public key per neighbour
+   (for the channel its shares travel on), one to derive pairwise masks with, and a
+   commitment to its self-mask seed;
 2. ``SHARE_KEYS``: each site Shamir-shares its self-mask seed and its mask private
-   key among its neighbours, each share encrypted to its addressee;
+   key among its neighbours, each share encrypted to its addressee, with a commitment
+   (a hash) to each share;
 3. ``MASKED_INPUT``: each site sends its quantised input plus its self mask plus
    pairwise masks that cancel in the sum;
 4. ``UNMASK``: survivors reveal, per neighbour, either the self-mask share (the
@@ -13,16 +15,29 @@ Four stages (Bonawitz et al. 2017):
 
 Neighbours form the complete graph (classic SecAgg) or a random k-regular graph
 with k = O(log n) (SecAgg+, Bell et al. 2020), derived from a seed all agree on.
+
+A lying site is named, not obeyed. A site whose share from a neighbour does not open,
+or does not match its commitment, complains in stage 3 by revealing its private key
+for that one channel: the coordinator checks the key against the site's signed
+advertisement, opens the disputed share itself, and excludes whichever of the two lied
+(the channel key exposes only the shares the two sent each other). In stage 4 each
+revealed share is checked against its commitment, so a false one is attributed and
+the secret rebuilt from the honest ones; a rebuilt secret is checked against the
+advertised mask key or the seed commitment, so a dealer of inconsistent shares is
+named too.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from federation.core.secagg.primitives import digest
 
 ADVERTISE_KEYS = "advertise_keys"
 SHARE_KEYS = "share_keys"
@@ -33,11 +48,15 @@ STAGES = (ADVERTISE_KEYS, SHARE_KEYS, MASKED_INPUT, UNMASK)
 # Message keys.
 SITE = "site"
 ROUND = "round"
-SHARE_PUBLIC = "share_public"
+SHARE_PUBLICS = "share_publics"  # per neighbour, this site's end of their share channel
 MASK_PUBLIC = "mask_public"
+SEED_COMMITMENT = "seed_commitment"
 SIGNATURE = "signature"
 SEALED = "sealed"
+COMMITMENTS = "commitments"  # per neighbour: the hashes of the two shares sealed to it
 MASKED = "masked"
+COMPLAINTS = "complaints"  # per neighbour whose share failed: this site's channel key
+BLAMED = "blamed"  # as the coordinator keeps a complaint: the site it proved at fault
 SEED_SHARES = "seed_shares"
 KEY_SHARES = "key_shares"
 STAGE = "stage"
@@ -101,9 +120,11 @@ def secagg_plus_degree(n: int) -> int:
     return min(max(k, 4), n - 1 if (n - 1) % 2 == 0 else n - 2)
 
 
+@functools.lru_cache(maxsize=32)
 def neighbour_graph(sites: tuple[int, ...], k: int, seed: int) -> dict[int, tuple[int, ...]]:
     """Each site's neighbours: all others (k = 0), or a k-regular circulant graph
-    over a seeded random order of the sites (k even)."""
+    over a seeded random order of the sites (k even). Cached (every check of a round's
+    messages asks for it): the caller must not change it."""
     ordered = sorted(sites)
     n = len(ordered)
     if k == 0 or k >= n - 1:
@@ -121,11 +142,48 @@ def neighbour_graph(sites: tuple[int, ...], k: int, seed: int) -> dict[int, tupl
     return graph
 
 
-def signed_keys(round_id: str, site: int, share_public: bytes, mask_public: bytes) -> bytes:
-    """The bytes a site signs to bind its round keys to its identity and this round."""
-    return b"|".join(
-        [b"secagg-keys", round_id.encode(), str(site).encode(), share_public, mask_public]
+def signed_keys(
+    round_id: str,
+    site: int,
+    share_publics: dict[int, bytes],
+    mask_public: bytes,
+    seed_commitment: bytes,
+) -> bytes:
+    """The bytes a site signs to bind its round keys and seed commitment to its identity
+    and this round."""
+    channels = [str(peer).encode() + b"=" + share_publics[peer] for peer in sorted(share_publics)]
+    return digest(
+        b"secagg-keys",
+        round_id.encode(),
+        str(site).encode(),
+        mask_public,
+        seed_commitment,
+        *channels,
     )
+
+
+def seed_commitment(round_id: str, site: int, seed: bytes) -> bytes:
+    """A site's commitment to its self-mask seed: the seed rebuilt from shares must hash
+    to it."""
+    return digest(b"secagg-seed", round_id.encode(), str(site).encode(), seed)
+
+
+def share_commitment(round_id: str, dealer: int, holder: int, kind: str, share: bytes) -> bytes:
+    """The hash a dealer publishes of the share of ``kind`` ("seed" or "key") it gives
+    ``holder``: the holder checks what it received against it, the coordinator checks
+    what the holder reveals."""
+    return digest(
+        b"secagg-share",
+        round_id.encode(),
+        str(dealer).encode(),
+        str(holder).encode(),
+        kind.encode(),
+        share,
+    )
+
+
+COMMITMENT_BYTES = 32
+SEED, KEY = "seed", "key"
 
 
 def signed_vote(round_id: str, site: int, vote: int) -> bytes:

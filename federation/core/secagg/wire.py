@@ -100,19 +100,32 @@ def keys_to_json(message: dict[str, Any]) -> dict[str, Any]:
         p.STAGE: p.ADVERTISE_KEYS,
         p.ROUND: message[p.ROUND],
         p.SITE: message[p.SITE],
-        p.SHARE_PUBLIC: _b64(message[p.SHARE_PUBLIC]),
+        p.SHARE_PUBLICS: {str(j): _b64(k) for j, k in message[p.SHARE_PUBLICS].items()},
         p.MASK_PUBLIC: _b64(message[p.MASK_PUBLIC]),
+        p.SEED_COMMITMENT: _b64(message[p.SEED_COMMITMENT]),
         p.SIGNATURE: _b64(message[p.SIGNATURE]),
     }
 
 
 def keys_from_json(data: Any, settings: p.Settings) -> dict[str, Any]:
+    """A site's signed round keys, with a channel key for each of its neighbours exactly."""
     site = _header(data, p.ADVERTISE_KEYS, settings)
+    channels = _per_neighbour(
+        data.get(p.SHARE_PUBLICS), p.SHARE_PUBLICS, settings, site, KEY_BYTES, "channel key"
+    )
+    missing = set(settings.graph()[site]) - set(channels)
+    if missing:
+        raise SecAggError(
+            f"site {site} advertised no channel key for its neighbours {sorted(missing)}"
+        )
     return {
         p.SITE: site,
         p.ROUND: settings.round_id,
-        p.SHARE_PUBLIC: _bytes(data.get(p.SHARE_PUBLIC), KEY_BYTES, p.SHARE_PUBLIC),
+        p.SHARE_PUBLICS: channels,
         p.MASK_PUBLIC: _bytes(data.get(p.MASK_PUBLIC), KEY_BYTES, p.MASK_PUBLIC),
+        p.SEED_COMMITMENT: _bytes(
+            data.get(p.SEED_COMMITMENT), p.COMMITMENT_BYTES, p.SEED_COMMITMENT
+        ),
         p.SIGNATURE: _bytes(data.get(p.SIGNATURE), SIGNATURE_BYTES, p.SIGNATURE),
     }
 
@@ -126,25 +139,42 @@ def shares_to_json(message: dict[str, Any], round_id: str) -> dict[str, Any]:
         p.ROUND: round_id,
         p.SITE: message[p.SITE],
         p.SEALED: {str(peer): _b64(sealed) for peer, sealed in message[p.SEALED].items()},
+        p.COMMITMENTS: {str(peer): _b64(c) for peer, c in message[p.COMMITMENTS].items()},
     }
 
 
 def shares_from_json(data: Any, settings: p.Settings) -> dict[str, Any]:
+    """A site's sealed shares and their commitments: one of each per neighbour it
+    shares with, the same neighbours for both."""
     site = _header(data, p.SHARE_KEYS, settings)
-    sealed = _mapping(data.get(p.SEALED), p.SEALED)
-    neighbours = set(settings.graph()[site])
-    out = {}
-    for peer, text in sealed.items():
-        peer_id = _site_id(peer)
-        if peer_id not in neighbours:
-            raise SecAggError(f"a share for site {peer}, which is no neighbour of site {site}")
-        out[peer_id] = _bytes(text, SEALED_SHARE_BYTES, f"the share for site {peer}")
-    return {p.SITE: site, p.SEALED: out}
+    sealed = _per_neighbour(
+        data.get(p.SEALED), p.SEALED, settings, site, SEALED_SHARE_BYTES, "share"
+    )
+    commitments = _per_neighbour(
+        data.get(p.COMMITMENTS),
+        p.COMMITMENTS,
+        settings,
+        site,
+        2 * p.COMMITMENT_BYTES,
+        "commitment",
+    )
+    if set(sealed) != set(commitments):
+        raise SecAggError(
+            f"site {site} sealed shares to sites {sorted(sealed)} but committed to shares "
+            f"for sites {sorted(commitments)}: one commitment per share"
+        )
+    return {p.SITE: site, p.SEALED: sealed, p.COMMITMENTS: commitments}
 
 
 def sealed_from_json(text: Any, sender: Any) -> bytes:
     """One encrypted share as the coordinator forwards it to its addressee."""
     return _bytes(text, None, f"the share from site {sender}")
+
+
+def commitment_from_json(text: Any, sender: Any) -> bytes:
+    """A dealer's commitment to the shares it sealed to the addressee, as forwarded
+    (of any length: one that does not match is the dealer's fault, complained about)."""
+    return _bytes(text, None, f"the commitment of site {sender}")
 
 
 # --- stage 3: the masked input ----------------------------------------------------------------
@@ -157,6 +187,7 @@ def masked_to_json(message: dict[str, Any], round_id: str) -> dict[str, Any]:
         p.ROUND: round_id,
         p.SITE: message[p.SITE],
         p.MASKED: _b64(vector.astype(vector.dtype.newbyteorder("<")).tobytes()),
+        p.COMPLAINTS: {str(peer): _b64(key) for peer, key in message.get(p.COMPLAINTS, {}).items()},
     }
 
 
@@ -167,7 +198,10 @@ def masked_from_json(
     dtype = np.dtype(quantiser.dtype).newbyteorder("<")
     raw = _bytes(data.get(p.MASKED), length * dtype.itemsize, p.MASKED)
     vector = np.frombuffer(raw, dtype=dtype).astype(quantiser.dtype)
-    return {p.SITE: site, p.MASKED: vector}
+    complaints = _per_neighbour(
+        data.get(p.COMPLAINTS, {}), p.COMPLAINTS, settings, site, KEY_BYTES, "complaint"
+    )
+    return {p.SITE: site, p.MASKED: vector, p.COMPLAINTS: complaints}
 
 
 # --- stage 4: the shares revealed for unmasking -----------------------------------------------
@@ -243,6 +277,21 @@ def _site_id(value: Any) -> int:
     return site
 
 
+def _per_neighbour(
+    value: Any, name: str, settings: p.Settings, site: int, length: int, what: str
+) -> dict[int, bytes]:
+    """An object keyed by ids of ``site``'s neighbours, each value base64 of ``length``
+    bytes."""
+    neighbours = set(settings.graph()[site])
+    out = {}
+    for peer, text in _mapping(value, name).items():
+        peer_id = _site_id(peer)
+        if peer_id not in neighbours:
+            raise SecAggError(f"a {what} for site {peer}, which is no neighbour of site {site}")
+        out[peer_id] = _bytes(text, length, f"the {what} for site {peer}")
+    return out
+
+
 def _mapping(value: Any, name: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise SecAggError(f"{name!r} must be an object keyed by site id")
@@ -261,16 +310,21 @@ def payload_bytes(stage: str, body: dict[str, Any]) -> int:
     size = base64_bytes
 
     if stage == p.ADVERTISE_KEYS:
-        return sum(size(body.get(k)) for k in (p.SHARE_PUBLIC, p.MASK_PUBLIC, p.SIGNATURE))
+        keys = (p.MASK_PUBLIC, p.SEED_COMMITMENT, p.SIGNATURE)
+        return sum(size(body.get(k)) for k in keys) + sum(
+            size(v) for v in (body.get(p.SHARE_PUBLICS) or {}).values()
+        )
     if stage == p.SHARE_KEYS:
-        return sum(size(v) for v in (body.get(p.SEALED) or {}).values())
+        return sum(
+            size(v) for part in (p.SEALED, p.COMMITMENTS) for v in (body.get(part) or {}).values()
+        )
     if stage == p.UNMASK:
         shares = [
             *(body.get(p.SEED_SHARES) or {}).values(),
             *(body.get(p.KEY_SHARES) or {}).values(),
         ]
         return 70 * len(shares)  # a share is 70 bytes: its point and its value
-    return size(body.get(p.MASKED))
+    return size(body.get(p.MASKED)) + sum(size(v) for v in (body.get(p.COMPLAINTS) or {}).values())
 
 
 def _b64(data: bytes) -> str:

@@ -125,6 +125,22 @@ class SiteRuntime:
         with (self.state_dir / OUTBOX).open("a") as handle:
             handle.write(json.dumps(entry) + "\n")
 
+    def _note_refusal(self, work: dict[str, Any], error: Exception) -> None:
+        """A line in the outbox for work this site refused: nothing was sent, and why."""
+        private_folder(self.state_dir)
+        entry = {
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "method": "-",
+            "path": f"/api/v1/contributions/{work.get('contribution')}",
+            "status": 0,
+            "bytes": 0,
+            "keys": [],
+            "summary": {},
+            "refused": str(error)[:500],
+        }
+        with (self.state_dir / OUTBOX).open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
     def register_identity(self) -> str:
         """Send the coordinator the public half of this site's identity (made on first use)."""
         public = base64.b64encode(Keystore(self.state_dir).identity().public).decode("ascii")
@@ -191,8 +207,9 @@ class SiteRuntime:
                 task, part[m.SITE], keystore.identity(), keystore.load_round(round_id), compute
             )
         except (SecAggError, KeyError, TypeError, ValueError, AttributeError) as error:
-            # Forged, replayed, unsafe or malformed: this site sends nothing.
+            # Forged, replayed, unsafe or malformed: this site sends nothing, and says so.
             log.warning("work %s refused: %s", work.get("contribution"), error)
+            self._note_refusal(work, error)
             return f"work {work.get('contribution')} refused: {error}", False
         keystore.save_round(round_id, state, deadline=_deadline(work))
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import io
 from enum import StrEnum
 
@@ -82,6 +83,17 @@ def weights_to_bytes(weights: list[np.ndarray]) -> bytes:
 def weights_from_bytes(data: bytes) -> list[np.ndarray]:
     with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
         return [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+
+
+def weights_digest(weights: list[np.ndarray]) -> str:
+    """SHA-256 of a model's weights (each array's dtype, shape and bytes): the same for
+    the same weights however they were serialised."""
+    hasher = hashlib.sha256()
+    for array in weights:
+        array = np.ascontiguousarray(array)
+        hasher.update(f"{array.dtype.str}{array.shape}".encode())
+        hasher.update(array.tobytes())
+    return hasher.hexdigest()
 
 
 def b64(data: bytes) -> str:

@@ -20,7 +20,7 @@ from django.utils import timezone
 from federation import budget, scheduling
 from federation.core import analytics
 from federation.core.engine import admission
-from federation.core.engine.coordinator import input_length, reference_max
+from federation.core.engine.coordinator import announcement, input_length, reference_max
 from federation.core.engine.rounds import Noise, Participant, RoundParameters, plan_round
 from federation.core.messages import Kind
 from federation.core.privacy import Admission, Spend
@@ -149,6 +149,7 @@ def _plan(
         minimum=federation.min_sites,
         noise=noise,
         reference_max=reference_max(kind, state),
+        announcement=announcement(kind, state),
     )
     fewest = int(parameters.privacy["noise_sites"]) if parameters.privacy else 0
     _refuse(admission.query_noise_too_large(kind, noise, noise_sites=fewest, sites=len(sites)))

@@ -134,4 +134,7 @@ def test_a_site_refuses_plain_rounds_unless_its_owner_allows_them_and_asks_again
     assert "has not allowed plain rounds" in outcome
     assert outcome.count("refused") == 1  # refused once, not answered again
     assert site.asked <= 4  # about one ask a second, not thousands
-    assert all(e["method"] == "GET" for e in read_outbox(tmp_path / "state"))  # nothing sent
+    outbox = read_outbox(tmp_path / "state")
+    assert all(e["method"] in ("GET", "-") for e in outbox)  # nothing sent
+    (refusal,) = [e for e in outbox if "refused" in e]  # and the owner can read why
+    assert "has not allowed plain rounds" in refusal["refused"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, NoReturn
 
 import numpy as np
@@ -523,3 +524,78 @@ def test_a_false_complaint_is_the_complainers_fault():
 
     assert summed_sites == {2, 3, 4, 5}
     assert faults[0][0] == 1 and "not the one it advertised" in faults[0][1]
+
+
+# --- the model a round hands out, announced to all ---------------------------------------
+
+
+def announced_round(model: list[np.ndarray]) -> tuple[RoundParameters, dict[int, SigningKey]]:
+    keys = {s: SigningKey.generate() for s in (1, 2, 3)}
+    participants = [Participant(s, key.public, 100) for s, key in keys.items()]
+    parameters = plan_round(
+        kind=Kind.TRAIN,
+        participants=participants,
+        length=8,
+        secure=True,
+        minimum=3,
+        announcement={"model": m.weights_digest(model)},
+    )
+    return parameters, keys
+
+
+def test_the_announcement_survives_the_wire_and_is_bound_into_the_protocol():
+    model = models(np.random.default_rng(0), 1)[0]
+    parameters, _ = announced_round(model)
+
+    again = RoundParameters.from_json(parameters.to_json())
+
+    assert again.announcement == {"model": m.weights_digest(model)}
+    assert again.digest() == parameters.digest()
+    assert again.secure is not None
+    assert again.secure.settings.context == parameters.digest() != b""
+
+
+def test_a_site_refuses_a_model_other_than_the_announced_one():
+    from federation.core.engine.site import announced_model
+
+    announced, other = models(np.random.default_rng(1), 2)
+    parameters, _ = announced_round(announced)
+    work = {m.KEY_WEIGHTS: m.b64(m.weights_to_bytes(other))}
+
+    with pytest.raises(SecAggError, match="do not match the round's announced digest"):
+        announced_model(work, parameters, m.KEY_WEIGHTS, "model")
+    work[m.KEY_WEIGHTS] = m.b64(m.weights_to_bytes(announced))
+    assert m.weights_digest(announced_model(work, parameters, m.KEY_WEIGHTS, "model")) == (
+        m.weights_digest(announced)
+    )
+
+
+def test_sites_told_different_models_find_out_from_each_others_keys():
+    """A coordinator that hands one site a model of its own making (to learn from that
+    site's update alone) must announce it to that site: its neighbours see the
+    difference in the signed keys."""
+    from federation.core.secagg.client import SecAggClient
+    from federation.core.secagg.primitives import Quantiser
+
+    honest, crafted = models(np.random.default_rng(2), 2)
+    parameters, keys = announced_round(honest)
+    told_otherwise = replace(parameters, announcement={"model": m.weights_digest(crafted)}).bound()
+    identities = {s: k.public for s, k in keys.items()}
+    quantiser = Quantiser(clip=4.0, levels=2**16, n_sites=3)
+    told = {s: (told_otherwise if s == 1 else parameters).secure for s in keys}
+    clients = {
+        s: SecAggClient(
+            told[s].settings,  # type: ignore[union-attr]
+            s,
+            keys[s],
+            identities,
+            quantiser,
+        )
+        for s in keys
+    }
+    advertised = {s: c.advertise() for s, c in clients.items()}
+
+    with pytest.raises(SecAggError, match="told other things about the round"):
+        clients[2].share(advertised)
+    with pytest.raises(SecAggError, match="told other things about the round"):
+        clients[1].share(advertised)

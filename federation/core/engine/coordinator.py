@@ -468,6 +468,24 @@ def input_length(kind: Kind, state: FederationState, query: analytics.Query | No
     return training_length(state.weights)
 
 
+def announcement(kind: Kind, state: FederationState) -> dict[str, str] | None:
+    """The digests of the models a round's task hands the sites (see :func:`task`), which
+    the round's parameters announce and every site checks what it received against."""
+    if kind not in (Kind.TRAIN, Kind.EVALUATE) or state.weights is None:
+        return None
+    announced = {"model": m.weights_digest(state.weights)}
+    if _compares(state):
+        assert state.accepted is not None
+        announced["accepted"] = m.weights_digest(state.accepted)
+    return announced
+
+
+def _compares(state: FederationState) -> bool:
+    """Whether the sites score the candidate against the accepted model (under DP their
+    validation errors stay home: no vote, and candidates are taken as they come)."""
+    return state.accepted is not None and not state.training.privacy
+
+
 def reference_max(kind: Kind, state: FederationState) -> float:
     """The largest absolute global weight (public): it bounds a DP training input."""
     if kind != Kind.TRAIN or not state.weights:
@@ -501,9 +519,8 @@ def task(
         m.KEY_VAL_FRACTION: training.val_fraction,
         m.KEY_SPLIT_SEED: training.seed,
     }
-    if state.accepted is not None and not training.privacy:
-        # The sites score the candidate against the accepted model and vote (under DP
-        # their validation errors stay home: no vote, and candidates are taken as they come).
+    if _compares(state):
+        assert state.accepted is not None
         work[m.KEY_ACCEPTED] = m.b64(m.weights_to_bytes(state.accepted))
     if kind == Kind.TRAIN:
         strategy = make_strategy(training.strategy, **training.strategy_settings)

@@ -10,10 +10,12 @@ every site of the round is told, and the coordinator keeps.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import secrets
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from federation.core import messages as m
@@ -136,6 +138,23 @@ class RoundParameters:
     weights: dict[int, float] | None = None
     # The fewest sites whose inputs may make up the sum: no stage ends with fewer.
     min_contributors: int = 2
+    # What the round's task hands the sites, by digest (see messages.weights_digest):
+    # "model", the weights to train or score, and "accepted", the model to compare with.
+    announcement: dict[str, str] | None = None
+
+    def digest(self) -> bytes:
+        """SHA-256 of everything the sites are told about the round: under secure
+        aggregation each site signs it with its keys (``Settings.context``), so two sites
+        told different things (another model, other weights) find out from each other."""
+        text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).digest()
+
+    def bound(self) -> RoundParameters:
+        """These parameters with their digest bound into the protocol's settings."""
+        if self.secure is None:
+            return self
+        settings = replace(self.secure.settings, context=self.digest())
+        return replace(self, secure=replace(self.secure, settings=settings))
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -152,6 +171,7 @@ class RoundParameters:
             "privacy": self.privacy,
             "weights": {str(s): w for s, w in self.weights.items()} if self.weights else None,
             "min_contributors": self.min_contributors,
+            "announcement": self.announcement,
         }
         if self.secure is None:
             return {
@@ -179,6 +199,7 @@ class RoundParameters:
                 "weight_scale": float(data["weight_scale"]),
                 "weights": _weights_from_json(data.get("weights")),
                 "min_contributors": int(data.get("min_contributors", 2)),
+                "announcement": _announcement_from_json(data.get("announcement")),
             }
             if mode == "plain":
                 return cls(
@@ -200,13 +221,24 @@ class RoundParameters:
             value_range=quantiser.clip,
             secure=SecureRound(settings, quantiser, identities),
             **common,
-        )
+        ).bound()
 
     def weight_of(self, sites: set[int] | tuple[int, ...]) -> float:
         """The summed public weight of ``sites`` (in a training round)."""
         if self.weights is None:
             raise SecAggError(f"round {self.round_id} has no public weights")
         return sum(self.weights[s] for s in sites)
+
+
+def _announcement_from_json(data: Any) -> dict[str, str] | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict) or not all(
+        key in ("model", "accepted") and isinstance(value, str) and len(value) == 64
+        for key, value in data.items()
+    ):
+        raise ValueError("'announcement' must map 'model' and 'accepted' to SHA-256 digests")
+    return dict(data)
 
 
 def _weights_from_json(data: Any) -> dict[int, float] | None:
@@ -253,17 +285,25 @@ def plan_round(
     reference_max: float = 0.0,
     round_id: str | None = None,
     graph_seed: int | None = None,
+    announcement: dict[str, str] | None = None,
 ) -> RoundParameters:
     """The parameters of a round over ``participants`` (each with an identity key when
-    ``secure``): the SecAgg+ graph and threshold, the quantiser, the weight scale, and
-    each site's share of the DP noise."""
+    ``secure``): the SecAgg+ graph and threshold, the quantiser, the weight scale, each
+    site's share of the DP noise, and the digests of the models its task hands out."""
     round_id = round_id or secrets.token_hex(16)
     ids = tuple(sorted(s.id for s in participants))
     scale = weight_scale(kind, participants, noise)
     weights = public_weights(participants, noise) if kind in (Kind.TRAIN, Kind.EVALUATE) else None
     if not secure:
         return RoundParameters(
-            round_id, ids, length, CLIP, scale, weights=weights, min_contributors=minimum
+            round_id,
+            ids,
+            length,
+            CLIP,
+            scale,
+            weights=weights,
+            min_contributors=minimum,
+            announcement=announcement,
         )
     settings = p.plan(round_id, ids, graph_seed=graph_seed)
     fewest = fewest_sites(settings.threshold, minimum)
@@ -291,4 +331,5 @@ def plan_round(
         secure=SecureRound(settings, quantiser, identities),
         weights=weights,
         min_contributors=minimum,
-    )
+        announcement=announcement,
+    ).bound()

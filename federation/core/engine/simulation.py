@@ -274,6 +274,7 @@ class Simulation:
             minimum=self.minimum,
             noise=noise,
             reference_max=c.reference_max(kind, state),
+            announcement=c.announcement(kind, state),
         )
         task = c.task(kind, number, state, query, member=member)
 

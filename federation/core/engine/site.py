@@ -126,7 +126,7 @@ def _training_input(
         work[m.KEY_PIPELINE], work[m.KEY_VAL_FRACTION], work[m.KEY_SPLIT_SEED]
     )
     model = new_network_model(pipeline, recipe)
-    weights = m.weights_from_bytes(m.unb64(work[m.KEY_WEIGHTS]))
+    weights = announced_model(work, parameters, m.KEY_WEIGHTS, "model")
     accepted = work.get(m.KEY_ACCEPTED)
     result = train_locally(
         model,
@@ -134,12 +134,33 @@ def _training_input(
         local,
         TrainConfig(**work[m.KEY_LOCAL]) if m.KEY_LOCAL in work else None,  # None: score only
         proximal_mu=work.get(m.KEY_PROXIMAL_MU, 0.0),
-        accepted=m.weights_from_bytes(m.unb64(accepted)) if accepted else None,
+        accepted=announced_model(work, parameters, m.KEY_ACCEPTED, "accepted")
+        if accepted
+        else None,
     )
     site = work[m.KEY_PROTOCOL][m.SITE]
     if Kind(work[m.KEY_KIND]) == Kind.EVALUATE:
         return encode_scores(result, parameters.weight_of((site,))), beside_input(result)
     return training_input(result, weights, parameters, site, rng)
+
+
+def announced_model(
+    work: dict[str, Any], parameters: RoundParameters, key: str, name: str
+) -> Weights:
+    """The weights the task hands this site under ``key``, refused unless they are the
+    ones the round's parameters announce (which every site signed with its keys, so all
+    were told the same): a coordinator cannot train or score a site on a model of its
+    own making for that site alone."""
+    weights = m.weights_from_bytes(m.unb64(work[key]))
+    announced = (parameters.announcement or {}).get(name)
+    if announced is None:
+        raise SecAggError(f"the round announces no {name} digest: its model is refused")
+    if m.weights_digest(weights) != announced:
+        raise SecAggError(
+            f"the {name} weights the coordinator sent do not match the round's announced "
+            "digest: refused"
+        )
+    return weights
 
 
 def training_input(

@@ -115,7 +115,7 @@ class SecAggClient:
         share_publics = {peer: keys.public for peer, keys in self.share_keys.items()}
         commitment = p.seed_commitment(self.settings.round_id, self.site, self.self_seed)
         message = p.signed_keys(
-            self.settings.round_id, self.site, share_publics, self.mask_keys.public, commitment
+            self.settings, self.site, share_publics, self.mask_keys.public, commitment
         )
         return {
             p.SITE: self.site,
@@ -260,13 +260,19 @@ def check_advertised(
             f"neighbours are {sorted(neighbours)}"
         )
     signed = p.signed_keys(
-        settings.round_id,
+        settings,
         site,
         message[p.SHARE_PUBLICS],
         message[p.MASK_PUBLIC],
         message[p.SEED_COMMITMENT],
     )
-    verify(identity, message[p.SIGNATURE], signed, who=f"site {site}")
+    try:
+        verify(identity, message[p.SIGNATURE], signed, who=f"site {site}")
+    except SecAggError:
+        raise SecAggError(
+            f"the signature of site {site} does not verify: its keys were forged, or it was "
+            "told other things about the round than this site was"
+        ) from None
 
 
 def open_shares(

@@ -73,6 +73,9 @@ class Settings:
     threshold : shares needed to rebuild a secret, per neighbourhood
     neighbours : 0 for the complete graph, else the degree k of a random regular graph
     graph_seed : seeds the graph; public, the same for everyone
+    context : a digest of everything else the sites were told about the round (the
+        model to train, ...), bound into each site's signed keys: a coordinator that
+        tells two sites different things is caught when they check each other's keys
     """
 
     round_id: str
@@ -80,6 +83,7 @@ class Settings:
     threshold: int
     neighbours: int = 0
     graph_seed: int = 0
+    context: bytes = b""
 
     def graph(self) -> dict[int, tuple[int, ...]]:
         return neighbour_graph(self.sites, self.neighbours, self.graph_seed)
@@ -143,18 +147,19 @@ def neighbour_graph(sites: tuple[int, ...], k: int, seed: int) -> dict[int, tupl
 
 
 def signed_keys(
-    round_id: str,
+    settings: Settings,
     site: int,
     share_publics: dict[int, bytes],
     mask_public: bytes,
     seed_commitment: bytes,
 ) -> bytes:
-    """The bytes a site signs to bind its round keys and seed commitment to its identity
-    and this round."""
+    """The bytes a site signs to bind its round keys and seed commitment to its identity,
+    this round and what it was told about the round."""
     channels = [str(peer).encode() + b"=" + share_publics[peer] for peer in sorted(share_publics)]
     return digest(
         b"secagg-keys",
-        round_id.encode(),
+        settings.round_id.encode(),
+        settings.context,
         str(site).encode(),
         mask_public,
         seed_commitment,

@@ -27,6 +27,10 @@ class Command(BaseCommand):
         for entry in read_outbox(options["state_dir"]):
             if options["json"]:
                 self.stdout.write(json.dumps(entry))
+            elif "refused" in entry:
+                self.stdout.write(
+                    f"{entry['at']} REFUSED {entry['path']:<32} nothing sent: {entry['refused']}"
+                )
             else:
                 self.stdout.write(
                     f"{entry['at']} {entry['method']:<4} {entry['path']:<32} "

@@ -87,6 +87,13 @@ class Stack:
         argv = [sys.executable, str(ROOT / "manage.py"), *args]
         return self._spawn(name, argv, {**self.env, **(env or {})})
 
+    def start_module(
+        self, name: str, module: str, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """``python -m module args`` from the project's root (a scripted member, say)."""
+        argv = [sys.executable, "-m", module, *args]
+        return self._spawn(name, argv, {**self.env, "PYTHONPATH": str(ROOT), **(env or {})})
+
     def start_web(self) -> None:
         argv = [
             sys.executable,

@@ -28,7 +28,13 @@ def site_dirs(tmp_path_factory, cmapss_dir):
 
 
 def make_federation(
-    name: str, *, rounds: int, min_sites: int, deadline: int, members: list[str]
+    name: str,
+    *,
+    rounds: int,
+    min_sites: int,
+    deadline: int,
+    members: list[str],
+    local_epochs: int = 1,
 ) -> tuple[Federation, dict[str, str]]:
     users = get_user_model()
     federation = federations.federation_create(
@@ -37,7 +43,7 @@ def make_federation(
         rounds=rounds,
         min_sites=min_sites,
         deadline=deadline,
-        local_epochs=1,
+        local_epochs=local_epochs,
     )
     credentials = {}
     for site_name in members:

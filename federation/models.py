@@ -130,6 +130,7 @@ class Round(models.Model):
         MOMENTS = "moments", "sensor moments"
         TRAIN = "train", "training"
         EVALUATE = "evaluate", "evaluation"
+        PERSONALISE = "personalise", "personalisation"
         ANALYTICS = "analytics", "analytics query"
 
     class Status(models.TextChoices):
@@ -141,7 +142,7 @@ class Round(models.Model):
 
     federation = models.ForeignKey(Federation, on_delete=models.CASCADE, related_name="round_set")
     number = models.PositiveIntegerField()
-    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.TRAIN)
+    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.TRAIN)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.OPEN)
     reason = models.TextField(blank=True)
     opened_at = models.DateTimeField(auto_now_add=True)
@@ -156,6 +157,9 @@ class Round(models.Model):
     # (RoundParameters.to_json), which every site of the round is told.
     stage = models.CharField(max_length=20, blank=True)
     parameters = models.JSONField(default=dict, blank=True)
+    # What the sum decoded into, where no other record holds it: a personalisation
+    # round's count of the sites that chose each model.
+    outcome = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["federation", "id"]

@@ -21,8 +21,8 @@ from typing import Any
 
 from federation.core import messages as m
 from federation.core.engine.rounds import RoundParameters
-from federation.core.engine.site import SiteData, site_input, site_step
-from federation.core.private_files import private_folder
+from federation.core.engine.site import SiteData, chosen_model, site_input, site_step
+from federation.core.private_files import private_folder, write_private
 from federation.core.secagg import protocol as p
 from federation.core.secagg.primitives import SecAggError
 from turbofan.data.checks import training_rows
@@ -43,6 +43,8 @@ DATA_DIR_ENV = "SITE_DATA_DIR"
 STATE_DIR_ENV = "SITE_STATE_DIR"
 ALLOW_PLAIN_ENV = "SITE_ALLOW_PLAIN"
 OUTBOX = "outbox.jsonl"
+CHOSEN_MODEL = "chosen.rulmodel"  # the model this site chose after personalisation
+CHOICE = "choice.json"  # ... and why: its validation figures
 
 
 class CoordinatorUnreachable(Exception):
@@ -125,6 +127,34 @@ class SiteRuntime:
         with (self.state_dir / OUTBOX).open("a") as handle:
             handle.write(json.dumps(entry) + "\n")
 
+    def _keep_choice(self, task: dict[str, Any], where: str) -> None:
+        """After a personalisation round's input: the model this site chose, kept as
+        ``<state-dir>/chosen.rulmodel`` (what its predictions use from then on), its
+        validation figures in ``choice.json`` and in the log. Neither leaves the site."""
+        if self._data is None or self._data.choice is None:
+            return
+        model = chosen_model(task, self._data)
+        choice = self._data.choice
+        self._data.choice = None
+        if model is None:
+            return
+        private_folder(self.state_dir)
+        write_private(self.state_dir / CHOSEN_MODEL, model.to_bytes()[0])
+        figures = {
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "where": where,
+            "choice": choice.choice,
+            "val_rmse": choice.val_rmse,
+        }
+        write_private(self.state_dir / CHOICE, json.dumps(figures, indent=2).encode())
+        log.info(
+            "%s: this site chose the %s model (validation RMSE %s); kept in %s",
+            where,
+            choice.choice,
+            ", ".join(f"{k} {v:.2f}" for k, v in choice.val_rmse.items()),
+            CHOSEN_MODEL,
+        )
+
     def _note_refusal(self, work: dict[str, Any], error: Exception) -> None:
         """A line in the outbox for work this site refused: nothing was sent, and why."""
         private_folder(self.state_dir)
@@ -206,6 +236,7 @@ class SiteRuntime:
             body, state = site_step(
                 task, part[m.SITE], keystore.identity(), keystore.load_round(round_id), compute
             )
+            self._keep_choice(task, where)
         except (SecAggError, KeyError, TypeError, ValueError, AttributeError) as error:
             # Forged, replayed, unsafe or malformed: this site sends nothing, and says so.
             log.warning("work %s refused: %s", work.get("contribution"), error)

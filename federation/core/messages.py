@@ -27,6 +27,7 @@ class Kind(StrEnum):
     MOMENTS = "moments"  # per-regime sensor moments under the federation's regimes
     TRAIN = "train"  # one round of federated training
     EVALUATE = "evaluate"  # the last candidate model scored, after the last training round
+    PERSONALISE = "personalise"  # each site adapts the final model and chooses its own
     ANALYTICS = "analytics"  # one analytics query
 
 
@@ -42,6 +43,7 @@ KEY_RECIPE = "recipe"
 KEY_WEIGHTS = "weights"  # the model to train from: the newest candidate or accepted model
 KEY_ACCEPTED = "accepted_weights"  # with a candidate: the last accepted model, to compare
 KEY_MODEL_VERSION = "model_version"
+KEY_PERSONAL = "personal"  # personalisation: how each site adapts the model and trains alone
 KEY_LOCAL = "local"  # the TrainConfig of this round's local training
 KEY_PROXIMAL_MU = "proximal_mu"
 KEY_VAL_FRACTION = "val_fraction"

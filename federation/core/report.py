@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from federation.core.engine.simulation import run_simulation
-from federation.core.engine.training import FederatedTraining
+from federation.core.engine.training import CHOICES, FederatedTraining, PersonalChoice
 from federation.core.privacy import PrivacySettings, noise_for_budget
 from federation.core.recipes import DP_CLIP
 from turbofan.data.features import REGIMES_BY_SUBSET, FeaturePipeline
@@ -123,6 +123,8 @@ class Report:
         # Settled before any training, so that a bad privacy setting fails at once.
         self.private = config.private_settings()
         self.results: dict[str, dict[str, Any]] = {}
+        # With personalisation: per site, per seed, its own test RMSE of each candidate.
+        self.personal: dict[str, list[dict[str, Any]]] = {}
 
     # --- running --------------------------------------------------------------------
 
@@ -138,6 +140,7 @@ class Report:
         report = {
             "config": self.config.to_dict(),
             "results": self._summarise(),
+            **({"personalisation": self.personal} if self.personal else {}),
             "seconds": round(time.perf_counter() - started, 1),
         }
         self._write(report)
@@ -204,12 +207,13 @@ class Report:
                 functools.partial(self._network, frame, own_template, seed, "local"),
             )
         site_frames = {name: frame for name, (frame, _, _) in sites.items()}
+        site_tests = {name: own for name, (_, _, own) in sites.items()}
         self._step(
             f"{title}: federated over {len(sites)} sites",
             seed_index,
             "federated",
             tests,
-            lambda: self._federated(site_frames, template, seed),
+            lambda: self._federated(site_frames, template, seed, site_tests=site_tests),
         )
         for setup, settings in self.private.items():
             self._step(
@@ -246,6 +250,8 @@ class Report:
         template: FeaturePipeline,
         seed: int,
         privacy: PrivacySettings | None = None,
+        *,
+        site_tests: dict[str, dict[str, TestSet]] | None = None,
     ) -> RulModel:
         config = FederatedTraining(
             **{
@@ -256,7 +262,36 @@ class Report:
         )
         result = run_simulation(sites, template, self.config.recipe, config, progress=self.progress)
         result.model.meta["rounds"] = result.history
+        if result.choices and site_tests:
+            self._score_choices(result.model, result.choices, site_tests, seed)
         return result.model
+
+    def _score_choices(
+        self,
+        federated: RulModel,
+        choices: dict[str, PersonalChoice],
+        site_tests: dict[str, dict[str, TestSet]],
+        seed: int,
+    ) -> None:
+        """Each site's candidates (its model alone, the federation's, its personalised
+        one) on the site's own test sets, and what it chose on its validation engines:
+        the report can see what a real coordinator never does."""
+        for name, chosen in choices.items():
+            for subset, test in site_tests[name].items():
+                row: dict[str, Any] = {"seed": seed, "subset": subset, "choice": chosen.choice}
+                for candidate, weights in chosen.candidates.items():
+                    model = RulModel(**{**federated.__dict__, "members": [weights], "meta": {}})
+                    predicted = model.predict_frame(test.frame)["predicted_rul"].to_numpy()
+                    scores = evaluate(predicted, test.rul, cap=model.pipeline.rul_cap or 125)
+                    row[candidate] = scores["literature"]["rmse"]
+                    row[f"{candidate}_val"] = chosen.val_rmse[candidate]
+                row["chosen"] = row[chosen.choice]
+                self.personal.setdefault(name, []).append(row)
+                self.say(
+                    f"[personalised] {name} on {subset}: alone {row['alone']:.2f}, global "
+                    f"{row['global']:.2f}, personal {row['personal']:.2f}: chose "
+                    f"{chosen.choice} ({row['chosen']:.2f})"
+                )
 
     def _step(
         self,
@@ -381,8 +416,34 @@ def markdown_table(report: dict[str, Any]) -> str:
             "|---|---|---:|---:|---:|---:|---:|---:|---:|",
             *private,
         ]
+    if report.get("personalisation"):
+        lines += ["", *personal_table(report["personalisation"])]
     lines += ["", f"Total time: {report['seconds']} s.", ""]
     return "\n".join(lines)
+
+
+def personal_table(personal: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Per site, on its own test set (means over seeds): its model alone (trained in the
+    personalisation round, as many epochs as the federation trained), the federation's
+    model, its fine-tuned copy, and the one it chose on its validation engines."""
+    lines = [
+        "Personalisation: each site on its own test set (literature RMSE, means over "
+        "seeds). 'alone' trained as many epochs as the federation; the site chose on its "
+        "validation engines, never on test scores.",
+        "",
+        "| site | subset | alone | global | personalised | chosen | choices |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for site, rows in sorted(personal.items()):
+        for subset in sorted({r["subset"] for r in rows}):
+            runs = [r for r in rows if r["subset"] == subset]
+            means = {k: float(np.mean([r[k] for r in runs])) for k in (*CHOICES, "chosen")}
+            picked = ", ".join(r["choice"] for r in runs)
+            lines.append(
+                f"| {site} | {subset} | {means['alone']:.2f} | {means['global']:.2f} | "
+                f"{means['personal']:.2f} | {means['chosen']:.2f} | {picked} |"
+            )
+    return lines
 
 
 def _private_setups(rows: dict[str, Any]) -> list[str]:

@@ -17,6 +17,9 @@ from federation.models import Federation, Round
 from federation.services.rounds import round_open
 from federation.specs import default_model_spec
 
+# The most epochs a site may fine-tune the federation's model for.
+MAX_PERSONAL_EPOCHS = 50
+
 
 def federation_create(
     *,
@@ -32,12 +35,32 @@ def federation_create(
     strategy: str = "fedavg",
     strategy_settings: dict[str, Any] | None = None,
     model_spec: dict[str, Any] | None = None,
+    personal_epochs: int = 0,
 ) -> Federation:
     """A new federation, run by ``admin``, with the tuned model recipe by default.
 
     ``secure=False`` is the plain mode, for debugging: the coordinator sees every site's
     update. Differential privacy (``privacy``) needs secure aggregation.
+    ``personal_epochs`` > 0: after the last round each site adapts the final model for up
+    to that many epochs and keeps the best of it, the federation's model and its model
+    trained alone (see ``FederatedTraining.personal_epochs``).
     """
+    if not 0 <= personal_epochs <= MAX_PERSONAL_EPOCHS:
+        raise FederationError(
+            f"personalisation epochs must be from 0 (none) to {MAX_PERSONAL_EPOCHS}", status=400
+        )
+    if personal_epochs and privacy is not None:
+        raise FederationError(
+            "personalisation scores models on the sites' validation engines, which under "
+            "differential privacy stay out of every round: drop one of the two",
+            status=400,
+        )
+    spec = model_spec if model_spec is not None else default_model_spec()
+    if personal_epochs:
+        spec = {
+            **spec,
+            "training": {**spec.get("training", {}), "personal_epochs": personal_epochs},
+        }
     if privacy is not None and not secure:
         raise FederationError(
             "differential privacy adds its noise inside the secure sum: it needs secure "
@@ -70,7 +93,7 @@ def federation_create(
                 privacy=privacy.to_dict() if privacy is not None else None,
                 strategy=strategy,
                 strategy_settings=strategy_settings or {},
-                model_spec=model_spec if model_spec is not None else default_model_spec(),
+                model_spec=spec,
             )
     except IntegrityError:
         raise FederationError(

@@ -366,7 +366,11 @@ def round_aggregate(*, round_: Round) -> None:
         federation.refresh_from_db()
         # Under DP the sites keep their validation errors home: no last scoring round.
         following = next_round(
-            kind, round_.number, federation.rounds, evaluate=not federation.privacy
+            kind,
+            round_.number,
+            federation.rounds,
+            evaluate=not federation.privacy,
+            personalise=state.training.personal_epochs > 0,
         )
         if following is None:
             Federation.objects.filter(id=federation.id).update(status=Federation.Status.FINISHED)
@@ -419,6 +423,9 @@ def _store_outcome(
                 f"strategy/{federation.id}-r{round_.number}.npz",
                 ContentFile(m.weights_to_bytes(outcome.strategy_state)),
             )
+    elif kind == Kind.PERSONALISE:
+        Round.objects.filter(id=round_.id).update(outcome={"choices": outcome.choices})
+        log.info("personalised federation=%s choices=%s", federation.id, outcome.choices)
     elif kind == Kind.ANALYTICS:
         AnalyticsQuery.objects.filter(round=round_).update(
             status=AnalyticsQuery.Status.DONE, result=outcome.answer, finished_at=timezone.now()

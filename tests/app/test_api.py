@@ -283,6 +283,7 @@ def test_the_openapi_description_lists_every_endpoint_and_needs_no_credential(cl
         "moments",
         "train",
         "evaluate",
+        "personalise",
         "analytics",
     }
 

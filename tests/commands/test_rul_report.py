@@ -140,3 +140,45 @@ def test_privacy_settings_that_cannot_work_are_refused_before_training(tmp_path,
     assert result.returncode == 1
     assert message in result.stderr
     assert not (tmp_path / "report.json").exists()
+
+
+def test_with_personalisation_the_report_has_a_row_per_site_on_its_own_test_set(
+    tmp_path, cmapss_dir
+):
+    result = manage(
+        "rul_report",
+        "--subsets",
+        "FD001",
+        "--sites",
+        "3",
+        "--out",
+        str(tmp_path),
+        "--quick",
+        "--no-progress",
+        "--personal-epochs",
+        "1",
+        timeout=600,
+    )
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    personal = report["personalisation"]
+    assert sorted(personal) == ["site-1", "site-2", "site-3"]
+    for (row,) in personal.values():
+        assert row["subset"] == "FD001" and row["choice"] in ("alone", "global", "personal")
+        assert row["chosen"] == row[row["choice"]]
+        assert row[f"{row['choice']}_val"] == min(
+            row[f"{c}_val"] for c in ("alone", "global", "personal")
+        )
+    table = (tmp_path / "report.md").read_text()
+    assert "| site | subset | alone | global | personalised | chosen | choices |" in table
+    assert "| site-1 | FD001 |" in table
+
+
+def test_personalisation_and_dp_are_refused_together(tmp_path):
+    result = manage(
+        "rul_report", "--out", str(tmp_path), "--personal-epochs", "2", "--dp-epsilon", "8"
+    )
+
+    assert result.returncode == 1
+    assert "use one or the other" in result.stderr

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from federation.core.engine.simulation import Simulation, run_simulation
-from federation.core.engine.training import FederatedTraining, local_update, prepare_local_data
+from federation.core.engine.training import (
+    CHOICES,
+    FederatedTraining,
+    initial_weights,
+    local_update,
+    personalise_locally,
+    prepare_local_data,
+)
 from tests.helpers import manage
 from turbofan.data.features import FeaturePipeline
 from turbofan.data.files import read_engine_file
@@ -221,3 +228,39 @@ def test_fedprox_keeps_a_site_closer_to_the_global_model(train):
         return sum(float(((w - s) ** 2).sum()) for w, s in zip(weights, start, strict=True))
 
     assert drift(1.0) < 0.5 * drift(0.0)
+
+
+def test_with_personalisation_each_site_chooses_and_the_sum_counts_the_choices(train):
+    sites = {f"site-{k}": train[train["unit"].between(10 * k - 9, 10 * k)] for k in (1, 2, 3)}
+    recipe = NetworkRecipe(net_options=SMALL_NET)
+    config = FederatedTraining(
+        rounds=2, local_epochs=1, lr=5e-3, lr_final=5e-3, patience=0, personal_epochs=2
+    )
+
+    result = run_simulation(sites, FeaturePipeline.for_subset("FD001"), recipe, config)
+
+    assert set(result.choices) == set(sites)
+    chosen = [c.choice for c in result.choices.values()]
+    assert result.choice_counts == {name: chosen.count(name) for name in CHOICES}
+    for choice in result.choices.values():  # each chose what scored best on its validation
+        assert set(choice.val_rmse) == set(CHOICES)
+        assert choice.val_rmse[choice.choice] == min(choice.val_rmse.values())
+    kinds = [entry.kind for entry in result.log]
+    assert kinds[-3 * 4 :] == ["personalise"] * 12  # four stages of three sites, last
+
+
+def test_a_site_whose_personalised_model_is_worse_on_validation_keeps_another(train):
+    frame = train[train["unit"].between(1, 12)]
+    pipeline = FeaturePipeline.for_subset("FD001").fit(frame)
+    recipe = NetworkRecipe(net_options=SMALL_NET)
+    data = prepare_local_data(frame, pipeline, val_fraction=0.25, seed=0)
+    model = new_network_model(pipeline, recipe)
+    start = initial_weights(pipeline, recipe, 0)
+    settings = FederatedTraining(rounds=1, local_epochs=1, personal_epochs=1).personal_settings()
+    # A personalisation that only makes things worse: a learning rate that diverges.
+    settings.update(lr_final=50.0)
+
+    chosen = personalise_locally(model, start, start, data, settings)
+
+    assert chosen.val_rmse["personal"] > min(chosen.val_rmse["global"], chosen.val_rmse["alone"])
+    assert chosen.choice != "personal"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
 import pytest
 from django.contrib.auth import get_user_model
 
+from federation.core.engine.training import CHOICES
 from federation.core.secagg import protocol as p
 from federation.models import Contribution, Federation, ModelVersion, Round, Site, StageMessage
 from federation.services import federations, sites
@@ -15,6 +17,7 @@ from tests.stack import Stack
 from turbofan.data.files import read_engine_file
 from turbofan.data.partition import plan_iid, write_partition
 from turbofan.models.artefact import RulModel
+from worker.site_runtime import read_outbox
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,6 +38,7 @@ def make_federation(
     deadline: int,
     members: list[str],
     local_epochs: int = 1,
+    personal_epochs: int = 0,
 ) -> tuple[Federation, dict[str, str]]:
     users = get_user_model()
     federation = federations.federation_create(
@@ -44,6 +48,7 @@ def make_federation(
         min_sites=min_sites,
         deadline=deadline,
         local_epochs=local_epochs,
+        personal_epochs=personal_epochs,
     )
     credentials = {}
     for site_name in members:
@@ -181,3 +186,39 @@ def test_a_site_killed_mid_round_is_dropped_and_recovered_through_the_shares(tmp
     assert failed_status == Federation.Status.FAILED
     assert "3 of 4 sites answered the advertise_keys stage by its deadline" in failed_reason
     assert "the federation 4: nothing is aggregated" in failed_reason
+
+
+def test_with_personalisation_each_site_keeps_its_chosen_model_and_the_sum_counts(
+    tmp_path, site_dirs
+):
+    site_names = names(3)
+    federation, credentials = make_federation(
+        "personal", rounds=2, min_sites=3, deadline=120, members=site_names, personal_epochs=2
+    )
+    with Stack(tmp_path) as stack:
+        stack.start_web()
+        stack.start("coordinator", "coordinator_worker")
+        for name, folder in zip(site_names, site_dirs[:3], strict=True):
+            stack.start_site(name, folder, credentials[name])
+        wait_for_sites(site_names, stack)
+
+        federations.federation_start(federation=federation)
+        federation = wait_for(federation, stack, 300)
+
+    assert federation.status == Federation.Status.FINISHED, federation.reason
+    rounds = Round.objects.filter(federation=federation)
+    assert [r.kind for r in rounds][-2:] == ["evaluate", "personalise"]
+    last = rounds.get(kind="personalise")
+    assert last.stage == p.UNMASK and last.status == Round.Status.DONE
+    chosen = []
+    for name in site_names:
+        state = tmp_path / "sites" / name
+        figures = json.loads((state / "choice.json").read_text())
+        assert figures["val_rmse"][figures["choice"]] == min(figures["val_rmse"].values())
+        model = RulModel.load(state / "chosen.rulmodel")
+        assert model.meta["choice"] == figures["choice"]
+        chosen.append(figures["choice"])
+        # The site's choice and figures stay home: nothing it sent holds them.
+        sent = json.dumps([e for e in read_outbox(state) if e["method"] == "POST"])
+        assert "val_rmse" not in sent and "choice" not in sent
+    assert last.outcome["choices"] == {c: chosen.count(c) for c in CHOICES}

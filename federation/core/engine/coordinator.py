@@ -19,9 +19,11 @@ from federation.core import analytics
 from federation.core import messages as m
 from federation.core.engine.rounds import RoundParameters, following
 from federation.core.engine.training import (
+    CHOICES,
     REJECT_MARGIN,
     TRAINING_EXTRAS,
     FederatedTraining,
+    decode_choices,
     decode_scores,
     decode_training,
     initial_weights,
@@ -465,16 +467,18 @@ def input_length(kind: Kind, state: FederationState, query: analytics.Query | No
         raise ValueError("a training round needs the global model")
     if kind == Kind.EVALUATE:
         return TRAINING_EXTRAS  # the scores alone
+    if kind == Kind.PERSONALISE:
+        return len(CHOICES)  # one count per model a site may choose
     return training_length(state.weights)
 
 
 def announcement(kind: Kind, state: FederationState) -> dict[str, str] | None:
     """The digests of the models a round's task hands the sites (see :func:`task`), which
     the round's parameters announce and every site checks what it received against."""
-    if kind not in (Kind.TRAIN, Kind.EVALUATE) or state.weights is None:
+    if kind not in (Kind.TRAIN, Kind.EVALUATE, Kind.PERSONALISE) or state.weights is None:
         return None
     announced = {"model": m.weights_digest(state.weights)}
-    if _compares(state):
+    if kind != Kind.PERSONALISE and _compares(state):
         assert state.accepted is not None
         announced["accepted"] = m.weights_digest(state.accepted)
     return announced
@@ -519,6 +523,9 @@ def task(
         m.KEY_VAL_FRACTION: training.val_fraction,
         m.KEY_SPLIT_SEED: training.seed,
     }
+    if kind == Kind.PERSONALISE:
+        work[m.KEY_PERSONAL] = training.personal_settings()
+        return work
     if _compares(state):
         assert state.accepted is not None
         work[m.KEY_ACCEPTED] = m.b64(m.weights_to_bytes(state.accepted))
@@ -547,6 +554,7 @@ class Outcome:
     voters: int = 0  # ... of the sites in the sum that voted
     found_worse: frozenset[int] = frozenset()  # which sites found it worse
     reason: str = ""  # the verdict in words, for the admin
+    choices: dict[str, int] | None = None  # personalisation: how many sites chose which
 
 
 ACCEPTED, REJECTED = "accepted", "rejected"
@@ -614,6 +622,8 @@ def decode(
             privacy=analytics.QueryPrivacy.from_dict(privacy) if privacy else None,
         )
         return Outcome(answer=answer)
+    if kind == Kind.PERSONALISE:
+        return Outcome(choices=decode_choices(summed))
     assert state.weights is not None and summed_sites is not None
     judged = verdict(state, votes or {}, summed_sites)
     if kind == Kind.EVALUATE:

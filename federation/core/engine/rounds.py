@@ -56,10 +56,16 @@ def following(stage: str) -> str | None:
 
 
 def next_round(
-    kind: Kind, number: int, training_rounds: int, *, evaluate: bool = True
+    kind: Kind,
+    number: int,
+    training_rounds: int,
+    *,
+    evaluate: bool = True,
+    personalise: bool = False,
 ) -> tuple[Kind, int] | None:
     """What follows a finished round: the setup rounds, then training up to the last, then
-    (with ``evaluate``) a round that scores the last candidate model."""
+    (with ``evaluate``) a round that scores the last candidate model, then (with
+    ``personalise``, after an evaluation) a round in which each site chooses its model."""
     if kind == Kind.POINTS:
         return Kind.MOMENTS, 0
     if kind == Kind.MOMENTS:
@@ -68,7 +74,9 @@ def next_round(
         return Kind.TRAIN, number + 1
     if kind == Kind.TRAIN and evaluate:
         return Kind.EVALUATE, number
-    return None  # the evaluation, or an analytics query
+    if kind == Kind.EVALUATE and personalise:
+        return Kind.PERSONALISE, number
+    return None  # the last round, or an analytics query
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from federation.core.engine.rounds import (
     plan_round,
 )
 from federation.core.engine.site import Input, SiteData, site_input, site_step
-from federation.core.engine.training import FederatedTraining, initial_weights
+from federation.core.engine.training import FederatedTraining, PersonalChoice, initial_weights
 from federation.core.messages import Kind
 from federation.core.privacy import PrivacyError, Spend, admit, epsilon_spent
 from federation.core.secagg.primitives import Misbehaviour, SecAggError, SigningKey
@@ -311,6 +311,10 @@ class SimulationResult:
     # Under DP: the epsilon spent by all the rounds run (at the settings' delta).
     epsilon: float | None = None
     log: list[SentMessage] = field(default_factory=list)
+    # With personalisation: what each site chose (by site name), and the counts the
+    # coordinator decoded from the secure sum.
+    choices: dict[str, PersonalChoice] = field(default_factory=dict)
+    choice_counts: dict[str, int] | None = None
 
 
 def run_simulation(
@@ -341,6 +345,8 @@ def run_simulation(
     model = new_network_model(pipeline, recipe)
     spent: list[Spend] = []
     history: list[dict[str, float]] = []
+    choices: dict[str, PersonalChoice] = {}
+    choice_counts: dict[str, int] | None = None
     for member in range(recipe.ensemble):
         member_state = replace(
             state,
@@ -359,6 +365,15 @@ def run_simulation(
             break  # the budget allows no more rounds: the ensemble has the members so far
         model.members.append(weights)
         history += [{"member": member, **r} for r in records]
+        if member == 0 and config.personal_epochs and settings is None:
+            # What a live federation trains (member 0): each site chooses its model.
+            final = replace(member_state, weights=weights, accepted=None)
+            outcome = simulation.run_round(Kind.PERSONALISE, config.rounds, final)
+            choice_counts = outcome.choices
+            for site, member_ in simulation.members.items():
+                chosen = simulation.data[site].choice
+                if chosen is not None:
+                    choices[member_.name] = chosen
         if on_round is not None:
             for record in records:
                 on_round(record)
@@ -387,6 +402,8 @@ def run_simulation(
         seconds=time.perf_counter() - started,
         epsilon=epsilon,
         log=simulation.log,
+        choices=choices,
+        choice_counts=choice_counts,
     )
 
 

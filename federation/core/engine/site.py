@@ -27,9 +27,13 @@ from federation.core.engine.rounds import RoundParameters
 from federation.core.engine.training import (
     LocalData,
     LocalResult,
+    PersonalChoice,
+    encode_choice,
     encode_private_training,
     encode_scores,
     encode_training,
+    initial_weights,
+    personalise_locally,
     prepare_local_data,
     train_locally,
 )
@@ -40,6 +44,7 @@ from federation.core.secagg.client import SecAggClient
 from federation.core.secagg.primitives import SecAggError, SigningKey
 from federation.core.strategies import Weights
 from turbofan.data.features import SETTING_COLUMNS, FeaturePipeline, RegimeModel
+from turbofan.models.artefact import RulModel
 from turbofan.models.fit import NetworkRecipe, new_network_model
 from turbofan.models.training import TrainConfig
 
@@ -57,6 +62,7 @@ class SiteData:
     def __init__(self, frame: pd.DataFrame) -> None:
         self.frame = frame
         self._local: dict[str, tuple[FeaturePipeline, LocalData]] = {}
+        self.choice: PersonalChoice | None = None  # the model this site chose, if it did
 
     @property
     def rows(self) -> int:
@@ -93,6 +99,8 @@ def site_input(
     scale = parameters.weight_scale
     nothing: dict[str, Any] = {m.KEY_EXAMPLES: 0, m.KEY_METRICS: {}}
     frame = data.frame
+    if kind == Kind.PERSONALISE:
+        return _personal_input(work, data, parameters)
     if kind in (Kind.TRAIN, Kind.EVALUATE):
         return _training_input(work, data, parameters, rng)
     if kind == Kind.POINTS:
@@ -113,6 +121,42 @@ def site_input(
         rng=rng,
     )
     return vector, nothing
+
+
+def _personal_input(work: dict[str, Any], data: SiteData, parameters: RoundParameters) -> Input:
+    """The federation's last model adapted here, a model trained alone, and the choice
+    between them and the federation's model on this site's validation engines: the choice
+    (kept in ``data.choice`` for the site) goes into the sum as a count, the rest stays."""
+    recipe = NetworkRecipe.from_dict(work[m.KEY_RECIPE])
+    pipeline, local = data.local(
+        work[m.KEY_PIPELINE], work[m.KEY_VAL_FRACTION], work[m.KEY_SPLIT_SEED]
+    )
+    settings = work[m.KEY_PERSONAL]
+    weights = announced_model(work, parameters, m.KEY_WEIGHTS, "model")
+    start = initial_weights(pipeline, recipe, int(settings["seed"]))
+    model = new_network_model(pipeline, recipe)
+    data.choice = personalise_locally(model, weights, start, local, settings)
+    return encode_choice(data.choice.choice), {
+        m.KEY_EXAMPLES: 0,
+        m.KEY_METRICS: {"seconds": data.choice.seconds},
+    }
+
+
+def chosen_model(work: dict[str, Any], data: SiteData) -> RulModel | None:
+    """The model this site chose in a personalisation round (``work``), as a model file
+    its predictions can use, with its choice and validation figures in the metadata."""
+    if data.choice is None:
+        return None
+    recipe = NetworkRecipe.from_dict(work[m.KEY_RECIPE])
+    pipeline, _ = data.local(work[m.KEY_PIPELINE], work[m.KEY_VAL_FRACTION], work[m.KEY_SPLIT_SEED])
+    model = new_network_model(pipeline, recipe)
+    model.members = [data.choice.weights]
+    model.meta.update(
+        setup=f"chosen: {data.choice.choice}",
+        choice=data.choice.choice,
+        val_rmse=data.choice.val_rmse,
+    )
+    return model
 
 
 def _training_input(

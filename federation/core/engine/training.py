@@ -63,6 +63,10 @@ class FederatedTraining:
         validation split
     secure : sum through secure aggregation (False: plain sums, for debugging)
     privacy : :meth:`PrivacySettings.to_dict` for site-level DP, or None
+    personal_epochs : after the last round, each site fine-tunes the final model for up
+        to this many epochs on its own engines, trains a model alone with the same
+        budget, and keeps whichever of the three scores best on its validation engines
+        (0: no personalisation)
     """
 
     rounds: int = 40
@@ -78,6 +82,19 @@ class FederatedTraining:
     seed: int = 0
     secure: bool = True
     privacy: dict[str, float] | None = None
+    personal_epochs: int = 0
+
+    def personal_settings(self) -> dict[str, Any]:
+        """What each site needs to personalise (the task of the personalisation round)."""
+        return {
+            "epochs": self.personal_epochs,
+            "alone_epochs": self.rounds * self.local_epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "lr_final": self.lr_final,
+            "weight_decay": self.weight_decay,
+            "seed": self.member_seed(0),
+        }
 
     def member_seed(self, member: int = 0) -> int:
         """The seed of one independently trained model (a simulation's ensemble member;
@@ -215,6 +232,92 @@ def train_locally(
         trained = local_update(model, weights, data, config, proximal_mu=proximal_mu)
     seconds = round(time.perf_counter() - started, 3)
     return LocalResult(trained, len(data.x), val_sse, val_count, seconds, accepted_sse)
+
+
+# --- personalisation: each site chooses its model ---------------------------------------------
+
+# The models a site chooses between, in the order a tie goes: the federation's model,
+# the site's fine-tuned copy of it, the site's model trained alone.
+CHOICES = ("global", "personal", "alone")
+# Epochs without a better validation RMSE before a site stops training alone.
+ALONE_PATIENCE = 10
+
+
+@dataclass(frozen=True)
+class PersonalChoice:
+    """What a site chose and why: each candidate's RMSE on its validation windows (NaN
+    without any), and the candidates' weights. It stays at the site: the coordinator
+    learns only how many sites chose which."""
+
+    choice: str
+    val_rmse: dict[str, float]
+    candidates: dict[str, Weights]
+    seconds: float
+
+    @property
+    def weights(self) -> Weights:
+        """The chosen model's weights."""
+        return self.candidates[self.choice]
+
+
+def personalise_locally(
+    model: RulModel,
+    global_weights: Weights,
+    start: Weights,
+    data: LocalData,
+    settings: dict[str, Any],
+) -> PersonalChoice:
+    """Fine-tune the federation's model on this site's windows, train a model alone from
+    ``start`` (the federation's initial weights) for as many epochs as the federation
+    trained, and choose whichever scores best on the validation windows (the federation's
+    model when there are none). Fine-tuning and training alone keep their best epoch on
+    the validation windows."""
+    started = time.perf_counter()
+    has_validation = len(data.x_val) > 0
+    candidates = {"global": global_weights}
+    for name, initial, epochs, lr, patience in (
+        ("personal", global_weights, settings["epochs"], settings["lr_final"], settings["epochs"]),
+        ("alone", start, settings["alone_epochs"], settings["lr"], ALONE_PATIENCE),
+    ):
+        config = TrainConfig(
+            epochs=max(1, int(epochs)),
+            batch_size=int(settings["batch_size"]),
+            lr=float(lr),
+            weight_decay=float(settings["weight_decay"]),
+            schedule="constant" if name == "personal" else "onecycle",
+            patience=int(patience) if has_validation else 0,
+            seed=int(settings["seed"]),
+        )
+        seed_everything(config.seed)
+        net = model.new_net()
+        set_weights(net, initial)
+        candidates[name] = train_network(
+            net,
+            data.x,
+            data.y,
+            config,
+            x_val=data.x_val if has_validation else None,
+            y_val=data.y_val if has_validation else None,
+        ).weights
+    rmse = {}
+    for name, weights in candidates.items():
+        sse, count = local_evaluate(model, weights, data)
+        rmse[name] = math.sqrt(sse / count) if count else math.nan
+    choice = "global"
+    if has_validation:
+        choice = min(CHOICES, key=lambda name: (rmse[name], CHOICES.index(name)))
+    seconds = round(time.perf_counter() - started, 3)
+    return PersonalChoice(choice, rmse, candidates, seconds)
+
+
+def encode_choice(choice: str) -> np.ndarray:
+    """A site's choice as it puts it in the sum: one 1 among zeros (the sum counts)."""
+    return np.array([1.0 if name == choice else 0.0 for name in CHOICES])
+
+
+def decode_choices(summed: np.ndarray) -> dict[str, int]:
+    """How many sites chose each model, from the sum of their one-hot choices."""
+    return {name: int(round(float(value))) for name, value in zip(CHOICES, summed, strict=True)}
 
 
 # --- the vector and its sum ----------------------------------------------------------------

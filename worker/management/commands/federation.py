@@ -41,6 +41,14 @@ class Command(BaseCommand):
         )
         create.add_argument("--deadline", type=int, default=300, help="seconds per round")
         create.add_argument(
+            "--personal-epochs",
+            type=int,
+            default=0,
+            help="after the last round each site fine-tunes the federation's model for up to "
+            "this many epochs and keeps the best of it, the federation's model and a model "
+            "trained alone, on its own validation engines (default 0: none)",
+        )
+        create.add_argument(
             "--plain",
             action="store_true",
             help="plain aggregation, for debugging only: the coordinator sees every "
@@ -133,6 +141,7 @@ class Command(BaseCommand):
             deadline=options["deadline"],
             secure=not options["plain"],
             privacy=self._privacy(options),
+            personal_epochs=options["personal_epochs"],
         )
         self.stdout.write(
             f"created federation {federation.name!r} (id {federation.id}): "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,14 @@ class Command(BaseCommand):
             help="a few epochs and rounds only: checks the pipeline, not accuracy",
         )
         parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+        parser.add_argument(
+            "--personal-epochs",
+            type=int,
+            default=0,
+            help="personalisation: after the federation, each site fine-tunes its model for "
+            "up to this many epochs, trains one alone, and chooses on its validation engines; "
+            "adds a per-site table (default 0: none)",
+        )
         dp = parser.add_argument_group(
             "differential privacy",
             "with --dp-epsilon, one more federated setup per target epsilon, under "
@@ -63,6 +72,13 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if not 0 <= options["personal_epochs"] <= 50:
+            raise CommandError("--personal-epochs must be from 0 (none) to 50")
+        if options["personal_epochs"] and options["dp_epsilon"]:
+            raise CommandError(
+                "--personal-epochs scores on the sites' validation engines, which stay out "
+                "of every DP round: use one or the other"
+            )
         if options["scheme"] == "by-subset" and len(options["subsets"]) < 2:
             raise CommandError("--scheme by-subset needs at least two --subsets (one site each)")
         config = ReportConfig(
@@ -71,7 +87,10 @@ class Command(BaseCommand):
             seeds=options["seeds"],
             scheme=options["scheme"],
             recipe=QUICK.recipe if options["quick"] else default_recipe(),
-            training=QUICK.training if options["quick"] else default_training(),
+            training=dataclasses.replace(
+                QUICK.training if options["quick"] else default_training(),
+                personal_epochs=options["personal_epochs"],
+            ),
             privacy=PrivacyPlan(
                 epsilons=options["dp_epsilon"],
                 delta=options["dp_delta"],

@@ -215,6 +215,18 @@ def test_predict_with_a_bad_model_file_exits_1_without_traceback(tmp_path, cmaps
     assert "not a model file of this app" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_predict_uses_the_model_a_site_chose(network, tmp_path, cmapss_dir):
+    network.save(tmp_path / "state" / "chosen.rulmodel")
+    test_file = str(cmapss_dir / "test_FD001.txt")
+
+    chosen = manage("predict", "--site-state", str(tmp_path / "state"), "--test-file", test_file)
+    missing = manage("predict", "--site-state", str(tmp_path), "--test-file", test_file)
+
+    assert chosen.returncode == 0, chosen.stderr
+    assert chosen.stdout.splitlines()[0] == "unit,predicted_rul"
+    assert missing.returncode == 1 and "holds no chosen model" in missing.stderr
+
+
 def test_fedprox_keeps_a_site_closer_to_the_global_model(train):
     pipeline = FeaturePipeline.for_subset("FD001").fit(train)
     data = prepare_local_data(train, pipeline, val_fraction=0.2, seed=0)

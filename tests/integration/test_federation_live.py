@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -88,6 +89,25 @@ def wait_for_sites(names: list[str], stack: Stack, seconds: float = 120) -> None
     raise AssertionError(f"the sites did not come up in {seconds} s:\n{logs}")
 
 
+def run_live(
+    tmp_path: Path,
+    federation: Federation,
+    credentials: dict[str, str],
+    folders: dict[str, Path],
+    seconds: float = 300,
+) -> Federation:
+    """Web, coordinator and one real site worker per folder; the federation started and
+    followed until it finishes or fails."""
+    with Stack(tmp_path) as stack:
+        stack.start_web()
+        stack.start("coordinator", "coordinator_worker")
+        for name, folder in folders.items():
+            stack.start_site(name, folder, credentials[name])
+        wait_for_sites(list(folders), stack)
+        federations.federation_start(federation=federation)
+        return wait_for(federation, stack, seconds)
+
+
 def names(count: int) -> list[str]:
     tag = uuid.uuid4().hex[:6]
     return [f"site-{tag}-{i}" for i in range(1, count + 1)]
@@ -98,15 +118,9 @@ def test_three_sites_run_three_rounds_and_the_global_model_improves(tmp_path, si
     federation, credentials = make_federation(
         "live", rounds=3, min_sites=3, deadline=120, members=site_names
     )
-    with Stack(tmp_path) as stack:
-        stack.start_web()
-        stack.start("coordinator", "coordinator_worker")
-        for name, folder in zip(site_names, site_dirs[:3], strict=True):
-            stack.start_site(name, folder, credentials[name])
-        wait_for_sites(site_names, stack)
-
-        federations.federation_start(federation=federation)
-        federation = wait_for(federation, stack, 300)
+    federation = run_live(
+        tmp_path, federation, credentials, dict(zip(site_names, site_dirs[:3], strict=True))
+    )
 
     assert federation.status == Federation.Status.FINISHED, federation.reason
     versions = list(ModelVersion.objects.filter(federation=federation).order_by("version"))
@@ -195,15 +209,9 @@ def test_with_personalisation_each_site_keeps_its_chosen_model_and_the_sum_count
     federation, credentials = make_federation(
         "personal", rounds=2, min_sites=3, deadline=120, members=site_names, personal_epochs=2
     )
-    with Stack(tmp_path) as stack:
-        stack.start_web()
-        stack.start("coordinator", "coordinator_worker")
-        for name, folder in zip(site_names, site_dirs[:3], strict=True):
-            stack.start_site(name, folder, credentials[name])
-        wait_for_sites(site_names, stack)
-
-        federations.federation_start(federation=federation)
-        federation = wait_for(federation, stack, 300)
+    federation = run_live(
+        tmp_path, federation, credentials, dict(zip(site_names, site_dirs[:3], strict=True))
+    )
 
     assert federation.status == Federation.Status.FINISHED, federation.reason
     rounds = Round.objects.filter(federation=federation)

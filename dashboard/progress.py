@@ -129,6 +129,14 @@ def _cells(
     ]
 
 
+# How the rounds table names the models a site may choose after personalisation.
+CHOICE_WORDS = {
+    "global": "the federation's model",
+    "personal": "their fine-tuned copy",
+    "alone": "their own model",
+}
+
+
 def round_rows(progress: dict[str, Any]) -> list[dict[str, Any]]:
     """The rounds table, newest first: one list of cells per round."""
     rows = []
@@ -139,6 +147,13 @@ def round_rows(progress: dict[str, Any]) -> list[dict[str, Any]]:
             status += f" ({r['stage_label']})"
         if r["reason"]:
             status += f": {r['reason']}"
+        if r.get("excluded"):
+            status += f" ({r['excluded']} excluded for breaking the protocol)"
+        if r.get("choices"):
+            chose = ", ".join(
+                f"{count} {CHOICE_WORDS[name]}" for name, count in r["choices"].items()
+            )
+            status += f"; sites chose: {chose}"
         rows.append(
             {
                 "id": r["id"],

@@ -144,6 +144,9 @@ def _round_entry(
         "assigned": len(contributions),
         "received": len(by_status[Contribution.Status.RECEIVED]),
         "dropped": len(by_status[Contribution.Status.DROPPED]),
+        "excluded": len(by_status[Contribution.Status.EXCLUDED]),
+        # A personalisation round: how many sites chose each model (nothing else is known).
+        "choices": (round_.outcome or {}).get("choices"),
         "opened_at": round_.opened_at,
         "deadline": round_.deadline,
         "finished_at": round_.finished_at,

@@ -148,6 +148,26 @@ def test_round_rows_come_newest_first_with_names_only_when_given():
     ]
 
 
+def test_round_rows_say_who_was_excluded_and_what_the_sites_chose():
+    excluded = a_round(id=8, status="done", status_label="done", excluded=1)
+    chosen = a_round(
+        id=9,
+        number=3,
+        kind_label="personalisation",
+        status="done",
+        status_label="done",
+        choices={"global": 1, "personal": 2, "alone": 0},
+    )
+
+    rows = round_rows(progress(rounds=[excluded, chosen]))
+
+    statuses = [row["cells"][2]["text"] for row in rows]
+    assert statuses == [
+        "done; sites chose: 1 the federation's model, 2 their fine-tuned copy, 0 their own model",
+        "done (1 excluded for breaking the protocol)",
+    ]
+
+
 def test_the_figure_leaves_gaps_where_a_version_was_not_scored():
     versions: list[dict[str, Any]] = [
         {"version": 0, "rmse": None, "score": None, "val_rmse": None, "status": "accepted"},

@@ -1,0 +1,163 @@
+"""Personalisation against its goals: does every site gain by joining?
+
+    python benchmarks/personal_goals.py [--part by-subset by-subset-3 iid4 iid20 global]
+        [--seeds 0 1 2] [--personal-epochs 5] [--out DIR] [--check DIR]
+
+by-subset:   one site per subset, FD001-FD004 (4 sites); the whole report in < 15 min
+by-subset-3: FD001 + FD002 + FD003 (3 sites)
+             in both: every site's chosen model at most its alone RMSE + 0.1 on its own
+             subset's test set, and the mean over sites at least 5% below the mean alone
+iid4:        FD001, IID, 4 sites: the mean chosen model at most the global model + 0.1
+iid20:       FD001, IID, 20 sites (5 engines each): the mean chosen model at most 13.0
+global:      FD001, IID, 4 sites, one federated model (not an ensemble): at most 11.1, and
+             within 3% of the centralised model of the same family
+
+Means over the seeds, RMSE in the literature's convention (true test RUL capped at 125).
+"alone" is each site's model trained alone in the personalisation round, for as many
+epochs as the federation trained; every choice is made on validation engines only.
+``--check DIR`` checks the reports already in DIR (one folder per part) without training.
+Exits 1 if a goal is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from federation.core.recipes import default_recipe, default_training  # noqa: E402
+from federation.core.report import Report, ReportConfig, markdown_table  # noqa: E402
+from turbofan.data.source import find_data_dir  # noqa: E402
+
+PARTS: dict[str, dict[str, Any]] = {
+    "by-subset": {"subsets": ["FD001", "FD002", "FD003", "FD004"], "scheme": "by-subset"},
+    "by-subset-3": {"subsets": ["FD001", "FD002", "FD003"], "scheme": "by-subset"},
+    "iid4": {"subsets": ["FD001"], "sites": 4},
+    "iid20": {"subsets": ["FD001"], "sites": 20},
+    "global": {"subsets": ["FD001"], "sites": 4, "one_model": True},
+}
+TIME_LIMIT = 15 * 60  # seconds, for the by-subset report of all four subsets
+
+
+def check(label: str, ok: bool) -> bool:
+    print(f"  [{'ok' if ok else 'MISSED'}] {label}")
+    return ok
+
+
+def run_part(part: str, seeds: list[int], epochs: int, out: Path) -> dict[str, Any]:
+    spec = PARTS[part]
+    recipe = default_recipe()
+    if spec.get("one_model"):
+        recipe = dataclasses.replace(recipe, ensemble=1)
+    training = dataclasses.replace(
+        default_training(), personal_epochs=0 if spec.get("one_model") else epochs
+    )
+    config = ReportConfig(
+        spec["subsets"],
+        sites=spec.get("sites", len(spec["subsets"])),
+        seeds=seeds,
+        scheme=spec.get("scheme", "iid"),
+        recipe=recipe,
+        training=training,
+    )
+    started = time.perf_counter()
+    report = Report(config, find_data_dir(), out / part, progress=False, say=print).run()
+    report["wall_seconds"] = time.perf_counter() - started
+    print(markdown_table(report))
+    return report
+
+
+def site_means(report: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per site, the mean over seeds of each candidate on its own test set."""
+    means = {}
+    for site, rows in report.get("personalisation", {}).items():
+        means[site] = {
+            key: float(np.mean([r[key] for r in rows]))
+            for key in ("alone", "global", "personal", "chosen")
+        }
+    return means
+
+
+def goals(part: str, report: dict[str, Any]) -> bool:
+    if part == "global":
+        results = report["results"]["FD001"]
+        fed = results["federated"]["mean"]["literature"]["rmse"]
+        central = results["centralised"]["mean"]["literature"]["rmse"]
+        return all(
+            [
+                check(f"one federated model: RMSE {fed:.2f} <= 11.1", fed <= 11.1),
+                check(
+                    f"within 3% of centralised {central:.2f} ({fed / central - 1:+.1%})",
+                    fed <= 1.03 * central,
+                ),
+            ]
+        )
+    means = site_means(report)
+    if not means:
+        return check("the report has a personalisation table", False)
+    chosen = float(np.mean([m["chosen"] for m in means.values()]))
+    alone = float(np.mean([m["alone"] for m in means.values()]))
+    global_ = float(np.mean([m["global"] for m in means.values()]))
+    if part.startswith("by-subset"):
+        results = [
+            check(
+                f"{site}: chosen {m['chosen']:.2f} <= alone {m['alone']:.2f} + 0.1",
+                m["chosen"] <= m["alone"] + 0.1,
+            )
+            for site, m in sorted(means.items())
+        ]
+        results.append(
+            check(
+                f"mean chosen {chosen:.2f} at least 5% below mean alone {alone:.2f} "
+                f"({chosen / alone - 1:+.1%})",
+                chosen <= 0.95 * alone,
+            )
+        )
+        if part == "by-subset" and "wall_seconds" in report:
+            seconds = report["wall_seconds"]
+            results.append(
+                check(f"report in {seconds:.0f} s < {TIME_LIMIT} s", seconds < TIME_LIMIT)
+            )
+        return all(results)
+    if part == "iid4":
+        return check(
+            f"mean chosen {chosen:.2f} <= global {global_:.2f} + 0.1", chosen <= global_ + 0.1
+        )
+    return check(f"mean chosen {chosen:.2f} <= 13.0 (global {global_:.2f})", chosen <= 13.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", nargs="+", default=list(PARTS), choices=list(PARTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--personal-epochs", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=None, help="keep the reports here")
+    parser.add_argument(
+        "--check", type=Path, default=None, help="check the reports in this folder, no training"
+    )
+    args = parser.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="personal-goals-"))
+    results = []
+    for part in args.part:
+        print(f"\n## {part}\n")
+        if args.check is not None:
+            report = json.loads((args.check / part / "report.json").read_text())
+        else:
+            report = run_part(part, args.seeds, args.personal_epochs, out)
+        results.append(goals(part, report))
+    if args.check is None:
+        print(f"\nReports in {out}")
+    sys.exit(0 if all(results) else 1)
+
+
+if __name__ == "__main__":
+    main()

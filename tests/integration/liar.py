@@ -3,8 +3,8 @@ real credential, as a hostile member of a federation would.
 
 Honest in the setup rounds; in training round ``n`` it does what ``--plan`` says:
 
-- ``poison``: sends a spoiled model (random values across the whole allowed range) and
-  says a candidate is never worse;
+- ``poison``: sends a spoiled model (random values across the whole allowed range) and,
+  when the round scores a candidate, says it is not worse;
 - ``garble``: seals zeros to ``--victim`` instead of its shares (so that the victim
   cannot unmask it, or, before complaints existed, dropped out unnamed);
 - ``unmask``: reveals a wrong share of each living neighbour's seed.

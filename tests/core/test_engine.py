@@ -303,33 +303,42 @@ def test_the_secure_sum_equals_the_plain_sum_of_the_survivors_for_any_dropout_it
     np.testing.assert_allclose(summed, expected, atol=n * STEP)
 
 
+def answered_stages(
+    parameters: RoundParameters,
+    members: dict[int, Member],
+    stages: tuple[str, ...],
+    vector: np.ndarray,
+) -> _Stages:
+    """Every member answers each of ``stages`` in turn (its input: ``vector``), each
+    message checked and kept as the coordinator would; what the round kept."""
+    store = _Stages()
+    for stage in stages:
+        for site, member in members.items():
+            work = work_for(site, stage, c.stage_part(parameters, stage, site, store))
+            body, member.states["r"] = site_step(
+                work, site, member.identity, member.states.get("r"), lambda: (vector, {})
+            )
+            checked = c.check_message(parameters, stage, site, body, store)
+            store.add(stage, c.StoredMessage(site, checked.body, checked.vector))
+    return store
+
+
 def test_a_site_refuses_to_mask_with_shares_from_fewer_neighbours_than_the_threshold():
     inputs = [np.ones(4)] * 3
     members = members_with(inputs)
     parameters = parameters_for(members, 4, secure=True)  # threshold 2 of 3
-    store = _Stages()
-
-    def answer(site: int, stage: str, part: dict) -> dict:
-        work = work_for(site, stage, part)
-        body, members[site].states["r"] = site_step(
-            work,
-            site,
-            members[site].identity,
-            members[site].states.get("r"),
-            lambda: (inputs[0], {}),
-        )
-        return body
-
-    for stage in (p.ADVERTISE_KEYS, p.SHARE_KEYS):
-        for site in (1, 2, 3):
-            body = answer(site, stage, c.stage_part(parameters, stage, site, store))
-            checked = c.check_message(parameters, stage, site, body, store)
-            store.add(stage, c.StoredMessage(site, checked.body))
+    store = answered_stages(parameters, members, (p.ADVERTISE_KEYS, p.SHARE_KEYS), inputs[0])
     part = c.stage_part(parameters, p.MASKED_INPUT, 1, store)
     part[m.SEALED] = {}  # a coordinator that withholds every share sent to site 1
 
     with pytest.raises(SecAggError, match="shares from only 0 neighbours reached this site"):
-        answer(1, p.MASKED_INPUT, part)
+        site_step(
+            work_for(1, p.MASKED_INPUT, part),
+            1,
+            members[1].identity,
+            members[1].states["r"],
+            lambda: (inputs[0], {}),
+        )
 
 
 def test_a_site_refuses_a_stage_before_the_stages_that_come_first():
@@ -409,19 +418,8 @@ def test_a_site_helps_unmask_no_sum_of_fewer_inputs_than_the_round_allows():
     with pytest.raises(RoundFailed, match="secure aggregation needs 2 and the federation 3"):
         run_stages(parameters, members, work_for, drop={p.MASKED_INPUT: {3}})
     # ... and a coordinator that says only two are must not get their shares.
-    store = _Stages()
-    for stage in (p.ADVERTISE_KEYS, p.SHARE_KEYS, p.MASKED_INPUT):
-        for site in (1, 2, 3):
-            work = work_for(site, stage, c.stage_part(parameters, stage, site, store))
-            body, members[site].states["r"] = site_step(
-                work,
-                site,
-                members[site].identity,
-                members[site].states.get("r"),
-                lambda: (inputs[0], {}),
-            )
-            checked = c.check_message(parameters, stage, site, body, store)
-            store.add(stage, c.StoredMessage(site, checked.body, checked.vector))
+    stages = (p.ADVERTISE_KEYS, p.SHARE_KEYS, p.MASKED_INPUT)
+    store = answered_stages(parameters, members, stages, inputs[0])
     part = {**c.stage_part(parameters, p.UNMASK, 1, store), m.ALIVE: [1, 2], m.DROPPED: [3]}
 
     with pytest.raises(SecAggError, match="publishes none of fewer than 3: refused"):

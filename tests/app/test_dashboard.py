@@ -17,6 +17,18 @@ def test_the_home_page_leads_to_the_federations_and_to_signing_up(client):
     assert 'href="/federations/"' in page and 'href="/accounts/signup/"' in page
 
 
+def test_only_staff_see_how_the_installation_is_wired(client, django_user_model):
+    public = client.get("/").content.decode()
+    staff = django_user_model.objects.create(username="operator", is_staff=True)
+    client.force_login(staff)
+
+    inside = client.get("/").content.decode()
+
+    for internal in ("This installation", "Database", "Broker", "C-MAPSS data"):
+        assert internal not in public
+        assert internal in inside
+
+
 def test_healthz_reports_the_database(client):
     response = client.get("/healthz")
 

@@ -338,6 +338,10 @@ def test_a_player_changes_the_maintenance_cost_and_the_profits_change(
     browser.wait(lambda: browser.find_all("#profit-table .profit"), "no profit table on /tycoon/")
     before = [cell.text for cell in browser.find_all("#profit-table .profit")]
     browser.screenshots("tycoon")
+    titles = [b.get_attribute("data-title") or "" for b in browser.find_all(".modebar-btn")]
+    assert titles and not [t for t in titles if "cloud" in t.lower() or "studio" in t.lower()], (
+        titles
+    )
 
     cost = browser.find("#id_maintenance_cost")
     if cost.get_attribute("type") == "range":

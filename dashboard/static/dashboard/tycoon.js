@@ -7,7 +7,14 @@
     corrective: "#b23a48", preventive: "#c27c0e", local: "#1f5fa8",
     federated: "#2a8a4a", centralised: "#555f6b"
   };
-  var PLOT_CONFIG = { responsive: true, displaylogo: false };
+  // Charts stay here: no button that sends them to a cloud service or an outside editor.
+  var PLOT_CONFIG = {
+    responsive: true,
+    displaylogo: false,
+    showSendToCloud: false,
+    showEditInChartStudio: false,
+    modeBarButtonsToRemove: ["sendDataToCloud", "editInChartStudio"]
+  };
 
   function money(value) {
     var sign = value < 0 ? "−$" : "$";

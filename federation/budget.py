@@ -9,6 +9,8 @@ target epsilon does not start; a site whose own cap it would pass is left out of
 
 from __future__ import annotations
 
+import math
+
 from federation.core import privacy
 from federation.core.privacy import Admission, PrivacySettings, Spend, epsilon_spent
 from federation.errors import FederationError
@@ -90,8 +92,30 @@ def record(
 
 
 def membership_set_cap(*, membership: Membership, epsilon_cap: float | None) -> None:
-    """A site owner's own limit on what the site spends in this federation."""
-    if epsilon_cap is not None and not epsilon_cap > 0:
+    """A site owner's own limit on what the site spends in this federation: a positive,
+    finite epsilon no higher than the federation's target (above it, the target binds
+    and the cap would only mislead) and no lower than what the site has spent already
+    (a limit it is past already stops nothing); or none."""
+    if epsilon_cap is None:
+        Membership.objects.filter(id=membership.id).update(epsilon_cap=None)
+        membership.refresh_from_db()
+        return
+    if not math.isfinite(epsilon_cap) or not epsilon_cap > 0:
         raise FederationError("the cap must be a positive epsilon, or empty for none", status=400)
+    settings = privacy_of(membership.federation)
+    if settings is not None and epsilon_cap > settings.epsilon:
+        raise FederationError(
+            f"the cap {epsilon_cap:g} is above the federation's own target epsilon "
+            f"{settings.epsilon:g}, which binds first: set at most {settings.epsilon:g}, or "
+            "none",
+            status=400,
+        )
+    already = spent(federation=membership.federation, site=membership.site)
+    if epsilon_cap < already:
+        raise FederationError(
+            f"the site has spent epsilon {already:.3g} in this federation already: a cap of "
+            f"{epsilon_cap:g} would stop nothing that has run; set at least {already:.3g}",
+            status=400,
+        )
     Membership.objects.filter(id=membership.id).update(epsilon_cap=epsilon_cap)
     membership.refresh_from_db()

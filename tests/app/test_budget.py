@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -110,8 +112,33 @@ def test_a_site_is_left_out_of_work_that_would_pass_its_own_cap(fleet):
 def test_a_cap_must_be_a_positive_epsilon(fleet):
     membership = Membership.objects.get(site=fleet.sites["alpha"])
 
-    with pytest.raises(FederationError, match="positive epsilon"):
-        budget.membership_set_cap(membership=membership, epsilon_cap=0.0)
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(FederationError, match="positive epsilon"):
+            budget.membership_set_cap(membership=membership, epsilon_cap=bad)
+
+
+def test_a_cap_above_the_federations_target_or_below_what_is_spent_is_refused(fleet):
+    with_privacy(fleet, epsilon=8.0)
+    membership = Membership.objects.get(site=fleet.sites["alpha"])
+    PrivacySpend.objects.create(
+        federation=fleet.federation,
+        site=fleet.sites["alpha"],
+        kind="training",
+        description="a round",
+        noise_multiplier=1.0,
+        sample_fraction=1.0,
+        delta=1e-5,
+        epsilon=2.5,
+    )
+
+    with pytest.raises(FederationError, match="above the federation's own target epsilon 8"):
+        budget.membership_set_cap(membership=membership, epsilon_cap=100.0)
+    with pytest.raises(FederationError, match="has spent epsilon 2.5 .* set at least 2.5"):
+        budget.membership_set_cap(membership=membership, epsilon_cap=1.0)
+    budget.membership_set_cap(membership=membership, epsilon_cap=4.0)
+    assert membership.epsilon_cap == 4.0
+    budget.membership_set_cap(membership=membership, epsilon_cap=None)
+    assert membership.epsilon_cap is None
 
 
 def test_differential_privacy_needs_secure_aggregation(fleet):

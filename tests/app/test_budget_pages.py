@@ -216,7 +216,7 @@ def test_the_owner_sets_the_sites_cap_and_clears_it(cast):
     client, token = csrf_client(cast)
 
     capped = client.post(
-        cap_url(cast), {"epsilon_cap": "2.5", "csrfmiddlewaretoken": token}, follow=True
+        cap_url(cast), {"epsilon_cap": "3", "csrfmiddlewaretoken": token}, follow=True
     )
     cast.membership.refresh_from_db()
     cap = cast.membership.epsilon_cap
@@ -225,18 +225,30 @@ def test_the_owner_sets_the_sites_cap_and_clears_it(cast):
     )
 
     page = unescape(capped.content.decode())
-    assert cap == 2.5
+    assert cap == 3.0
     assert (
-        "The cap of north-hangar in fd001-fleet is epsilon 2.5: work that would take "
+        "The cap of north-hangar in fd001-fleet is epsilon 3: work that would take "
         "the site past it leaves it out." in page
     )
-    assert "epsilon 2.6 of 2.5 spent, none left before the site's cap" in page
-    assert 'max="2.5" value="2.5"' in page  # the bar stops at its end
+    assert "epsilon 2.6 of 3 spent" in page
     assert "Remove the cap" in page
     cast.membership.refresh_from_db()
     assert cast.membership.epsilon_cap is None
     assert "No cap of its own for north-hangar in fd001-fleet" in unescape(cleared.content.decode())
     assert "Remove the cap" not in cleared.content.decode()
+
+
+def test_a_cap_below_what_the_site_spent_is_refused_with_the_reason(cast):
+    with_ledger(cast)
+    client, token = csrf_client(cast)
+
+    refused = client.post(
+        cap_url(cast), {"epsilon_cap": "2.5", "csrfmiddlewaretoken": token}, follow=True
+    )
+
+    cast.membership.refresh_from_db()
+    assert cast.membership.epsilon_cap is None
+    assert "would stop nothing that has run; set at least 2.6" in unescape(refused.content.decode())
 
 
 def test_a_cap_without_the_csrf_token_is_refused(cast):

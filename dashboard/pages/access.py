@@ -5,9 +5,13 @@ admin and the owners of its member sites (403 for others)."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest
-from django.shortcuts import get_object_or_404
+from django.http import HttpRequest, HttpResponseBase, HttpResponseNotAllowed
+from django.shortcuts import get_object_or_404, redirect
 
 from federation.models import Federation, Membership, Site
 from federation.selectors.federations import is_insider
@@ -40,3 +44,26 @@ def memberships(federation: Federation, statuses: list[str]) -> list[Membership]
         .filter(status__in=statuses)
         .order_by("requested_at")
     )
+
+
+View = Callable[..., HttpResponseBase]
+
+
+def post_only(page: str, *keys: str) -> Callable[[View], View]:
+    """An action's view that acts on POST only. A GET (a reload after the action, a link
+    followed, a bookmark) goes to the page the action belongs to, ``page`` with the
+    view's arguments ``keys``, instead of the browser's bare 405 page; other methods get
+    a 405 that names POST."""
+
+    def wrap(view: View) -> View:
+        @functools.wraps(view)
+        def inner(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            if request.method == "POST":
+                return view(request, *args, **kwargs)
+            if request.method in ("GET", "HEAD"):
+                return redirect(page, **{key: kwargs[key] for key in keys})
+            return HttpResponseNotAllowed(["POST"])
+
+        return inner
+
+    return wrap

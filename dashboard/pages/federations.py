@@ -15,9 +15,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.cache import get_conditional_response, patch_cache_control
-from django.views.decorators.http import require_POST
 
-from dashboard.pages.access import administered, memberships
+from dashboard.pages.access import administered, memberships, post_only
 from dashboard.progress import federation_page
 from federation.errors import FederationError
 from federation.models import Federation, Membership, ModelVersion
@@ -96,7 +95,7 @@ def federation_progress(request: HttpRequest, federation_id: int) -> HttpRespons
 
 
 @login_required
-@require_POST
+@post_only("pages:federation", "federation_id")
 def federation_start(request: HttpRequest, federation_id: int) -> HttpResponse:
     federation = administered(request, federation_id)
     try:
@@ -109,7 +108,7 @@ def federation_start(request: HttpRequest, federation_id: int) -> HttpResponse:
 
 
 @login_required
-@require_POST
+@post_only("pages:federation", "federation_id")
 def membership_approve(
     request: HttpRequest, federation_id: int, membership_id: int
 ) -> HttpResponse:
@@ -131,7 +130,7 @@ def membership_approve(
 
 
 @login_required
-@require_POST
+@post_only("pages:federation", "federation_id")
 def membership_suspend(
     request: HttpRequest, federation_id: int, membership_id: int
 ) -> HttpResponse:

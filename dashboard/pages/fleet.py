@@ -11,11 +11,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
-from django.views.decorators.http import require_POST
 
 from dashboard import figures
 from dashboard.forms import QueryForm
-from dashboard.pages.access import administered, insider_federation
+from dashboard.pages.access import administered, insider_federation, post_only
 from federation.errors import FederationError
 from federation.models import AnalyticsQuery, Federation
 from federation.selectors import federations as federation_reads
@@ -56,7 +55,7 @@ def fleet_health(request: HttpRequest, federation_id: int) -> HttpResponse:
 
 
 @login_required
-@require_POST
+@post_only("pages:fleet", "federation_id")
 def query_new(request: HttpRequest, federation_id: int) -> HttpResponse:
     """Ask the sites a new analytics query (the admin only); a refusal stays on the form."""
     federation = administered(request, federation_id)

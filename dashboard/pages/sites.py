@@ -11,10 +11,9 @@ from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.cache import add_never_cache_headers
-from django.views.decorators.http import require_POST
 
 from dashboard.forms import CapForm, JoinForm, ParticipationForm, SiteForm
-from dashboard.pages.access import owned_site
+from dashboard.pages.access import owned_site, post_only
 from dashboard.progress import LEDGER_COLUMNS, site_budget_summary
 from federation import budget
 from federation.errors import FederationError
@@ -99,7 +98,7 @@ def site_detail(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @login_required
-@require_POST
+@post_only("pages:site", "name")
 def site_join(request: HttpRequest, name: str) -> HttpResponse:
     site = owned_site(request, name)
     form = JoinForm(request.POST, site=site)
@@ -113,7 +112,7 @@ def site_join(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @login_required
-@require_POST
+@post_only("pages:site", "name")
 def site_participation(request: HttpRequest, name: str) -> HttpResponse:
     site = owned_site(request, name)
     form = ParticipationForm(request.POST)
@@ -126,7 +125,7 @@ def site_participation(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @login_required
-@require_POST
+@post_only("pages:site", "name")
 def membership_leave(request: HttpRequest, name: str, membership_id: int) -> HttpResponse:
     site = owned_site(request, name)
     membership = get_object_or_404(
@@ -140,7 +139,7 @@ def membership_leave(request: HttpRequest, name: str, membership_id: int) -> Htt
 
 
 @login_required
-@require_POST
+@post_only("pages:site", "name")
 def membership_cap(request: HttpRequest, name: str, membership_id: int) -> HttpResponse:
     """Set or clear the site's own epsilon cap in a federation with DP (404 for others)."""
     site = owned_site(request, name)
@@ -175,7 +174,7 @@ def _cap_message(membership: Membership) -> str:
 
 
 @login_required
-@require_POST
+@post_only("pages:site", "name")
 def site_credential(request: HttpRequest, name: str) -> HttpResponse:
     site = owned_site(request, name)
     replaced = bool(site.credential_hash)

@@ -105,13 +105,24 @@ def test_each_page_answers_each_actor_as_the_matrix_says(
         assert response.status_code == expected
 
 
-@pytest.mark.parametrize("page", ["start", "approve", "suspend", "join", "pause", "leave"])
-def test_actions_refuse_get_so_a_link_cannot_trigger_them(client, cast, page):
-    client.force_login(cast.admin if page in {"start", "approve", "suspend"} else cast.owner)
+@pytest.mark.parametrize(
+    "page", ["start", "approve", "suspend", "join", "pause", "leave", "credential"]
+)
+def test_a_get_on_an_action_goes_to_its_page_and_triggers_nothing(client, cast, page):
+    admin_action = page in {"start", "approve", "suspend"}
+    client.force_login(cast.admin if admin_action else cast.owner)
 
     response = client.get(PAGES[page](cast))
+    put = client.put(PAGES[page](cast))
 
-    assert response.status_code == 405
+    assert response.status_code == 302
+    assert response["Location"] == PAGES["federation" if admin_action else "site"](cast)
+    assert put.status_code == 405 and put["Allow"] == "POST"
+    cast.membership.refresh_from_db()
+    cast.federation.refresh_from_db()
+    cast.site.refresh_from_db()
+    assert (cast.membership.status, cast.federation.status) == ("requested", "draft")
+    assert cast.site.status == "active" and not cast.site.credential_hash
 
 
 def test_another_owner_cannot_leave_a_membership_through_their_own_site(client, cast):

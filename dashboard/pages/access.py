@@ -12,6 +12,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseBase, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect
+from django.template.loader import render_to_string
 
 from federation.models import Federation, Membership, Site
 from federation.selectors.federations import is_insider
@@ -62,7 +63,10 @@ def post_only(page: str, *keys: str) -> Callable[[View], View]:
                 return view(request, *args, **kwargs)
             if request.method in ("GET", "HEAD"):
                 return redirect(page, **{key: kwargs[key] for key in keys})
-            return HttpResponseNotAllowed(["POST"])
+            refused = HttpResponseNotAllowed(
+                ["POST"], render_to_string("405.html", request=request)
+            )
+            return refused
 
         return inner
 

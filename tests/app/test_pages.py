@@ -125,6 +125,33 @@ def test_a_get_on_an_action_goes_to_its_page_and_triggers_nothing(client, cast, 
     assert cast.site.status == "active" and not cast.site.credential_hash
 
 
+def test_errors_are_pages_of_the_app_that_say_why_and_lead_back(client, cast):
+    missing = client.get("/federations/999999/")
+    client.force_login(cast.owner)  # not the federation's admin
+    forbidden = client.post(PAGES["start"](cast))
+    refused = client.put(PAGES["start"](cast))
+    api = client.get("/api/v1/nothing-here")
+
+    assert missing.status_code == 404
+    assert "This page is not here" in missing.content.decode()
+    assert "only the federation&#x27;s admin can do this" in forbidden.content.decode().lower()
+    assert forbidden.status_code == 403
+    assert refused.status_code == 405 and "takes a form's submission only" in (
+        refused.content.decode()
+    )
+    for page in (missing, forbidden, refused):
+        assert 'href="/federations/"' in page.content.decode()  # a way back
+    assert api.status_code == 404 and api["Content-Type"].startswith("application/json")
+
+
+def test_the_server_error_page_stands_alone():
+    from django.template.loader import render_to_string
+
+    page = render_to_string("500.html")
+
+    assert "Something went wrong on our side" in page and 'href="/"' in page
+
+
 def test_another_owner_cannot_leave_a_membership_through_their_own_site(client, cast):
     url = reverse("pages:membership-leave", args=[cast.other_site.name, cast.membership.id])
     client.force_login(cast.outsider)

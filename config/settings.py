@@ -115,7 +115,7 @@ ROOT_URLCONF = "config.api_urls" if SERVE == "api" else "config.urls"
 # address the owner's browser used).
 SITE_API_URL = env_url("SITE_API_URL", None, {"http", "https"})
 LOGIN_URL = "/accounts/login/"
-LOGIN_REDIRECT_URL = "/sites/"
+LOGIN_REDIRECT_URL = "/accounts/landing/"  # each role where its work is
 LOGOUT_REDIRECT_URL = "/"
 WSGI_APPLICATION = "config.wsgi.application"
 

@@ -5,6 +5,7 @@ from dashboard.pages import accounts, federations, fleet, sites
 app_name = "pages"
 urlpatterns = [
     path("accounts/signup/", accounts.signup, name="signup"),
+    path("accounts/landing/", accounts.landing, name="landing"),
     path("federations/", federations.federation_list, name="federations"),
     path("federations/<int:federation_id>/", federations.federation_detail, name="federation"),
     path(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -28,6 +29,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import Q
 
+from federation.core.private_files import write_private
 from federation.models import Federation, ModelVersion, Site
 from federation.selectors.federations import round_timing
 from federation.services import federations, sites
@@ -40,6 +42,22 @@ from worker.tasks import coordinator_health
 
 MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
 DEMO_FEDERATION = "Demo FD001 fleet"
+DEMO_ADMIN = "demo-admin"
+# The demo admin's password, generated once and kept for local use (mode 0600).
+ADMIN_PASSWORD_FILE = "demo-admin-password"
+
+
+def demo_admin_password() -> tuple[str, Path]:
+    """The demo admin's password and the file it is kept in (``var/``): generated on
+    first use, the same for later demos on this machine."""
+    path = Path(settings.VAR_DIR) / ADMIN_PASSWORD_FILE
+    if path.is_file():
+        return path.read_text().strip(), path
+    password = secrets.token_urlsafe(12)
+    write_private(path, password.encode())
+    return password, path
+
+
 GUNICORN_THREADS = 16
 
 
@@ -324,7 +342,9 @@ def setup_federation(
     User = get_user_model()
     Federation.objects.filter(name=DEMO_FEDERATION).delete()
     Site.objects.filter(name__in=list(site_dirs)).delete()
-    admin, _ = User.objects.get_or_create(username="demo-admin")
+    admin, _ = User.objects.get_or_create(username=DEMO_ADMIN)
+    admin.set_password(demo_admin_password()[0])  # the admin signs in to approve requests
+    admin.save(update_fields=["password"])
     federation = federations.federation_create(
         name=DEMO_FEDERATION,
         admin=admin,

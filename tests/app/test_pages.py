@@ -543,12 +543,26 @@ def test_a_paused_site_can_resume(client, cast):
 
 
 def test_logging_in_lands_on_my_sites_and_logging_out_on_the_home_page(client, cast):
-    logged_in = client.post(reverse("login"), {"username": "olga", "password": PASSWORD})
+    logged_in = client.post(
+        reverse("login"), {"username": "olga", "password": PASSWORD}, follow=True
+    )
     logged_out = client.post(reverse("logout"))
 
-    assert logged_in["Location"] == "/sites/"
+    assert logged_in.redirect_chain[-1][0] == "/sites/"
     assert logged_out["Location"] == "/"
     assert client.get(reverse("pages:my-sites")).status_code == 302
+
+
+def test_an_admin_lands_on_the_federation_with_requests_waiting(client, cast):
+    quiet = Federation.objects.create(name="newer-but-quiet", admin=cast.admin)
+
+    logged_in = client.post(
+        reverse("login"), {"username": cast.admin.username, "password": PASSWORD}, follow=True
+    )
+
+    assert quiet.id > cast.federation.id  # the newer one has no request waiting
+    assert logged_in.redirect_chain[-1][0] == f"/federations/{cast.federation.id}/"
+    assert "Approve north-hangar" in logged_in.content.decode()
 
 
 def test_wrong_passwords_pause_an_address_before_any_more_are_tried(client, cast, settings):
@@ -566,7 +580,7 @@ def test_wrong_passwords_pause_an_address_before_any_more_are_tried(client, cast
     assert "Try again in 15 minutes" in right.content.decode()
     other = Client(REMOTE_ADDR="203.0.113.9")  # another address is not paused
     assert other.post(reverse("login"), {"username": "olga", "password": PASSWORD})["Location"] == (
-        "/sites/"
+        "/accounts/landing/"
     )
 
 

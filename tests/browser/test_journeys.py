@@ -158,11 +158,12 @@ def test_a_visitor_follows_a_running_federation_without_reloading(browser: Brows
     assert browser.find("#round-progress").get_attribute("value") == "2"
 
 
-def log_in(browser: Browser, username: str) -> None:
+def log_in(browser: Browser, username: str, lands_on: str = "My sites") -> None:
+    """Sign in; an owner lands on their sites, an admin on their federation."""
     browser.open("/accounts/login/")
     browser.fill({"Username:": username, "Password:": PASSWORD})
     browser.click_button("Log in")
-    browser.wait_for_text("h1", "My sites")
+    browser.wait_for_text("h1", lands_on)
 
 
 def test_an_owner_sees_the_worker_its_data_and_what_it_sent(browser: Browser):
@@ -286,8 +287,8 @@ def test_an_owner_joins_a_federation_and_sees_the_credential_once(browser: Brows
     browser.driver.find_element(By.LINK_TEXT, "Log in").click()
     browser.fill({"Username:": "ada", "Password:": PASSWORD})
     browser.click_button("Log in")
-    browser.wait_for_text("h1", "My sites")
-    browser.open(f"/federations/{federation.id}/")
+    # The admin lands on the federation with the request waiting for approval.
+    browser.wait_for_text("h1", federation.name)
     browser.screenshots("federation-admin")
     browser.driver.find_element(By.CSS_SELECTOR, "[aria-label='Approve east-hangar']").click()
     browser.wait_for_text(".messages", "east-hangar is approved")
@@ -375,9 +376,8 @@ def test_the_admin_reads_the_fleets_health_and_a_query_finishes_by_itself(browse
     running = AnalyticsQuery.objects.create(
         federation=federation, requested_by=admin, query=QUERY.to_dict()
     )
-    log_in(browser, "ada")
+    log_in(browser, "ada", lands_on=federation.name)  # the federation ada runs
 
-    browser.open(f"/federations/{federation.id}/")
     browser.driver.find_element(By.LINK_TEXT, "Fleet health").click()
     browser.wait(lambda: browser.find_all("#normalisation-chart svg.main-svg"), "no chart drawn")
     browser.wait(lambda: browser.find_all("article.query svg.main-svg"), "no histogram drawn")

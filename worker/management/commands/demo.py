@@ -15,7 +15,15 @@ from federation.models import Federation
 from federation.services.federations import federation_start
 from turbofan.data.files import DataFileError
 from turbofan.data.source import DataSourceError
-from worker.demo import Demo, DemoConfig, DemoError, prepare_sites, setup_federation
+from worker.demo import (
+    DEMO_ADMIN,
+    Demo,
+    DemoConfig,
+    DemoError,
+    demo_admin_password,
+    prepare_sites,
+    setup_federation,
+)
 
 
 class Command(BaseCommand):
@@ -90,6 +98,11 @@ class Command(BaseCommand):
             )
             demo.wait_until_ready(federation)
             say(self.style.SUCCESS(f"The federation is up at {config.url}"))
+            password, kept = demo_admin_password()
+            say(
+                f"Sign in at {config.url}accounts/login/ as {DEMO_ADMIN} with password "
+                f"{password} (kept in {kept}) to approve sites that ask to join"
+            )
             federation_start(federation=federation)
             say(
                 f"Running {config.rounds} rounds of '{federation.name}': {federation.privacy_label}"

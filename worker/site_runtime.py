@@ -112,20 +112,23 @@ class SiteRuntime:
     def _log(
         self, method: str, path: str, body: dict[str, Any] | None, data: bytes | None, status: int
     ) -> None:
-        private_folder(self.state_dir)
-        entry = {
-            "at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "method": method,
-            "path": path,
-            "status": status,
-            "bytes": len(data or b""),
-            "keys": sorted(body) if body else [],
-            "summary": {
+        self._outbox(
+            method=method,
+            path=path,
+            status=status,
+            bytes=len(data or b""),
+            keys=sorted(body) if body else [],
+            summary={
                 k: v for k, v in (body or {}).items() if k in ("examples", "metrics", "stage")
             },
-        }
+        )
+
+    def _outbox(self, **entry: Any) -> None:
+        """One timestamped line of the site's outbox, in its private state folder."""
+        private_folder(self.state_dir)
+        line = {"at": datetime.now(UTC).isoformat(timespec="seconds"), **entry}
         with (self.state_dir / OUTBOX).open("a") as handle:
-            handle.write(json.dumps(entry) + "\n")
+            handle.write(json.dumps(line) + "\n")
 
     def _keep_choice(self, task: dict[str, Any], where: str) -> None:
         """After a personalisation round's input: the model this site chose, kept as
@@ -157,19 +160,15 @@ class SiteRuntime:
 
     def _note_refusal(self, work: dict[str, Any], error: Exception) -> None:
         """A line in the outbox for work this site refused: nothing was sent, and why."""
-        private_folder(self.state_dir)
-        entry = {
-            "at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "method": "-",
-            "path": f"/api/v1/contributions/{work.get('contribution')}",
-            "status": 0,
-            "bytes": 0,
-            "keys": [],
-            "summary": {},
-            "refused": str(error)[:500],
-        }
-        with (self.state_dir / OUTBOX).open("a") as handle:
-            handle.write(json.dumps(entry) + "\n")
+        self._outbox(
+            method="-",
+            path=f"/api/v1/contributions/{work.get('contribution')}",
+            status=0,
+            bytes=0,
+            keys=[],
+            summary={},
+            refused=str(error)[:500],
+        )
 
     def register_identity(self) -> str:
         """Send the coordinator the public half of this site's identity (made on first use)."""

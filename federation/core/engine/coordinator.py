@@ -231,7 +231,12 @@ def _revealed(parameters: RoundParameters, message: dict[str, Any], store: Messa
     assert parameters.secure is not None
     round_id = parameters.round_id
     holder = message[p.SITE]
-    _, shared = _server_view(parameters, store)
+    # Only the commitments made to this holder are needed: read those, not every share.
+    shared = {
+        s.site: {p.COMMITMENTS: {holder: m.unb64(s.body[p.COMMITMENTS][str(holder)])}}
+        for s in store.messages(p.SHARE_KEYS)
+        if str(holder) in s.body[p.COMMITMENTS]
+    }
     faults: dict[int, str] = {}
     for key, kind in ((p.SEED_SHARES, p.SEED), (p.KEY_SHARES, p.KEY)):
         for owner, share in list(message[key].items()):

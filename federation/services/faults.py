@@ -64,7 +64,3 @@ def faults_record(*, round_: Round, stage: str, faults: dict[int, str], exclude:
                 site_id,
                 rounds,
             )
-
-
-def round_has_faults(round_: Round) -> bool:
-    return Fault.objects.filter(round=round_).exists()

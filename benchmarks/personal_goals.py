@@ -1,7 +1,7 @@
 """Personalisation against its goals: does every site gain by joining?
 
     python benchmarks/personal_goals.py [--part by-subset by-subset-3 iid4 iid20 global]
-        [--seeds 0 1 2] [--personal-epochs 5] [--out DIR] [--check DIR]
+        [--seeds 0 1 2] [--personal-epochs 5] [--private-head] [--out DIR] [--check DIR]
 
 by-subset:   one site per subset, FD001-FD004 (4 sites); the whole report in < 15 min
 by-subset-3: FD001 + FD002 + FD003 (3 sites)
@@ -53,13 +53,17 @@ def check(label: str, ok: bool) -> bool:
     return ok
 
 
-def run_part(part: str, seeds: list[int], epochs: int, out: Path) -> dict[str, Any]:
+def run_part(
+    part: str, seeds: list[int], epochs: int, out: Path, private_head: bool = False
+) -> dict[str, Any]:
     spec = PARTS[part]
     recipe = default_recipe()
     if spec.get("one_model"):
         recipe = dataclasses.replace(recipe, ensemble=1)
     training = dataclasses.replace(
-        default_training(), personal_epochs=0 if spec.get("one_model") else epochs
+        default_training(),
+        personal_epochs=0 if spec.get("one_model") else epochs,
+        private_head=private_head and not spec.get("one_model"),
     )
     config = ReportConfig(
         spec["subsets"],
@@ -82,7 +86,7 @@ def site_means(report: dict[str, Any]) -> dict[str, dict[str, float]]:
     for site, rows in report.get("personalisation", {}).items():
         means[site] = {
             key: float(np.mean([r[key] for r in rows]))
-            for key in ("alone", "global", "personal", "chosen")
+            for key in ("alone", "global", "personal", "mixture", "chosen")
         }
     return means
 
@@ -140,6 +144,9 @@ def main() -> None:
     parser.add_argument("--part", nargs="+", default=list(PARTS), choices=list(PARTS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--personal-epochs", type=int, default=5)
+    parser.add_argument(
+        "--private-head", action="store_true", help="FedPer: the sites keep the output layer"
+    )
     parser.add_argument("--out", type=Path, default=None, help="keep the reports here")
     parser.add_argument(
         "--check", type=Path, default=None, help="check the reports in this folder, no training"
@@ -152,7 +159,7 @@ def main() -> None:
         if args.check is not None:
             report = json.loads((args.check / part / "report.json").read_text())
         else:
-            report = run_part(part, args.seeds, args.personal_epochs, out)
+            report = run_part(part, args.seeds, args.personal_epochs, out, args.private_head)
         results.append(goals(part, report))
     if args.check is None:
         print(f"\nReports in {out}")

@@ -70,7 +70,7 @@ class SiteRuntime:
     def data(self) -> SiteData:
         """The site's rows (read once), with what the rounds derive from them."""
         if self._data is None:
-            self._data = SiteData(training_rows(self.data_dir))
+            self._data = SiteData(training_rows(self.data_dir), private_dir=self.state_dir)
         return self._data
 
     def request(

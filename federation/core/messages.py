@@ -45,6 +45,9 @@ KEY_ACCEPTED = "accepted_weights"  # with a candidate: the last accepted model, 
 KEY_MODEL_VERSION = "model_version"
 KEY_PERSONAL = "personal"  # personalisation: how each site adapts the model and trains alone
 KEY_LOCAL = "local"  # the TrainConfig of this round's local training
+# With a private head (FedPer): how many final tensors each site keeps to itself, and
+# which line of models they belong to (a simulation's ensemble member).
+KEY_PRIVATE_HEAD = "private_head"
 KEY_PROXIMAL_MU = "proximal_mu"
 KEY_VAL_FRACTION = "val_fraction"
 KEY_SPLIT_SEED = "split_seed"  # seeds the split of a site's engines into training and validation

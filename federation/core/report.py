@@ -1,9 +1,10 @@
 """The accuracy report: centralised vs each site alone vs federated vs a baseline.
 
 For each subset (and seed) it trains the four setups of the federated-learning
-literature on the same engines and scores them on the subset's test set, both
-the literature's way (true RUL capped at 125) and strictly (as given). With a
-:class:`PrivacyPlan` it also trains, per target epsilon, the federated setup under
+literature on the same engines (the federated one also as its first ensemble
+member alone: the one model a live federation trains) and scores them on the subset's
+test set, both the literature's way (true RUL capped at 125) and strictly (as given).
+With a :class:`PrivacyPlan` it also trains, per target epsilon, the federated setup under
 site-level differential privacy (``federated-dp-eps<epsilon>``).
 """
 
@@ -32,7 +33,7 @@ from turbofan.metrics import evaluate
 from turbofan.models.artefact import RulModel
 from turbofan.models.fit import NetworkRecipe, fit_baseline_model, fit_network_model
 
-SETUPS = ("centralised", "local", "federated", "baseline")
+SETUPS = ("centralised", "local", "federated", "federated-one", "baseline")
 SCHEMES = ("iid", "by-subset")
 DP_SETUP = "federated-dp-eps"  # + the target epsilon, e.g. federated-dp-eps8
 
@@ -208,13 +209,28 @@ class Report:
             )
         site_frames = {name: frame for name, (frame, _, _) in sites.items()}
         site_tests = {name: own for name, (_, _, own) in sites.items()}
+        federated: list[RulModel] = []
+
+        def train_federated() -> RulModel:
+            federated.append(self._federated(site_frames, template, seed, site_tests=site_tests))
+            return federated[0]
+
         self._step(
             f"{title}: federated over {len(sites)} sites",
             seed_index,
             "federated",
             tests,
-            lambda: self._federated(site_frames, template, seed, site_tests=site_tests),
+            train_federated,
         )
+        if federated and len(federated[0].members) > 1:
+            # The ensemble's first member alone: the one model a live federation trains.
+            self._step(
+                f"{title}: federated, one model",
+                seed_index,
+                "federated-one",
+                tests,
+                lambda: RulModel(**{**federated[0].__dict__, "members": federated[0].members[:1]}),
+            )
         for setup, settings in self.private.items():
             self._step(
                 f"{title}: federated over {len(sites)} sites, DP epsilon {settings.epsilon:g} "
@@ -279,8 +295,8 @@ class Report:
         for name, chosen in choices.items():
             for subset, test in site_tests[name].items():
                 row: dict[str, Any] = {"seed": seed, "subset": subset, "choice": chosen.choice}
-                for candidate, weights in chosen.candidates.items():
-                    model = RulModel(**{**federated.__dict__, "members": [weights], "meta": {}})
+                for candidate, members in chosen.candidates.items():
+                    model = RulModel(**{**federated.__dict__, "members": members, "meta": {}})
                     predicted = model.predict_frame(test.frame)["predicted_rul"].to_numpy()
                     scores = evaluate(predicted, test.rul, cap=model.pipeline.rul_cap or 125)
                     row[candidate] = scores["literature"]["rmse"]
@@ -289,7 +305,8 @@ class Report:
                 self.personal.setdefault(name, []).append(row)
                 self.say(
                     f"[personalised] {name} on {subset}: alone {row['alone']:.2f}, global "
-                    f"{row['global']:.2f}, personal {row['personal']:.2f}: chose "
+                    f"{row['global']:.2f}, personal {row['personal']:.2f}, mixture "
+                    f"{row['mixture']:.2f}: chose "
                     f"{chosen.choice} ({row['chosen']:.2f})"
                 )
 
@@ -305,6 +322,11 @@ class Report:
         started = time.perf_counter()
         model = train()
         seconds = time.perf_counter() - started
+        if model.meta.get("private_head"):
+            # FedPer: the federation's model is a body without a usable head; each site's
+            # model (the body with its own head) is scored in the personalisation table.
+            self.say(f"[{title}] private heads: the sites' models are scored per site")
+            return
         for subset, test in tests.items():
             predictions = model.predict_frame(test.frame)
             scores = evaluate(
@@ -384,11 +406,12 @@ def markdown_table(report: dict[str, Any]) -> str:
         "centralised": "centralised",
         "local": "each site alone (mean)",
         "federated": "federated",
+        "federated-one": "federated, one model (what a live federation trains)",
         "baseline": "gradient boosting (centralised)",
     }
     private: list[str] = []
     for subset, rows in report["results"].items():
-        for setup in [*SETUPS[:3], *_private_setups(rows), *SETUPS[3:]]:
+        for setup in [*SETUPS[:4], *_private_setups(rows), *SETUPS[4:]]:
             if setup not in rows:
                 continue
             if setup.startswith(DP_SETUP):
@@ -425,14 +448,15 @@ def markdown_table(report: dict[str, Any]) -> str:
 def personal_table(personal: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Per site, on its own test set (means over seeds): its model alone (trained in the
     personalisation round, as many epochs as the federation trained), the federation's
-    model, its fine-tuned copy, and the one it chose on its validation engines."""
+    model, its fine-tuned copy, the mixture of that copy and its model alone, and the one
+    it chose on its validation engines."""
     lines = [
         "Personalisation: each site on its own test set (literature RMSE, means over "
         "seeds). 'alone' trained as many epochs as the federation; the site chose on its "
         "validation engines, never on test scores.",
         "",
-        "| site | subset | alone | global | personalised | chosen | choices |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| site | subset | alone | global | personalised | mixture | chosen | choices |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for site, rows in sorted(personal.items()):
         for subset in sorted({r["subset"] for r in rows}):
@@ -441,7 +465,8 @@ def personal_table(personal: dict[str, list[dict[str, Any]]]) -> list[str]:
             picked = ", ".join(r["choice"] for r in runs)
             lines.append(
                 f"| {site} | {subset} | {means['alone']:.2f} | {means['global']:.2f} | "
-                f"{means['personal']:.2f} | {means['chosen']:.2f} | {picked} |"
+                f"{means['personal']:.2f} | {means['mixture']:.2f} | {means['chosen']:.2f} | "
+                f"{picked} |"
             )
     return lines
 

@@ -36,6 +36,7 @@ def federation_create(
     strategy_settings: dict[str, Any] | None = None,
     model_spec: dict[str, Any] | None = None,
     personal_epochs: int = 0,
+    private_head: bool = False,
 ) -> Federation:
     """A new federation, run by ``admin``, with the tuned model recipe by default.
 
@@ -43,7 +44,10 @@ def federation_create(
     update. Differential privacy (``privacy``) needs secure aggregation.
     ``personal_epochs`` > 0: after the last round each site adapts the final model for up
     to that many epochs and keeps the best of it, the federation's model and its model
-    trained alone (see ``FederatedTraining.personal_epochs``).
+    trained alone (see ``FederatedTraining.personal_epochs``). ``private_head``: each site
+    keeps the network's output layer to itself (FedPer, see
+    ``FederatedTraining.private_head``); it needs personalisation, where each site keeps
+    its own model.
     """
     if not 0 <= personal_epochs <= MAX_PERSONAL_EPOCHS:
         raise FederationError(
@@ -55,11 +59,21 @@ def federation_create(
             "differential privacy stay out of every round: drop one of the two",
             status=400,
         )
+    if private_head and not personal_epochs:
+        raise FederationError(
+            "a private head makes each site's model its own: it needs personalisation "
+            "epochs, the round in which each site keeps its model",
+            status=400,
+        )
     spec = model_spec if model_spec is not None else default_model_spec()
     if personal_epochs:
         spec = {
             **spec,
-            "training": {**spec.get("training", {}), "personal_epochs": personal_epochs},
+            "training": {
+                **spec.get("training", {}),
+                "personal_epochs": personal_epochs,
+                **({"private_head": True} if private_head else {}),
+            },
         }
     if privacy is not None and not secure:
         raise FederationError(

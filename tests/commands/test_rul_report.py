@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from federation.core.engine.training import CHOICES
 from tests.helpers import manage
 
 
@@ -142,8 +143,9 @@ def test_privacy_settings_that_cannot_work_are_refused_before_training(tmp_path,
     assert not (tmp_path / "report.json").exists()
 
 
+@pytest.mark.parametrize("private_head", [False, True], ids=["fine-tuned", "private-head"])
 def test_with_personalisation_the_report_has_a_row_per_site_on_its_own_test_set(
-    tmp_path, cmapss_dir
+    tmp_path, cmapss_dir, private_head
 ):
     result = manage(
         "rul_report",
@@ -157,6 +159,7 @@ def test_with_personalisation_the_report_has_a_row_per_site_on_its_own_test_set(
         "--no-progress",
         "--personal-epochs",
         "1",
+        *(["--private-head"] if private_head else []),
         timeout=600,
     )
 
@@ -165,14 +168,22 @@ def test_with_personalisation_the_report_has_a_row_per_site_on_its_own_test_set(
     personal = report["personalisation"]
     assert sorted(personal) == ["site-1", "site-2", "site-3"]
     for (row,) in personal.values():
-        assert row["subset"] == "FD001" and row["choice"] in ("alone", "global", "personal")
+        assert row["subset"] == "FD001" and row["choice"] in CHOICES
         assert row["chosen"] == row[row["choice"]]
-        assert row[f"{row['choice']}_val"] == min(
-            row[f"{c}_val"] for c in ("alone", "global", "personal")
-        )
+        assert row[f"{row['choice']}_val"] == min(row[f"{c}_val"] for c in CHOICES)
     table = (tmp_path / "report.md").read_text()
-    assert "| site | subset | alone | global | personalised | chosen | choices |" in table
+    assert "| site | subset | alone | global | personalised | mixture | chosen | choices |" in table
     assert "| site-1 | FD001 |" in table
+    # With private heads the federation's model is a body without a head of its own: only
+    # the sites' models (each with its head) are scored.
+    assert ("federated" in report["results"]["FD001"]) is not private_head
+
+
+def test_a_private_head_without_personalisation_is_refused(tmp_path):
+    result = manage("rul_report", "--out", str(tmp_path), "--private-head")
+
+    assert result.returncode == 1
+    assert "--private-head needs --personal-epochs" in result.stderr
 
 
 def test_personalisation_and_dp_are_refused_together(tmp_path):

@@ -8,10 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from federation.core import messages as m
+from federation.core.engine import simulation as simulation_module
 from federation.core.engine.simulation import Simulation, run_simulation
 from federation.core.engine.training import (
     CHOICES,
     FederatedTraining,
+    flatten,
+    head_of,
     initial_weights,
     local_update,
     personalise_locally,
@@ -259,6 +263,58 @@ def test_with_personalisation_each_site_chooses_and_the_sum_counts_the_choices(t
         assert choice.val_rmse[choice.choice] == min(choice.val_rmse.values())
     kinds = [entry.kind for entry in result.log]
     assert kinds[-3 * 4 :] == ["personalise"] * 12  # four stages of three sites, last
+
+
+def test_a_private_head_never_enters_what_a_site_sends(train, monkeypatch):
+    """FedPer: every training input carries back the head the site was given (times its
+    weight), never the one it trained; the federation's head never moves, and each site's
+    chosen model uses its own."""
+    sites = {f"site-{k}": train[train["unit"].between(10 * k - 9, 10 * k)] for k in (1, 2, 3)}
+    inputs: list[tuple[dict, np.ndarray, float]] = []
+    real_input = simulation_module.site_input
+
+    def recording(work, data, parameters, rng=None):
+        vector, beside = real_input(work, data, parameters, rng)
+        if work[m.KEY_KIND] == "train":
+            site = work[m.KEY_PROTOCOL][m.SITE]
+            inputs.append((work, vector, parameters.weight_of((site,))))
+        return vector, beside
+
+    monkeypatch.setattr(simulation_module, "site_input", recording)
+    config = FederatedTraining(
+        rounds=3,
+        local_epochs=1,
+        lr=5e-3,
+        lr_final=5e-3,
+        patience=0,
+        personal_epochs=1,
+        private_head=True,
+    )
+    recipe = NetworkRecipe(net_options=SMALL_NET)
+
+    result = run_simulation(sites, FeaturePipeline.for_subset("FD001"), recipe, config)
+
+    given_heads = []
+    for work, vector, weight in inputs:
+        given = m.weights_from_bytes(m.unb64(work[m.KEY_WEIGHTS]))
+        head_size = sum(t.size for t in head_of(given))
+        body_size = flatten(given).size - head_size
+        sent_head = vector[body_size : body_size + head_size]
+        np.testing.assert_allclose(sent_head, weight * flatten(head_of(given)), rtol=1e-6)
+        given_heads.append(flatten(head_of(given)))
+    assert len(inputs) == 3 * 3
+    # The federation's head is the initial one in every round: nothing about a site's.
+    assert all(np.array_equal(h, given_heads[0]) for h in given_heads)
+    final = result.model.members[0]
+    np.testing.assert_array_equal(flatten(head_of(final)), given_heads[0])
+    # Each site trained a head of its own, and its chosen model uses it.
+    own_heads = []
+    for choice in result.choices.values():
+        head = flatten(head_of(choice.candidates["global"][0]))
+        assert not np.allclose(head, given_heads[0])
+        assert np.array_equal(choice.candidates["global"][0][0], final[0])  # shared body
+        own_heads.append(head)
+    assert not np.allclose(own_heads[0], own_heads[1])
 
 
 def test_a_site_whose_personalised_model_is_worse_on_validation_keeps_another(train):

@@ -7,13 +7,15 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
 
-from federation.core.engine.training import CHOICES
+from federation.core.engine.training import CHOICES, head_of
 from federation.core.secagg import protocol as p
 from federation.models import Contribution, Federation, ModelVersion, Round, Site, StageMessage
 from federation.services import federations, sites
+from federation.services.versions import version_weights
 from tests.stack import Stack
 from turbofan.data.files import read_engine_file
 from turbofan.data.partition import plan_iid, write_partition
@@ -40,6 +42,7 @@ def make_federation(
     members: list[str],
     local_epochs: int = 1,
     personal_epochs: int = 0,
+    private_head: bool = False,
 ) -> tuple[Federation, dict[str, str]]:
     users = get_user_model()
     federation = federations.federation_create(
@@ -50,6 +53,7 @@ def make_federation(
         deadline=deadline,
         local_epochs=local_epochs,
         personal_epochs=personal_epochs,
+        private_head=private_head,
     )
     credentials = {}
     for site_name in members:
@@ -205,9 +209,16 @@ def test_a_site_killed_mid_round_is_dropped_and_recovered_through_the_shares(tmp
 def test_with_personalisation_each_site_keeps_its_chosen_model_and_the_sum_counts(
     tmp_path, site_dirs
 ):
+    """With private heads (FedPer) too: each site's head stays in its state folder."""
     site_names = names(3)
     federation, credentials = make_federation(
-        "personal", rounds=2, min_sites=3, deadline=120, members=site_names, personal_epochs=2
+        "personal",
+        rounds=2,
+        min_sites=3,
+        deadline=120,
+        members=site_names,
+        personal_epochs=2,
+        private_head=True,
     )
     federation = run_live(
         tmp_path, federation, credentials, dict(zip(site_names, site_dirs[:3], strict=True))
@@ -218,9 +229,18 @@ def test_with_personalisation_each_site_keeps_its_chosen_model_and_the_sum_count
     assert [r.kind for r in rounds][-2:] == ["evaluate", "personalise"]
     last = rounds.get(kind="personalise")
     assert last.stage == p.UNMASK and last.status == Round.Status.DONE
+    # Only the bodies were summed: the federation's head is still its initial one.
+    versions = list(federation.versions.order_by("version"))
+    first, final = version_weights(versions[0]), version_weights(versions[-1])
+    assert versions[-1].version > 0
+    assert all(np.array_equal(a, b) for a, b in zip(head_of(first), head_of(final), strict=True))
+    assert not np.array_equal(first[0], final[0])
     chosen = []
     for name in site_names:
         state = tmp_path / "sites" / name
+        (head_file,) = state.glob("private-head-*.npz")
+        with np.load(head_file) as kept:
+            assert not np.array_equal(kept["t0"], head_of(final)[0])  # trained here
         figures = json.loads((state / "choice.json").read_text())
         assert figures["val_rmse"][figures["choice"]] == min(figures["val_rmse"].values())
         model = RulModel.load(state / "chosen.rulmodel")

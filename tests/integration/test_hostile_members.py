@@ -10,6 +10,8 @@ every member honest.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from federation.core.secagg import protocol as p
@@ -37,7 +39,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 # Enough rounds for both federations to come close to where they level off: the liar
 # costs the hostile one two rounds (the spoiled candidate, and the round trained from it).
 ROUNDS = 8
-SETTINGS = {"rounds": ROUNDS, "min_sites": 3, "deadline": 60, "local_epochs": 3}
+SETTINGS: dict[str, Any] = {"rounds": ROUNDS, "min_sites": 3, "deadline": 60, "local_epochs": 3}
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from federation.core import messages as m
 from federation.core.engine.rounds import RoundParameters, following
 from federation.core.engine.training import (
     CHOICES,
+    HEAD_TENSORS,
     REJECT_MARGIN,
     TRAINING_EXTRAS,
     FederatedTraining,
@@ -528,6 +529,11 @@ def task(
         m.KEY_VAL_FRACTION: training.val_fraction,
         m.KEY_SPLIT_SEED: training.seed,
     }
+    if training.private_head:
+        work[m.KEY_PRIVATE_HEAD] = {
+            "tensors": HEAD_TENSORS,
+            "lineage": training.member_seed(member),
+        }
     if kind == Kind.PERSONALISE:
         work[m.KEY_PERSONAL] = training.personal_settings()
         return work

@@ -383,6 +383,8 @@ def run_simulation(
         training=config.to_dict(),
         recipe=recipe.to_dict(),
     )
+    if config.private_head:  # a body whose head is each site's own: not a model by itself
+        model.meta["private_head"] = True
     epsilon = None
     if settings is not None:
         if not model.members:

@@ -14,8 +14,11 @@ failed is sent again unchanged (new keys, or a second reveal, would be refused).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +28,7 @@ from federation.core import analytics
 from federation.core import messages as m
 from federation.core.engine.rounds import RoundParameters
 from federation.core.engine.training import (
+    HEAD_TENSORS,
     LocalData,
     LocalResult,
     PersonalChoice,
@@ -32,12 +36,15 @@ from federation.core.engine.training import (
     encode_private_training,
     encode_scores,
     encode_training,
+    head_of,
     initial_weights,
     personalise_locally,
     prepare_local_data,
     train_locally,
+    with_head,
 )
 from federation.core.messages import Kind
+from federation.core.private_files import write_private
 from federation.core.secagg import protocol as p
 from federation.core.secagg import wire
 from federation.core.secagg.client import SecAggClient
@@ -53,16 +60,38 @@ SENT = "sent"  # what the site sent, by stage
 PARAMETERS_DIGEST = "parameters_sha256"  # the parameters it first saw: they may not change
 
 Input = tuple[np.ndarray, dict[str, Any]]
+HEAD_FILE_PREFIX = "private-head-"  # a site's own output layer (FedPer), in its state folder
 
 
 class SiteData:
     """A site's rows, and the windows it derives from them, kept across rounds: the
     federation's pipeline and the validation split stay the same from round to round."""
 
-    def __init__(self, frame: pd.DataFrame) -> None:
+    def __init__(self, frame: pd.DataFrame, private_dir: Path | None = None) -> None:
         self.frame = frame
         self._local: dict[str, tuple[FeaturePipeline, LocalData]] = {}
         self.choice: PersonalChoice | None = None  # the model this site chose, if it did
+        # Private heads (FedPer) by line of models; kept in ``private_dir`` when given, so
+        # that a worker that restarts goes on with its head.
+        self._heads: dict[str, Weights] = {}
+        self.private_dir = private_dir
+
+    def private_head(self, key: str) -> Weights | None:
+        """This site's own output layer for the line of models ``key``, if it has one."""
+        if key not in self._heads and self.private_dir is not None:
+            path = self.private_dir / f"{HEAD_FILE_PREFIX}{key}.npz"
+            if path.exists():
+                with np.load(path) as arrays:
+                    self._heads[key] = [arrays[f"t{i}"] for i in range(len(arrays.files))]
+        return self._heads.get(key)
+
+    def keep_private_head(self, key: str, head: Weights) -> None:
+        self._heads[key] = [np.array(tensor, copy=True) for tensor in head]
+        if self.private_dir is not None:
+            buffer = io.BytesIO()
+            arrays: dict[str, Any] = {f"t{i}": tensor for i, tensor in enumerate(head)}
+            np.savez(buffer, **arrays)
+            write_private(self.private_dir / f"{HEAD_FILE_PREFIX}{key}.npz", buffer.getvalue())
 
     @property
     def rows(self) -> int:
@@ -132,7 +161,7 @@ def _personal_input(work: dict[str, Any], data: SiteData, parameters: RoundParam
         work[m.KEY_PIPELINE], work[m.KEY_VAL_FRACTION], work[m.KEY_SPLIT_SEED]
     )
     settings = work[m.KEY_PERSONAL]
-    weights = announced_model(work, parameters, m.KEY_WEIGHTS, "model")
+    weights = _with_own_head(work, data, announced_model(work, parameters, m.KEY_WEIGHTS, "model"))
     start = initial_weights(pipeline, recipe, int(settings["seed"]))
     model = new_network_model(pipeline, recipe)
     data.choice = personalise_locally(model, weights, start, local, settings)
@@ -150,7 +179,7 @@ def chosen_model(work: dict[str, Any], data: SiteData) -> RulModel | None:
     recipe = NetworkRecipe.from_dict(work[m.KEY_RECIPE])
     pipeline, _ = data.local(work[m.KEY_PIPELINE], work[m.KEY_VAL_FRACTION], work[m.KEY_SPLIT_SEED])
     model = new_network_model(pipeline, recipe)
-    model.members = [data.choice.weights]
+    model.members = data.choice.members
     model.meta.update(
         setup=f"chosen: {data.choice.choice}",
         choice=data.choice.choice,
@@ -174,18 +203,46 @@ def _training_input(
     accepted = work.get(m.KEY_ACCEPTED)
     result = train_locally(
         model,
-        weights,
+        _with_own_head(work, data, weights),
         local,
         TrainConfig(**work[m.KEY_LOCAL]) if m.KEY_LOCAL in work else None,  # None: score only
         proximal_mu=work.get(m.KEY_PROXIMAL_MU, 0.0),
-        accepted=announced_model(work, parameters, m.KEY_ACCEPTED, "accepted")
+        accepted=_with_own_head(
+            work, data, announced_model(work, parameters, m.KEY_ACCEPTED, "accepted")
+        )
         if accepted
         else None,
     )
     site = work[m.KEY_PROTOCOL][m.SITE]
     if Kind(work[m.KEY_KIND]) == Kind.EVALUATE:
         return encode_scores(result, parameters.weight_of((site,))), beside_input(result)
+    key = _head_key(work)
+    if key is not None:
+        # FedPer: the head this site trained stays here; the sum gets back the head the
+        # site was given, so that only the body is averaged.
+        data.keep_private_head(key, head_of(result.weights))
+        result = replace(result, weights=with_head(result.weights, head_of(weights)))
     return training_input(result, weights, parameters, site, rng)
+
+
+def _head_key(work: dict[str, Any]) -> str | None:
+    """Which private head a task with a private head (FedPer) uses: one per line of
+    models (the federation's pipeline and its member seed); None without one."""
+    spec = work.get(m.KEY_PRIVATE_HEAD)
+    if not spec:
+        return None
+    if int(spec.get("tensors", -1)) != HEAD_TENSORS:
+        raise SecAggError(f"a private head is the last {HEAD_TENSORS} tensors of the network")
+    text = json.dumps([work[m.KEY_PIPELINE], int(spec["lineage"])], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _with_own_head(work: dict[str, Any], data: SiteData, weights: Weights) -> Weights:
+    """The federation's ``weights`` as this site uses them: with its own head under
+    FedPer (once it has trained one), as they are otherwise."""
+    key = _head_key(work)
+    head = data.private_head(key) if key is not None else None
+    return weights if head is None else with_head(weights, head)
 
 
 def announced_model(

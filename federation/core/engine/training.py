@@ -65,8 +65,12 @@ class FederatedTraining:
     privacy : :meth:`PrivacySettings.to_dict` for site-level DP, or None
     personal_epochs : after the last round, each site fine-tunes the final model for up
         to this many epochs on its own engines, trains a model alone with the same
-        budget, and keeps whichever of the three scores best on its validation engines
-        (0: no personalisation)
+        budget, and keeps whichever of the :data:`CHOICES` scores best on its validation
+        engines (0: no personalisation)
+    private_head : FedPer: each site keeps the network's output layer to itself, trains
+        it with the shared body every round and puts the head it was given back in the
+        sum, so that only the body is averaged; the federation's model is the body, each
+        site's is the body with its own head
     """
 
     rounds: int = 40
@@ -83,6 +87,7 @@ class FederatedTraining:
     secure: bool = True
     privacy: dict[str, float] | None = None
     personal_epochs: int = 0
+    private_head: bool = False
 
     def personal_settings(self) -> dict[str, Any]:
         """What each site needs to personalise (the task of the personalisation round)."""
@@ -131,6 +136,26 @@ def initial_weights(pipeline: FeaturePipeline, recipe: NetworkRecipe, seed: int)
     """The global model's first weights: the recipe's network, initialised from ``seed``."""
     seed_everything(seed)
     return get_weights(new_network_model(pipeline, recipe).new_net())
+
+
+# --- a private head (FedPer) ---------------------------------------------------------------
+
+# The output layer's weight and bias: the last two tensors of every network we build.
+HEAD_TENSORS = 2
+
+
+def head_of(weights: Weights) -> Weights:
+    """The output layer of ``weights``."""
+    return list(weights[-HEAD_TENSORS:])
+
+
+def with_head(weights: Weights, head: Weights) -> Weights:
+    """``weights`` with their output layer replaced by ``head``."""
+    if len(head) != HEAD_TENSORS or any(
+        a.shape != b.shape for a, b in zip(head, head_of(weights), strict=True)
+    ):
+        raise ValueError("the private head does not fit this network's output layer")
+    return [*weights[:-HEAD_TENSORS], *head]
 
 
 # --- the site's local work --------------------------------------------------------------
@@ -204,11 +229,22 @@ def local_update(
 
 def local_evaluate(model: RulModel, weights: Weights, data: LocalData) -> tuple[float, int]:
     """Sum of squared errors of ``weights`` on this site's validation windows, and count."""
+    return ensemble_evaluate(model, [weights], data)
+
+
+def ensemble_evaluate(
+    model: RulModel, members: Sequence[Weights], data: LocalData
+) -> tuple[float, int]:
+    """Sum of squared errors of the mean prediction of ``members`` on this site's
+    validation windows, and count."""
     if len(data.x_val) == 0:
         return 0.0, 0
     net = model.new_net()
-    set_weights(net, weights)
-    error = predict(net, data.x_val) - data.y_val
+    predictions = []
+    for weights in members:
+        set_weights(net, weights)
+        predictions.append(predict(net, data.x_val))
+    error = np.mean(predictions, axis=0) - data.y_val
     return float(np.sum(error.astype(np.float64) ** 2)), len(data.x_val)
 
 
@@ -237,8 +273,10 @@ def train_locally(
 # --- personalisation: each site chooses its model ---------------------------------------------
 
 # The models a site chooses between, in the order a tie goes: the federation's model,
-# the site's fine-tuned copy of it, the site's model trained alone.
-CHOICES = ("global", "personal", "alone")
+# the site's fine-tuned copy of it, the site's model trained alone, and the mixture of
+# those two (the mean of their predictions: what the site learnt from the federation and
+# what it learnt alone, each correcting the other's errors).
+CHOICES = ("global", "personal", "alone", "mixture")
 # Epochs without a better validation RMSE before a site stops training alone.
 ALONE_PATIENCE = 10
 
@@ -246,17 +284,18 @@ ALONE_PATIENCE = 10
 @dataclass(frozen=True)
 class PersonalChoice:
     """What a site chose and why: each candidate's RMSE on its validation windows (NaN
-    without any), and the candidates' weights. It stays at the site: the coordinator
-    learns only how many sites chose which."""
+    without any), and the candidates, each as the weight sets whose predictions it
+    averages. It stays at the site: the coordinator learns only how many sites chose
+    which."""
 
     choice: str
     val_rmse: dict[str, float]
-    candidates: dict[str, Weights]
+    candidates: dict[str, list[Weights]]
     seconds: float
 
     @property
-    def weights(self) -> Weights:
-        """The chosen model's weights."""
+    def members(self) -> list[Weights]:
+        """The chosen model's weight sets (a model file averages their predictions)."""
         return self.candidates[self.choice]
 
 
@@ -269,12 +308,12 @@ def personalise_locally(
 ) -> PersonalChoice:
     """Fine-tune the federation's model on this site's windows, train a model alone from
     ``start`` (the federation's initial weights) for as many epochs as the federation
-    trained, and choose whichever scores best on the validation windows (the federation's
-    model when there are none). Fine-tuning and training alone keep their best epoch on
-    the validation windows."""
+    trained, mix the two, and choose whichever of the :data:`CHOICES` scores best on the
+    validation windows (the federation's model when there are none). Fine-tuning and
+    training alone keep their best epoch on the validation windows."""
     started = time.perf_counter()
     has_validation = len(data.x_val) > 0
-    candidates = {"global": global_weights}
+    candidates = {"global": [global_weights]}
     for name, initial, epochs, lr, patience in (
         ("personal", global_weights, settings["epochs"], settings["lr_final"], settings["epochs"]),
         ("alone", start, settings["alone_epochs"], settings["lr"], ALONE_PATIENCE),
@@ -291,17 +330,20 @@ def personalise_locally(
         seed_everything(config.seed)
         net = model.new_net()
         set_weights(net, initial)
-        candidates[name] = train_network(
-            net,
-            data.x,
-            data.y,
-            config,
-            x_val=data.x_val if has_validation else None,
-            y_val=data.y_val if has_validation else None,
-        ).weights
+        candidates[name] = [
+            train_network(
+                net,
+                data.x,
+                data.y,
+                config,
+                x_val=data.x_val if has_validation else None,
+                y_val=data.y_val if has_validation else None,
+            ).weights
+        ]
+    candidates["mixture"] = candidates["personal"] + candidates["alone"]
     rmse = {}
-    for name, weights in candidates.items():
-        sse, count = local_evaluate(model, weights, data)
+    for name, members in candidates.items():
+        sse, count = ensemble_evaluate(model, members, data)
         rmse[name] = math.sqrt(sse / count) if count else math.nan
     choice = "global"
     if has_validation:

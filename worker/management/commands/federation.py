@@ -49,6 +49,12 @@ class Command(BaseCommand):
             "trained alone, on its own validation engines (default 0: none)",
         )
         create.add_argument(
+            "--private-head",
+            action="store_true",
+            help="FedPer: each site keeps the network's output layer to itself and only the "
+            "body is summed (needs --personal-epochs)",
+        )
+        create.add_argument(
             "--plain",
             action="store_true",
             help="plain aggregation, for debugging only: the coordinator sees every "
@@ -142,6 +148,7 @@ class Command(BaseCommand):
             secure=not options["plain"],
             privacy=self._privacy(options),
             personal_epochs=options["personal_epochs"],
+            private_head=options["private_head"],
         )
         self.stdout.write(
             f"created federation {federation.name!r} (id {federation.id}): "

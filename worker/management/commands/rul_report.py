@@ -49,6 +49,13 @@ class Command(BaseCommand):
             "up to this many epochs, trains one alone, and chooses on its validation engines; "
             "adds a per-site table (default 0: none)",
         )
+        parser.add_argument(
+            "--private-head",
+            action="store_true",
+            help="FedPer: each site keeps the network's output layer to itself and only the "
+            "body is summed; needs --personal-epochs (each site's model is scored in the "
+            "per-site table)",
+        )
         dp = parser.add_argument_group(
             "differential privacy",
             "with --dp-epsilon, one more federated setup per target epsilon, under "
@@ -79,6 +86,11 @@ class Command(BaseCommand):
                 "--personal-epochs scores on the sites' validation engines, which stay out "
                 "of every DP round: use one or the other"
             )
+        if options["private_head"] and not options["personal_epochs"]:
+            raise CommandError(
+                "--private-head needs --personal-epochs: with private heads each site's "
+                "model is its own, scored in the per-site table"
+            )
         if options["scheme"] == "by-subset" and len(options["subsets"]) < 2:
             raise CommandError("--scheme by-subset needs at least two --subsets (one site each)")
         config = ReportConfig(
@@ -90,6 +102,7 @@ class Command(BaseCommand):
             training=dataclasses.replace(
                 QUICK.training if options["quick"] else default_training(),
                 personal_epochs=options["personal_epochs"],
+                private_head=options["private_head"],
             ),
             privacy=PrivacyPlan(
                 epsilons=options["dp_epsilon"],

@@ -1,7 +1,8 @@
 """Personalisation against its goals: does every site gain by joining?
 
     python benchmarks/personal_goals.py [--part by-subset by-subset-3 iid4 iid20 global]
-        [--seeds 0 1 2] [--personal-epochs 5] [--private-head] [--out DIR] [--check DIR]
+        [--seeds 0 1 2] [--personal-epochs 5] [--private-head | --ditto MU]
+        [--out DIR] [--check DIR]
 
 by-subset:   one site per subset, FD001-FD004 (4 sites); the whole report in < 15 min
 by-subset-3: FD001 + FD002 + FD003 (3 sites)
@@ -54,7 +55,12 @@ def check(label: str, ok: bool) -> bool:
 
 
 def run_part(
-    part: str, seeds: list[int], epochs: int, out: Path, private_head: bool = False
+    part: str,
+    seeds: list[int],
+    epochs: int,
+    out: Path,
+    private_head: bool = False,
+    ditto_mu: float = 0.0,
 ) -> dict[str, Any]:
     spec = PARTS[part]
     recipe = default_recipe()
@@ -64,6 +70,7 @@ def run_part(
         default_training(),
         personal_epochs=0 if spec.get("one_model") else epochs,
         private_head=private_head and not spec.get("one_model"),
+        ditto_mu=0.0 if spec.get("one_model") else ditto_mu,
     )
     config = ReportConfig(
         spec["subsets"],
@@ -86,7 +93,8 @@ def site_means(report: dict[str, Any]) -> dict[str, dict[str, float]]:
     for site, rows in report.get("personalisation", {}).items():
         means[site] = {
             key: float(np.mean([r[key] for r in rows]))
-            for key in ("alone", "global", "personal", "mixture", "chosen")
+            for key in ("alone", "global", "personal", "mixture", "ditto", "chosen")
+            if key in rows[0]
         }
     return means
 
@@ -147,6 +155,9 @@ def main() -> None:
     parser.add_argument(
         "--private-head", action="store_true", help="FedPer: the sites keep the output layer"
     )
+    parser.add_argument(
+        "--ditto", type=float, default=0.0, metavar="MU", help="Ditto's proximal weight"
+    )
     parser.add_argument("--out", type=Path, default=None, help="keep the reports here")
     parser.add_argument(
         "--check", type=Path, default=None, help="check the reports in this folder, no training"
@@ -159,7 +170,9 @@ def main() -> None:
         if args.check is not None:
             report = json.loads((args.check / part / "report.json").read_text())
         else:
-            report = run_part(part, args.seeds, args.personal_epochs, out, args.private_head)
+            report = run_part(
+                part, args.seeds, args.personal_epochs, out, args.private_head, args.ditto
+            )
         results.append(goals(part, report))
     if args.check is None:
         print(f"\nReports in {out}")

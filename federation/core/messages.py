@@ -48,6 +48,8 @@ KEY_LOCAL = "local"  # the TrainConfig of this round's local training
 # With a private head (FedPer): how many final tensors each site keeps to itself, and
 # which line of models they belong to (a simulation's ensemble member).
 KEY_PRIVATE_HEAD = "private_head"
+# With Ditto: the proximal weight of each site's personal model, and its line of models.
+KEY_DITTO = "ditto"
 KEY_PROXIMAL_MU = "proximal_mu"
 KEY_VAL_FRACTION = "val_fraction"
 KEY_SPLIT_SEED = "split_seed"  # seeds the split of a site's engines into training and validation

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from federation.core.engine.simulation import run_simulation
-from federation.core.engine.training import CHOICES, FederatedTraining, PersonalChoice
+from federation.core.engine.training import FederatedTraining, PersonalChoice
 from federation.core.privacy import PrivacySettings, noise_for_budget
 from federation.core.recipes import DP_CLIP
 from turbofan.data.features import REGIMES_BY_SUBSET, FeaturePipeline
@@ -306,7 +306,9 @@ class Report:
                 self.say(
                     f"[personalised] {name} on {subset}: alone {row['alone']:.2f}, global "
                     f"{row['global']:.2f}, personal {row['personal']:.2f}, mixture "
-                    f"{row['mixture']:.2f}: chose "
+                    f"{row['mixture']:.2f}"
+                    + (f", Ditto {row['ditto']:.2f}" if "ditto" in row else "")
+                    + ": chose "
                     f"{chosen.choice} ({row['chosen']:.2f})"
                 )
 
@@ -448,26 +450,32 @@ def markdown_table(report: dict[str, Any]) -> str:
 def personal_table(personal: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Per site, on its own test set (means over seeds): its model alone (trained in the
     personalisation round, as many epochs as the federation trained), the federation's
-    model, its fine-tuned copy, the mixture of that copy and its model alone, and the one
-    it chose on its validation engines."""
+    model, its fine-tuned copy, the mixture of that copy and its model alone, its Ditto
+    model where it trained one, and the one it chose on its validation engines."""
+    rows = [r for runs in personal.values() for r in runs]
+    names = {
+        "alone": "alone",
+        "global": "global",
+        "personal": "personalised",
+        "mixture": "mixture",
+        "ditto": "Ditto",
+    }
+    shown = [c for c in ("alone", "global", "personal", "mixture", "ditto") if c in rows[0]]
     lines = [
         "Personalisation: each site on its own test set (literature RMSE, means over "
         "seeds). 'alone' trained as many epochs as the federation; the site chose on its "
         "validation engines, never on test scores.",
         "",
-        "| site | subset | alone | global | personalised | mixture | chosen | choices |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        f"| site | subset | {' | '.join(names[c] for c in shown)} | chosen | choices |",
+        f"|---|---|{'---:|' * len(shown)}---:|---|",
     ]
-    for site, rows in sorted(personal.items()):
-        for subset in sorted({r["subset"] for r in rows}):
-            runs = [r for r in rows if r["subset"] == subset]
-            means = {k: float(np.mean([r[k] for r in runs])) for k in (*CHOICES, "chosen")}
+    for site, runs_of_site in sorted(personal.items()):
+        for subset in sorted({r["subset"] for r in runs_of_site}):
+            runs = [r for r in runs_of_site if r["subset"] == subset]
+            means = {k: float(np.mean([r[k] for r in runs])) for k in (*shown, "chosen")}
             picked = ", ".join(r["choice"] for r in runs)
-            lines.append(
-                f"| {site} | {subset} | {means['alone']:.2f} | {means['global']:.2f} | "
-                f"{means['personal']:.2f} | {means['mixture']:.2f} | {means['chosen']:.2f} | "
-                f"{picked} |"
-            )
+            figures = " | ".join(f"{means[c]:.2f}" for c in shown)
+            lines.append(f"| {site} | {subset} | {figures} | {means['chosen']:.2f} | {picked} |")
     return lines
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -9,6 +10,7 @@ from django.db import IntegrityError, transaction
 
 from federation.core.engine import admission
 from federation.core.engine.rounds import MIN_CONTRIBUTORS
+from federation.core.engine.training import MAX_DITTO_MU
 from federation.core.messages import Kind
 from federation.core.privacy import PrivacySettings
 from federation.core.strategies import STRATEGIES
@@ -37,6 +39,7 @@ def federation_create(
     model_spec: dict[str, Any] | None = None,
     personal_epochs: int = 0,
     private_head: bool = False,
+    ditto_mu: float = 0.0,
 ) -> Federation:
     """A new federation, run by ``admin``, with the tuned model recipe by default.
 
@@ -47,7 +50,9 @@ def federation_create(
     trained alone (see ``FederatedTraining.personal_epochs``). ``private_head``: each site
     keeps the network's output layer to itself (FedPer, see
     ``FederatedTraining.private_head``); it needs personalisation, where each site keeps
-    its own model.
+    its own model. ``ditto_mu`` > 0: each site trains a personal model alongside, pulled
+    toward the global one (Ditto, see ``FederatedTraining.ditto_mu``); it needs
+    personalisation too.
     """
     if not 0 <= personal_epochs <= MAX_PERSONAL_EPOCHS:
         raise FederationError(
@@ -57,6 +62,20 @@ def federation_create(
         raise FederationError(
             "personalisation scores models on the sites' validation engines, which under "
             "differential privacy stay out of every round: drop one of the two",
+            status=400,
+        )
+    if not (math.isfinite(ditto_mu) and 0 <= ditto_mu <= MAX_DITTO_MU):
+        raise FederationError(
+            f"the Ditto weight must be from 0 (none) to {MAX_DITTO_MU:g}", status=400
+        )
+    if ditto_mu and private_head:
+        raise FederationError(
+            "choose one way to personalise during training: a private head or Ditto",
+            status=400,
+        )
+    if ditto_mu and not personal_epochs:
+        raise FederationError(
+            "a Ditto model is chosen in the personalisation round: it needs personalisation epochs",
             status=400,
         )
     if private_head and not personal_epochs:
@@ -73,6 +92,7 @@ def federation_create(
                 **spec.get("training", {}),
                 "personal_epochs": personal_epochs,
                 **({"private_head": True} if private_head else {}),
+                **({"ditto_mu": ditto_mu} if ditto_mu else {}),
             },
         }
     if privacy is not None and not secure:

@@ -124,6 +124,35 @@ def test_privacy_settings_that_cannot_work_are_refused_with_the_reason(users):
         run("create", "private", "--admin", "boss", "--dp-noise", "1", "--plain")
 
 
+def test_a_federation_that_personalises_keeps_its_settings_in_the_model_spec(users):
+    run("create", "fedper", "--admin", "boss", "--personal-epochs", "5", "--private-head")
+    run("create", "ditto", "--admin", "boss", "--personal-epochs", "5", "--ditto", "0.1")
+
+    fedper = Federation.objects.get(name="fedper").model_spec["training"]
+    ditto = Federation.objects.get(name="ditto").model_spec["training"]
+    assert fedper["personal_epochs"] == 5 and fedper["private_head"] is True
+    assert ditto["personal_epochs"] == 5 and ditto["ditto_mu"] == 0.1
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--private-head"], "a private head makes each site's model its own"),
+        (["--ditto", "0.1"], "a Ditto model is chosen in the personalisation round"),
+        (["--personal-epochs", "2", "--ditto", "nan"], "the Ditto weight must be from 0"),
+        (["--personal-epochs", "2", "--ditto", "11"], "the Ditto weight must be from 0"),
+        (
+            ["--personal-epochs", "2", "--ditto", "0.1", "--private-head"],
+            "choose one way to personalise during training",
+        ),
+    ],
+)
+def test_personalisation_settings_that_cannot_work_are_refused(users, flags, message):
+    with pytest.raises(CommandError, match=message):
+        run("create", "fleet", "--admin", "boss", *flags)
+    assert not Federation.objects.filter(name="fleet").exists()
+
+
 def test_a_query_is_asked_and_a_bad_one_is_refused_with_the_reason(users):
     run("create", "fleet", "--admin", "boss")
 

@@ -179,11 +179,20 @@ def test_with_personalisation_the_report_has_a_row_per_site_on_its_own_test_set(
     assert ("federated" in report["results"]["FD001"]) is not private_head
 
 
-def test_a_private_head_without_personalisation_is_refused(tmp_path):
-    result = manage("rul_report", "--out", str(tmp_path), "--private-head")
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--private-head"], "--private-head needs --personal-epochs"),
+        (["--ditto", "0.1"], "--ditto needs --personal-epochs"),
+        (["--personal-epochs", "2", "--ditto", "0.1", "--private-head"], "not both"),
+        (["--personal-epochs", "2", "--ditto", "-1"], "--ditto must be from 0"),
+    ],
+)
+def test_personalisation_settings_that_cannot_work_are_refused(tmp_path, flags, message):
+    result = manage("rul_report", "--out", str(tmp_path), *flags)
 
     assert result.returncode == 1
-    assert "--private-head needs --personal-epochs" in result.stderr
+    assert message in result.stderr
 
 
 def test_personalisation_and_dp_are_refused_together(tmp_path):

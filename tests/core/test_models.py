@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
 
 import numpy as np
@@ -259,7 +260,7 @@ def test_with_personalisation_each_site_chooses_and_the_sum_counts_the_choices(t
     chosen = [c.choice for c in result.choices.values()]
     assert result.choice_counts == {name: chosen.count(name) for name in CHOICES}
     for choice in result.choices.values():  # each chose what scored best on its validation
-        assert set(choice.val_rmse) == set(CHOICES)
+        assert set(choice.val_rmse) == set(CHOICES) - {"ditto"}  # no Ditto model trained
         assert choice.val_rmse[choice.choice] == min(choice.val_rmse.values())
     kinds = [entry.kind for entry in result.log]
     assert kinds[-3 * 4 :] == ["personalise"] * 12  # four stages of three sites, last
@@ -315,6 +316,28 @@ def test_a_private_head_never_enters_what_a_site_sends(train, monkeypatch):
         assert np.array_equal(choice.candidates["global"][0][0], final[0])  # shared body
         own_heads.append(head)
     assert not np.allclose(own_heads[0], own_heads[1])
+
+
+def test_a_ditto_model_trains_at_each_site_and_changes_nothing_the_sites_send(train):
+    sites = {f"site-{k}": train[train["unit"].between(10 * k - 9, 10 * k)] for k in (1, 2, 3)}
+    recipe = NetworkRecipe(net_options=SMALL_NET)
+    plain = FederatedTraining(
+        rounds=2, local_epochs=1, lr=5e-3, lr_final=5e-3, patience=0, personal_epochs=1
+    )
+    template = FeaturePipeline.for_subset("FD001")
+
+    without = run_simulation(sites, template, recipe, plain)
+    with_ditto = run_simulation(sites, template, recipe, dataclasses.replace(plain, ditto_mu=0.1))
+
+    # The federation's model is the same to the bit: a Ditto model never enters the sum.
+    for a, b in zip(without.model.members[0], with_ditto.model.members[0], strict=True):
+        np.testing.assert_array_equal(a, b)
+    for choice in with_ditto.choices.values():
+        assert set(choice.val_rmse) == set(CHOICES)
+        assert choice.val_rmse[choice.choice] == min(choice.val_rmse.values())
+        ditto, fine_tuned = choice.candidates["ditto"][0], choice.candidates["personal"][0]
+        assert not np.array_equal(ditto[0], fine_tuned[0])
+        assert not np.array_equal(ditto[0], with_ditto.model.members[0][0])
 
 
 def test_a_site_whose_personalised_model_is_worse_on_validation_keeps_another(train):

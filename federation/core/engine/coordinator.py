@@ -534,6 +534,8 @@ def task(
             "tensors": HEAD_TENSORS,
             "lineage": training.member_seed(member),
         }
+    if training.ditto_mu:
+        work[m.KEY_DITTO] = {"mu": training.ditto_mu, "lineage": training.member_seed(member)}
     if kind == Kind.PERSONALISE:
         work[m.KEY_PERSONAL] = training.personal_settings()
         return work

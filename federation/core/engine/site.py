@@ -29,9 +29,11 @@ from federation.core import messages as m
 from federation.core.engine.rounds import RoundParameters
 from federation.core.engine.training import (
     HEAD_TENSORS,
+    MAX_DITTO_MU,
     LocalData,
     LocalResult,
     PersonalChoice,
+    ditto_update,
     encode_choice,
     encode_private_training,
     encode_scores,
@@ -60,7 +62,7 @@ SENT = "sent"  # what the site sent, by stage
 PARAMETERS_DIGEST = "parameters_sha256"  # the parameters it first saw: they may not change
 
 Input = tuple[np.ndarray, dict[str, Any]]
-HEAD_FILE_PREFIX = "private-head-"  # a site's own output layer (FedPer), in its state folder
+PRIVATE_FILE_PREFIX = "private-"  # what a site trains for itself, in its state folder
 
 
 class SiteData:
@@ -71,27 +73,33 @@ class SiteData:
         self.frame = frame
         self._local: dict[str, tuple[FeaturePipeline, LocalData]] = {}
         self.choice: PersonalChoice | None = None  # the model this site chose, if it did
-        # Private heads (FedPer) by line of models; kept in ``private_dir`` when given, so
-        # that a worker that restarts goes on with its head.
-        self._heads: dict[str, Weights] = {}
+        # What this site trains for itself (a FedPer head, a Ditto model) by kind and line
+        # of models; kept in ``private_dir`` when given, so that a worker that restarts
+        # goes on with it.
+        self._private: dict[tuple[str, str], Weights] = {}
         self.private_dir = private_dir
 
-    def private_head(self, key: str) -> Weights | None:
-        """This site's own output layer for the line of models ``key``, if it has one."""
-        if key not in self._heads and self.private_dir is not None:
-            path = self.private_dir / f"{HEAD_FILE_PREFIX}{key}.npz"
-            if path.exists():
-                with np.load(path) as arrays:
-                    self._heads[key] = [arrays[f"t{i}"] for i in range(len(arrays.files))]
-        return self._heads.get(key)
+    def _private_path(self, kind: str, key: str) -> Path | None:
+        if self.private_dir is None:
+            return None
+        return self.private_dir / f"{PRIVATE_FILE_PREFIX}{kind}-{key}.npz"
 
-    def keep_private_head(self, key: str, head: Weights) -> None:
-        self._heads[key] = [np.array(tensor, copy=True) for tensor in head]
-        if self.private_dir is not None:
+    def private_weights(self, kind: str, key: str) -> Weights | None:
+        """What this site keeps of ``kind`` ("head", "ditto") for the line ``key``."""
+        path = self._private_path(kind, key)
+        if (kind, key) not in self._private and path is not None and path.exists():
+            with np.load(path) as arrays:
+                self._private[kind, key] = [arrays[f"t{i}"] for i in range(len(arrays.files))]
+        return self._private.get((kind, key))
+
+    def keep_private(self, kind: str, key: str, weights: Weights) -> None:
+        self._private[kind, key] = [np.array(tensor, copy=True) for tensor in weights]
+        path = self._private_path(kind, key)
+        if path is not None:
             buffer = io.BytesIO()
-            arrays: dict[str, Any] = {f"t{i}": tensor for i, tensor in enumerate(head)}
+            arrays: dict[str, Any] = {f"t{i}": tensor for i, tensor in enumerate(weights)}
             np.savez(buffer, **arrays)
-            write_private(self.private_dir / f"{HEAD_FILE_PREFIX}{key}.npz", buffer.getvalue())
+            write_private(path, buffer.getvalue())
 
     @property
     def rows(self) -> int:
@@ -164,7 +172,15 @@ def _personal_input(work: dict[str, Any], data: SiteData, parameters: RoundParam
     weights = _with_own_head(work, data, announced_model(work, parameters, m.KEY_WEIGHTS, "model"))
     start = initial_weights(pipeline, recipe, int(settings["seed"]))
     model = new_network_model(pipeline, recipe)
-    data.choice = personalise_locally(model, weights, start, local, settings)
+    ditto = _line_key(work, m.KEY_DITTO)
+    data.choice = personalise_locally(
+        model,
+        weights,
+        start,
+        local,
+        settings,
+        ditto=data.private_weights("ditto", ditto) if ditto is not None else None,
+    )
     return encode_choice(data.choice.choice), {
         m.KEY_EXAMPLES: 0,
         m.KEY_METRICS: {"seconds": data.choice.seconds},
@@ -216,22 +232,35 @@ def _training_input(
     site = work[m.KEY_PROTOCOL][m.SITE]
     if Kind(work[m.KEY_KIND]) == Kind.EVALUATE:
         return encode_scores(result, parameters.weight_of((site,))), beside_input(result)
-    key = _head_key(work)
+    key = _line_key(work, m.KEY_PRIVATE_HEAD)
     if key is not None:
         # FedPer: the head this site trained stays here; the sum gets back the head the
         # site was given, so that only the body is averaged.
-        data.keep_private_head(key, head_of(result.weights))
+        data.keep_private("head", key, head_of(result.weights))
         result = replace(result, weights=with_head(result.weights, head_of(weights)))
+    ditto = _line_key(work, m.KEY_DITTO)
+    if ditto is not None:
+        # Ditto: the site's own model trains on from where it was, pulled toward the
+        # round's global model; it stays here.
+        personal = data.private_weights("ditto", ditto) or weights
+        mu = float(work[m.KEY_DITTO]["mu"])
+        if not 0 < mu <= MAX_DITTO_MU:
+            raise SecAggError(f"a Ditto weight must be above 0 and at most {MAX_DITTO_MU}")
+        config = TrainConfig(**work[m.KEY_LOCAL])
+        data.keep_private(
+            "ditto", ditto, ditto_update(model, personal, weights, local, config, mu=mu)
+        )
     return training_input(result, weights, parameters, site, rng)
 
 
-def _head_key(work: dict[str, Any]) -> str | None:
-    """Which private head a task with a private head (FedPer) uses: one per line of
-    models (the federation's pipeline and its member seed); None without one."""
-    spec = work.get(m.KEY_PRIVATE_HEAD)
+def _line_key(work: dict[str, Any], field: str) -> str | None:
+    """Which of its own models a task with a private part (``field``: a FedPer head, a
+    Ditto model) uses: one per line of models (the federation's pipeline and its member
+    seed); None when the task has no such part."""
+    spec = work.get(field)
     if not spec:
         return None
-    if int(spec.get("tensors", -1)) != HEAD_TENSORS:
+    if field == m.KEY_PRIVATE_HEAD and int(spec.get("tensors", -1)) != HEAD_TENSORS:
         raise SecAggError(f"a private head is the last {HEAD_TENSORS} tensors of the network")
     text = json.dumps([work[m.KEY_PIPELINE], int(spec["lineage"])], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -240,8 +269,8 @@ def _head_key(work: dict[str, Any]) -> str | None:
 def _with_own_head(work: dict[str, Any], data: SiteData, weights: Weights) -> Weights:
     """The federation's ``weights`` as this site uses them: with its own head under
     FedPer (once it has trained one), as they are otherwise."""
-    key = _head_key(work)
-    head = data.private_head(key) if key is not None else None
+    key = _line_key(work, m.KEY_PRIVATE_HEAD)
+    head = data.private_weights("head", key) if key is not None else None
     return weights if head is None else with_head(weights, head)
 
 

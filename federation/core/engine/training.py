@@ -71,6 +71,10 @@ class FederatedTraining:
         it with the shared body every round and puts the head it was given back in the
         sum, so that only the body is averaged; the federation's model is the body, each
         site's is the body with its own head
+    ditto_mu : Ditto: each site also trains a personal model of its own every round, from
+        where it left it, pulled toward the round's global model with this proximal
+        weight; it stays at the site and is a candidate in the personalisation round
+        (0: none)
     """
 
     rounds: int = 40
@@ -88,6 +92,7 @@ class FederatedTraining:
     privacy: dict[str, float] | None = None
     personal_epochs: int = 0
     private_head: bool = False
+    ditto_mu: float = 0.0
 
     def personal_settings(self) -> dict[str, Any]:
         """What each site needs to personalise (the task of the personalisation round)."""
@@ -227,6 +232,29 @@ def local_update(
     ).weights
 
 
+# The strongest pull toward the global model a Ditto task may ask for (the proximal term
+# is in units of the network's output scale, as FedProx's).
+MAX_DITTO_MU = 10.0
+
+
+def ditto_update(
+    model: RulModel,
+    personal: Weights,
+    global_weights: Weights,
+    data: LocalData,
+    config: TrainConfig,
+    *,
+    mu: float,
+) -> Weights:
+    """Ditto's step: train the site's personal model from where it was for
+    ``config.epochs`` epochs, pulled toward the round's global model with weight ``mu``."""
+    seed_everything(config.seed + 1)
+    net = model.new_net()
+    set_weights(net, personal)
+    local = TrainConfig(**{**config.to_dict(), "prox_mu": mu, "patience": 0})
+    return train_network(net, data.x, data.y, local, reference=global_weights).weights
+
+
 def local_evaluate(model: RulModel, weights: Weights, data: LocalData) -> tuple[float, int]:
     """Sum of squared errors of ``weights`` on this site's validation windows, and count."""
     return ensemble_evaluate(model, [weights], data)
@@ -273,10 +301,11 @@ def train_locally(
 # --- personalisation: each site chooses its model ---------------------------------------------
 
 # The models a site chooses between, in the order a tie goes: the federation's model,
-# the site's fine-tuned copy of it, the site's model trained alone, and the mixture of
-# those two (the mean of their predictions: what the site learnt from the federation and
-# what it learnt alone, each correcting the other's errors).
-CHOICES = ("global", "personal", "alone", "mixture")
+# the site's fine-tuned copy of it, the site's model trained alone, the mixture of those
+# two (the mean of their predictions: what the site learnt from the federation and what
+# it learnt alone, each correcting the other's errors), and, with Ditto, the personal
+# model it trained alongside the federation's.
+CHOICES = ("global", "personal", "alone", "mixture", "ditto")
 # Epochs without a better validation RMSE before a site stops training alone.
 ALONE_PATIENCE = 10
 
@@ -305,12 +334,14 @@ def personalise_locally(
     start: Weights,
     data: LocalData,
     settings: dict[str, Any],
+    ditto: Weights | None = None,
 ) -> PersonalChoice:
     """Fine-tune the federation's model on this site's windows, train a model alone from
     ``start`` (the federation's initial weights) for as many epochs as the federation
-    trained, mix the two, and choose whichever of the :data:`CHOICES` scores best on the
-    validation windows (the federation's model when there are none). Fine-tuning and
-    training alone keep their best epoch on the validation windows."""
+    trained, mix the two, and choose whichever of the :data:`CHOICES` (with ``ditto``, the
+    site's Ditto model) scores best on the validation windows (the federation's model
+    when there are none). Fine-tuning and training alone keep their best epoch on the
+    validation windows."""
     started = time.perf_counter()
     has_validation = len(data.x_val) > 0
     candidates = {"global": [global_weights]}
@@ -341,13 +372,15 @@ def personalise_locally(
             ).weights
         ]
     candidates["mixture"] = candidates["personal"] + candidates["alone"]
+    if ditto is not None:
+        candidates["ditto"] = [ditto]
     rmse = {}
     for name, members in candidates.items():
         sse, count = ensemble_evaluate(model, members, data)
         rmse[name] = math.sqrt(sse / count) if count else math.nan
     choice = "global"
     if has_validation:
-        choice = min(CHOICES, key=lambda name: (rmse[name], CHOICES.index(name)))
+        choice = min(candidates, key=lambda name: (rmse[name], CHOICES.index(name)))
     seconds = round(time.perf_counter() - started, 3)
     return PersonalChoice(choice, rmse, candidates, seconds)
 

@@ -55,6 +55,15 @@ class Command(BaseCommand):
             "body is summed (needs --personal-epochs)",
         )
         create.add_argument(
+            "--ditto",
+            type=float,
+            default=0.0,
+            metavar="MU",
+            help="Ditto: each site trains a personal model alongside the federation's, pulled "
+            "toward it with this proximal weight, a candidate of its choice (needs "
+            "--personal-epochs; default 0: none)",
+        )
+        create.add_argument(
             "--plain",
             action="store_true",
             help="plain aggregation, for debugging only: the coordinator sees every "
@@ -149,6 +158,7 @@ class Command(BaseCommand):
             privacy=self._privacy(options),
             personal_epochs=options["personal_epochs"],
             private_head=options["private_head"],
+            ditto_mu=options["ditto"],
         )
         self.stdout.write(
             f"created federation {federation.name!r} (id {federation.id}): "

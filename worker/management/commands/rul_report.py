@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from federation.core.engine.training import MAX_DITTO_MU
 from federation.core.recipes import DP_CLIP, QUICK, default_recipe, default_training
 from federation.core.report import SCHEMES, PrivacyPlan, Report, ReportConfig, markdown_table
 from turbofan.data.files import DataFileError
@@ -56,6 +57,14 @@ class Command(BaseCommand):
             "body is summed; needs --personal-epochs (each site's model is scored in the "
             "per-site table)",
         )
+        parser.add_argument(
+            "--ditto",
+            type=float,
+            default=0.0,
+            metavar="MU",
+            help="Ditto: each site trains a personal model alongside the federation's, pulled "
+            "toward it with this proximal weight (needs --personal-epochs)",
+        )
         dp = parser.add_argument_group(
             "differential privacy",
             "with --dp-epsilon, one more federated setup per target epsilon, under "
@@ -91,6 +100,12 @@ class Command(BaseCommand):
                 "--private-head needs --personal-epochs: with private heads each site's "
                 "model is its own, scored in the per-site table"
             )
+        if options["ditto"] and not options["personal_epochs"]:
+            raise CommandError("--ditto needs --personal-epochs: its model is a candidate there")
+        if options["ditto"] and options["private_head"]:
+            raise CommandError("use --ditto or --private-head, not both")
+        if not 0 <= options["ditto"] <= MAX_DITTO_MU:
+            raise CommandError(f"--ditto must be from 0 (none) to {MAX_DITTO_MU:g}")
         if options["scheme"] == "by-subset" and len(options["subsets"]) < 2:
             raise CommandError("--scheme by-subset needs at least two --subsets (one site each)")
         config = ReportConfig(
@@ -103,6 +118,7 @@ class Command(BaseCommand):
                 QUICK.training if options["quick"] else default_training(),
                 personal_epochs=options["personal_epochs"],
                 private_head=options["private_head"],
+                ditto_mu=options["ditto"],
             ),
             privacy=PrivacyPlan(
                 epsilons=options["dp_epsilon"],

@@ -340,6 +340,32 @@ def test_a_ditto_model_trains_at_each_site_and_changes_nothing_the_sites_send(tr
         assert not np.array_equal(ditto[0], with_ditto.model.members[0][0])
 
 
+def test_ensemble_members_train_the_same_models_in_processes_of_their_own(train, monkeypatch):
+    sites = {f"site-{k}": train[train["unit"].between(10 * k - 9, 10 * k)] for k in (1, 2, 3)}
+    recipe = NetworkRecipe(net_options=SMALL_NET, ensemble=2)
+    config = FederatedTraining(rounds=2, local_epochs=1, patience=0, personal_epochs=1)
+    template = FeaturePipeline.for_subset("FD001")
+    results = {}
+    for processes in ("1", "2"):
+        monkeypatch.setenv(simulation_module.PROCESSES_ENV, processes)
+        results[processes] = run_simulation(sites, template, recipe, config)
+
+    one, two = results["1"], results["2"]
+    assert simulation_module.member_processes(2, private=False) == 2
+    assert simulation_module.member_processes(2, private=True) == 1  # DP: one budget
+    for a, b in zip(one.model.members, two.model.members, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+    assert [r["member"] for r in two.history] == [0, 0, 1, 1]
+    assert one.choice_counts == two.choice_counts
+    assert {n: c.choice for n, c in one.choices.items()} == {
+        n: c.choice for n, c in two.choices.items()
+    }
+    assert [(e.site, e.stage, e.kind) for e in one.log] == [
+        (e.site, e.stage, e.kind) for e in two.log
+    ]
+
+
 def test_a_site_whose_personalised_model_is_worse_on_validation_keeps_another(train):
     frame = train[train["unit"].between(1, 12)]
     pipeline = FeaturePipeline.for_subset("FD001").fit(frame)

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import functools
 import math
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -43,6 +46,7 @@ from federation.core.engine.training import FederatedTraining, PersonalChoice, i
 from federation.core.messages import Kind
 from federation.core.privacy import PrivacyError, Spend, admit, epsilon_spent
 from federation.core.secagg.primitives import Misbehaviour, SecAggError, SigningKey
+from federation.core.strategies import Weights
 from turbofan.data.features import FeaturePipeline
 from turbofan.models.artefact import RulModel
 from turbofan.models.fit import NetworkRecipe, new_network_model
@@ -317,6 +321,35 @@ class SimulationResult:
     choice_counts: dict[str, int] | None = None
 
 
+# Set to the number of processes the ensemble members of a simulation may train in
+# (1: one after another, in this process); by default as many as there are cores.
+PROCESSES_ENV = "SIMULATION_PROCESSES"
+
+
+def member_processes(members: int, *, private: bool) -> int:
+    """How many processes a simulation's ``members`` train in: the members are
+    independent federations of the same sites, so they run side by side where there are
+    cores (``SIMULATION_PROCESSES`` caps it), except under DP, where they spend one
+    budget one after another."""
+    if private or members < 2:
+        return 1
+    wanted = os.environ.get(PROCESSES_ENV)
+    cores = int(wanted) if wanted else (os.cpu_count() or 1)
+    return max(1, min(members, cores))
+
+
+@dataclass
+class MemberRun:
+    """One ensemble member's federation: its final weights and round records, what the
+    sites chose (member 0, with personalisation), and the messages its rounds sent."""
+
+    weights: Weights
+    records: list[dict[str, float]]
+    choices: dict[str, PersonalChoice] = field(default_factory=dict)
+    choice_counts: dict[str, int] | None = None
+    log: list[SentMessage] = field(default_factory=list)
+
+
 def run_simulation(
     site_frames: dict[str, pd.DataFrame],
     template: FeaturePipeline,
@@ -327,7 +360,10 @@ def run_simulation(
     on_round: Callable[[dict[str, float]], None] | None = None,
 ) -> SimulationResult:
     """Fit the shared pipeline, then train ``recipe.ensemble`` global networks, each with
-    ``config.rounds`` federated rounds, as many independent federations of these sites.
+    ``config.rounds`` federated rounds, as many independent federations of these sites
+    (side by side in processes of their own where there are cores, see
+    :func:`member_processes`: each repeats the setup rounds, which give the same
+    pipeline, and gives the same model as it would in this process).
 
     Each member keeps its last round's model, as a live federation does; with
     ``config.patience`` (and no DP) training stops after that many rounds without a
@@ -345,37 +381,33 @@ def run_simulation(
     model = new_network_model(pipeline, recipe)
     spent: list[Spend] = []
     history: list[dict[str, float]] = []
+    log = list(simulation.log)
+    processes = member_processes(recipe.ensemble, private=settings is not None)
+    if processes > 1:
+        job = functools.partial(_member_in_process, site_frames, template, recipe, config)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(processes, mp_context=context) as pool:
+            runs = list(pool.map(job, range(recipe.ensemble)))
+    else:
+        runs = []
+        for member in range(recipe.ensemble):
+            setup_messages = len(simulation.log)
+            run = _run_member(simulation, state, pipeline, member, spent, progress)
+            run.log = simulation.log[setup_messages:]
+            if not run.records:
+                break  # the budget allows no more rounds: the ensemble has the members so far
+            runs.append(run)
+            del simulation.log[setup_messages:]
     choices: dict[str, PersonalChoice] = {}
     choice_counts: dict[str, int] | None = None
-    for member in range(recipe.ensemble):
-        member_state = replace(
-            state,
-            weights=initial_weights(pipeline, recipe, config.member_seed(member)),
-            strategy_state=[],
-        )
-        weights, records = _train_member(
-            simulation,
-            member_state,
-            member,
-            spent,
-            progress,
-            f"federated {member + 1}/{recipe.ensemble}",
-        )
-        if not records:
-            break  # the budget allows no more rounds: the ensemble has the members so far
-        model.members.append(weights)
-        history += [{"member": member, **r} for r in records]
-        if member == 0 and config.personal_epochs and settings is None:
-            # What a live federation trains (member 0): each site chooses its model.
-            final = replace(member_state, weights=weights, accepted=None)
-            outcome = simulation.run_round(Kind.PERSONALISE, config.rounds, final)
-            choice_counts = outcome.choices
-            for site, member_ in simulation.members.items():
-                chosen = simulation.data[site].choice
-                if chosen is not None:
-                    choices[member_.name] = chosen
+    for member, run in enumerate(runs):
+        model.members.append(run.weights)
+        history += [{"member": member, **r} for r in run.records]
+        log += run.log
+        choices.update(run.choices)
+        choice_counts = choice_counts if run.choice_counts is None else run.choice_counts
         if on_round is not None:
-            for record in records:
+            for record in run.records:
                 on_round(record)
     model.meta.update(
         setup="federated",
@@ -403,10 +435,66 @@ def run_simulation(
         history=history,
         seconds=time.perf_counter() - started,
         epsilon=epsilon,
-        log=simulation.log,
+        log=log,
         choices=choices,
         choice_counts=choice_counts,
     )
+
+
+def _member_in_process(
+    site_frames: dict[str, pd.DataFrame],
+    template: FeaturePipeline,
+    recipe: NetworkRecipe,
+    config: FederatedTraining,
+    member: int,
+) -> MemberRun:
+    """One member's federation in a process of its own: its own sites and coordinator,
+    the same setup rounds, then :func:`_run_member`."""
+    simulation = Simulation(site_frames, template=template, recipe=recipe, training=config)
+    state = simulation.setup()
+    assert state.pipeline is not None
+    pipeline = FeaturePipeline.from_dict(state.pipeline)
+    setup_messages = len(simulation.log)
+    run = _run_member(simulation, state, pipeline, member, [], progress=False)
+    run.log = simulation.log[setup_messages:]
+    return run
+
+
+def _run_member(
+    simulation: Simulation,
+    state: c.FederationState,
+    pipeline: FeaturePipeline,
+    member: int,
+    spent: list[Spend],
+    progress: bool,
+) -> MemberRun:
+    """Member ``member``'s federation from the setup's ``state``: its training rounds and,
+    for member 0 (what a live federation trains) with personalisation, the round in which
+    each site chooses its model."""
+    config, recipe = simulation.training, simulation.recipe
+    member_state = replace(
+        state,
+        weights=initial_weights(pipeline, recipe, config.member_seed(member)),
+        strategy_state=[],
+    )
+    weights, records = _train_member(
+        simulation,
+        member_state,
+        member,
+        spent,
+        progress,
+        f"federated {member + 1}/{recipe.ensemble}",
+    )
+    run = MemberRun(weights, records)
+    if records and member == 0 and config.personal_epochs and not config.privacy:
+        final = replace(member_state, weights=weights, accepted=None)
+        outcome = simulation.run_round(Kind.PERSONALISE, config.rounds, final)
+        run.choice_counts = outcome.choices
+        for site, member_ in simulation.members.items():
+            chosen = simulation.data[site].choice
+            if chosen is not None:
+                run.choices[member_.name] = chosen
+    return run
 
 
 def _train_member(

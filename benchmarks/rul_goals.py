@@ -1,6 +1,7 @@
 """Accuracy and time of the RUL report against the product's goals.
 
     python benchmarks/rul_goals.py [--part fd001 fd002 fd004 noniid] [--out DIR]
+        [--readme README.md]
 
 fd001:  FD001, IID split into 4 sites, seeds 0, 1, 2: centralised RMSE <= 12.5,
         federated <= 13.0 and within 5% of centralised, NASA score <= 300 (means
@@ -9,12 +10,15 @@ fd002, fd004: one seed, 4 sites: centralised and federated RMSE <= 16.
 noniid: one site per subset (FD001-FD004), each subset's test set.
 
 RMSE in the literature's convention (true test RUL capped at 125). The gradient-
-boosting baseline runs in the same report as the named peer.
+boosting baseline runs in the same report as the named peer. ``--readme`` (with the
+fd001, fd002 and fd004 parts) rewrites the accuracy table between the ``rul-accuracy``
+markers of that file: the README shows what this script measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import time
@@ -42,7 +46,7 @@ def check(label: str, ok: bool) -> bool:
     return ok
 
 
-def part_fd001(out: Path) -> bool:
+def part_fd001(out: Path, reports: dict[str, dict]) -> bool:
     started = time.perf_counter()
     run(
         ReportConfig(
@@ -61,6 +65,7 @@ def part_fd001(out: Path) -> bool:
         ),
         out / "fd001",
     )
+    reports["FD001"] = three
     central, fed = mean_rmse(three, "FD001", "centralised"), mean_rmse(three, "FD001", "federated")
     local = mean_rmse(three, "FD001", "local")
     score = three["results"]["FD001"]["federated"]["mean"]["literature"]["score"]
@@ -86,13 +91,14 @@ def part_fd001(out: Path) -> bool:
     )
 
 
-def part_multi_regime(subset: str, out: Path) -> bool:
+def part_multi_regime(subset: str, out: Path, reports: dict[str, dict]) -> bool:
     report = run(
         ReportConfig(
             [subset], sites=4, seeds=[0], recipe=default_recipe(), training=default_training()
         ),
         out / subset.lower(),
     )
+    reports[subset] = report
     central, fed = mean_rmse(report, subset, "centralised"), mean_rmse(report, subset, "federated")
     return all(
         [
@@ -116,27 +122,62 @@ def part_noniid(out: Path) -> bool:
     return True
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--part",
-        nargs="+",
-        default=["fd001", "fd002", "fd004", "noniid"],
-        choices=["fd001", "fd002", "fd004", "noniid"],
+COLUMNS = ("centralised", "local", "federated", "federated-one", "baseline")
+MARKER = "rul-accuracy"
+
+
+def readme_table(reports: dict[str, dict]) -> str:
+    """The README's accuracy table from the reports: literature RMSE (strict in brackets)."""
+    lines = [
+        "| subset | seeds | centralised | each site alone (mean) | federated (ensemble of 3) "
+        "| federated, one model | gradient boosting |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for subset, report in reports.items():
+        seeds = ", ".join(map(str, report["config"]["seeds"]))
+        cells = []
+        for setup in COLUMNS:
+            mean = report["results"][subset][setup]["mean"]
+            cells.append(f"{mean['literature']['rmse']:.2f} ({mean['strict']['rmse']:.2f})")
+        lines.append(f"| {subset} (IID, 4 sites) | {seeds} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def write_readme(path: Path, text: str) -> None:
+    """Replace what stands between the markers in ``path`` with ``text``."""
+    content = path.read_text()
+    pattern = re.compile(
+        rf"(<!-- {MARKER}:start -->\n).*?(\n<!-- {MARKER}:end -->)", flags=re.DOTALL
     )
+    if not pattern.search(content):
+        raise SystemExit(f"{path}: no '<!-- {MARKER}:start -->' ... ':end -->' markers")
+    path.write_text(pattern.sub(lambda m: m.group(1) + text + m.group(2), content))
+
+
+def main() -> None:
+    parts = ["fd001", "fd002", "fd004", "noniid"]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", nargs="+", default=parts, choices=parts)
     parser.add_argument("--out", type=Path, default=None, help="keep the reports here")
+    parser.add_argument("--readme", type=Path, default=None, help="rewrite its table here")
     args = parser.parse_args()
+    if args.readme is not None and not {"fd001", "fd002", "fd004"} <= set(args.part):
+        parser.error("--readme needs the fd001, fd002 and fd004 parts (the table's rows)")
     out = args.out or Path(tempfile.mkdtemp(prefix="rul-goals-"))
     results = []
+    reports: dict[str, dict] = {}
     for part in args.part:
         print(f"\n## {part}\n")
         if part == "fd001":
-            results.append(part_fd001(out))
+            results.append(part_fd001(out, reports))
         elif part == "noniid":
             results.append(part_noniid(out))
         else:
-            results.append(part_multi_regime(part.upper(), out))
+            results.append(part_multi_regime(part.upper(), out, reports))
     print(f"\nReports in {out}")
+    if args.readme is not None:
+        write_readme(args.readme, readme_table(reports))
+        print(f"rewrote the table in {args.readme}")
     sys.exit(0 if all(results) else 1)
 
 

@@ -30,6 +30,11 @@ urlpatterns = [
         name="federation-start",
     ),
     path(
+        "federations/<int:federation_id>/extend/",
+        federations.federation_extend,
+        name="federation-extend",
+    ),
+    path(
         "federations/<int:federation_id>/memberships/<int:membership_id>/approve/",
         federations.membership_approve,
         name="membership-approve",

@@ -55,6 +55,8 @@ def federation_detail(request: HttpRequest, federation_id: int) -> HttpResponse:
             federation=federation, user=request.user
         ),
         "can_start": federation.status in {Federation.Status.DRAFT, Federation.Status.FAILED},
+        "can_extend": federation.status == Federation.Status.FINISHED,
+        "max_more_rounds": federations.MAX_MORE_ROUNDS,
         "pending": memberships(federation, [Membership.Status.REQUESTED]) if is_admin else [],
         "members": (
             memberships(federation, [Membership.Status.APPROVED, Membership.Status.SUSPENDED])
@@ -104,6 +106,29 @@ def federation_start(request: HttpRequest, federation_id: int) -> HttpResponse:
         messages.error(request, str(error))
     else:
         messages.success(request, "Start requested: the status and rounds below show how it goes.")
+    return redirect("pages:federation", federation_id=federation.id)
+
+
+@login_required
+@post_only("pages:federation", "federation_id")
+def federation_extend(request: HttpRequest, federation_id: int) -> HttpResponse:
+    """Run more rounds of a finished federation (the admin's form on its page)."""
+    federation = administered(request, federation_id)
+    try:
+        rounds = int(request.POST.get("rounds", ""))
+    except ValueError:
+        messages.error(request, "Say how many more rounds to run: a whole number, e.g. 10.")
+        return redirect("pages:federation", federation_id=federation.id)
+    try:
+        round_ = federations.federation_extend(federation=federation, rounds=rounds)
+    except FederationError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(
+            request,
+            f"{rounds} more rounds requested: training round {round_.number} is open, and "
+            "the approved sites' workers pick it up. The rounds below show how it goes.",
+        )
     return redirect("pages:federation", federation_id=federation.id)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from federation.models import Round, Site, StageMessage
+from federation.models import Federation, Membership, Round, Site, StageMessage
 from federation.selectors.budget import LEDGER_LIMIT, site_budgets
 from federation.selectors.federations import sent_label
 
@@ -78,12 +78,54 @@ def site_sent_log(*, site: Site, limit: int = SENT_LOG_LIMIT) -> list[dict[str, 
     return entries
 
 
+def membership_work(*, membership: Membership) -> str:
+    """In plain words, what work the site has in this federation now, or why it has none
+    and when work will come."""
+    federation, site = membership.federation, membership.site
+    status = Membership.Status
+    if membership.status == status.REQUESTED:
+        return "No work yet: the federation's admin has not approved the request."
+    if membership.status == status.SUSPENDED:
+        return "No work: the federation's admin suspended this site."
+    if membership.status == status.LEFT:
+        return "No work: the site left this federation."
+    if site.status == Site.Status.PAUSED:
+        return "No work while participation is paused: resume it above."
+    if federation.status == Federation.Status.DRAFT:
+        return "Waiting for the federation's admin to start it; the worker then gets work."
+    if federation.status == Federation.Status.FINISHED:
+        return (
+            "The federation has finished: no work will come unless its admin runs more "
+            "rounds, which this site will then take part in."
+        )
+    if federation.status == Federation.Status.FAILED:
+        return (
+            f"The federation stopped ({federation.reason or 'no reason given'}); work "
+            "resumes when its admin starts it again."
+        )
+    current = (
+        federation.round_set.filter(
+            status__in=[Round.Status.OPEN, Round.Status.COLLECTING, Round.Status.AGGREGATING]
+        )
+        .exclude(kind=Round.Kind.ANALYTICS)
+        .order_by("-id")
+        .first()
+    )
+    if current is None:
+        return "Between rounds: the next opens in a moment."
+    label = f"{current.get_kind_display()} round {current.number}"
+    if current.contributions.filter(site=site).exists():
+        return f"Taking part in {label}: the worker answers its stages."
+    return f"{label.capitalize()} started before this site joined: it takes part from the next."
+
+
 def site_portal(*, site: Site) -> dict[str, Any]:
     """Everything the site's owner sees on the site's page."""
-    memberships = site.memberships.select_related("federation").order_by("federation__name")
+    memberships = site.memberships.select_related("federation", "site").order_by("federation__name")
     return {
         "worker": site_worker_status(site=site),
         "memberships": list(memberships),
+        "work": {m.id: membership_work(membership=m) for m in memberships},
         "sent": site_sent_log(site=site),
         "sent_limit": SENT_LOG_LIMIT,
         "budgets": site_budgets(site=site),

@@ -21,6 +21,8 @@ from federation.specs import default_model_spec
 
 # The most epochs a site may fine-tune the federation's model for.
 MAX_PERSONAL_EPOCHS = 50
+# The most training rounds one extension of a finished federation may add.
+MAX_MORE_ROUNDS = 200
 
 
 def federation_create(
@@ -154,3 +156,39 @@ def federation_start(*, federation: Federation) -> Round:
         if failed is not None:
             return round_open(federation=federation, kind=Kind(failed.kind), number=failed.number)
         return round_open(federation=federation, kind=Kind.POINTS, number=0)
+
+
+def federation_extend(*, federation: Federation, rounds: int) -> Round:
+    """Run ``rounds`` more training rounds of a finished federation, from its model, then
+    its closing rounds again (the last candidate scored, and each site's choice with
+    personalisation). Sites approved since it finished take part. Returns the first new
+    round (failed at once, with the reason, if it may not run: too few sites, no privacy
+    budget left, ...)."""
+    if not 1 <= rounds <= MAX_MORE_ROUNDS:
+        raise FederationError(
+            f"run from 1 to {MAX_MORE_ROUNDS} more rounds at a time (asked: {rounds})",
+            status=400,
+        )
+    with transaction.atomic():
+        trained = (
+            federation.round_set.filter(kind=Round.Kind.TRAIN, status=Round.Status.DONE)
+            .order_by("-number")
+            .values_list("number", flat=True)
+            .first()
+        )
+        if trained is None:
+            raise FederationError(
+                "the federation has trained no round yet: start it instead", status=409
+            )
+        changed = Federation.objects.filter(
+            id=federation.id, status=Federation.Status.FINISHED
+        ).update(status=Federation.Status.RUNNING, reason="", rounds=trained + rounds)
+        if not changed:
+            federation.refresh_from_db()
+            raise FederationError(
+                f"the federation is {federation.get_status_display()}: only a finished "
+                "federation can run more rounds",
+                status=409,
+            )
+        federation.refresh_from_db()
+        return round_open(federation=federation, kind=Kind.TRAIN, number=trained + 1)

@@ -43,6 +43,7 @@ PAGES = {
     "federation": lambda c: reverse("pages:federation", args=[c.federation.id]),
     "progress": lambda c: reverse("pages:federation-progress", args=[c.federation.id]),
     "start": lambda c: reverse("pages:federation-start", args=[c.federation.id]),
+    "extend": lambda c: reverse("pages:federation-extend", args=[c.federation.id]),
     "approve": lambda c: reverse(
         "pages:membership-approve", args=[c.federation.id, c.membership.id]
     ),
@@ -68,6 +69,7 @@ MATRIX = [
     ("federation", "GET", (200, 200, 200, 200)),
     ("progress", "GET", (200, 200, 200, 200)),
     ("start", "POST", (LOGIN, 403, 403, 302)),
+    ("extend", "POST", (LOGIN, 403, 403, 302)),
     ("approve", "POST", (LOGIN, 403, 403, 302)),
     ("suspend", "POST", (LOGIN, 403, 403, 302)),
     ("my sites", "GET", (LOGIN, 200, 200, 200)),
@@ -106,10 +108,10 @@ def test_each_page_answers_each_actor_as_the_matrix_says(
 
 
 @pytest.mark.parametrize(
-    "page", ["start", "approve", "suspend", "join", "pause", "leave", "credential"]
+    "page", ["start", "extend", "approve", "suspend", "join", "pause", "leave", "credential"]
 )
 def test_a_get_on_an_action_goes_to_its_page_and_triggers_nothing(client, cast, page):
-    admin_action = page in {"start", "approve", "suspend"}
+    admin_action = page in {"start", "extend", "approve", "suspend"}
     client.force_login(cast.admin if admin_action else cast.owner)
 
     response = client.get(PAGES[page](cast))
@@ -783,6 +785,24 @@ def test_a_finished_federation_stops_asking_for_updates(client, cast):
     assert "Reload the page to see later changes." in html
 
 
+def test_the_admin_of_a_finished_federation_may_run_more_rounds_and_hears_why_not(client, cast):
+    client.force_login(cast.admin)
+    page = PAGES["federation"](cast)
+    assert 'id="extend-federation"' not in client.get(page).content.decode()  # a draft
+    Federation.objects.filter(id=cast.federation.id).update(status=Federation.Status.FINISHED)
+
+    html = client.get(page).content.decode()
+    not_a_number = client.post(PAGES["extend"](cast), {"rounds": "ten"}, follow=True)
+    untrained = client.post(PAGES["extend"](cast), {"rounds": "10"}, follow=True)
+
+    assert 'id="extend-federation"' in html and 'name="rounds"' in html
+    assert "its sites wait with no work" in html
+    assert "Say how many more rounds to run: a whole number" in not_a_number.content.decode()
+    assert "has trained no round yet" in untrained.content.decode()
+    cast.federation.refresh_from_db()
+    assert cast.federation.status == Federation.Status.FINISHED
+
+
 def test_the_detail_page_renders_the_same_rows_without_javascript(client, cast):
     running_round(cast)
 
@@ -921,3 +941,26 @@ def test_a_plain_round_says_it_is_plain_and_who_sent_their_input(client, cast):
     assert page["live"]["stage"] == (
         "Plain aggregation, for debugging: 1 of 2 sites sent their input in the clear"
     )
+
+
+def test_the_site_page_says_what_work_the_site_has_or_why_it_has_none(client, cast):
+    client.force_login(cast.owner)
+
+    def work() -> str:
+        html = client.get(PAGES["site"](cast)).content.decode()
+        return html.split('class="work">', 1)[1].split("</td>", 1)[0]
+
+    assert work() == "No work yet: the federation&#x27;s admin has not approved the request."
+    approve(cast)
+    assert work().startswith("Waiting for the federation&#x27;s admin to start it")
+    round_ = running_round(cast)
+    Contribution.objects.filter(round=round_, site=cast.site).delete()
+    assert work() == (
+        "Training round 1 started before this site joined: it takes part from the next."
+    )
+    Contribution.objects.create(round=round_, site=cast.site)
+    assert work() == "Taking part in training round 1: the worker answers its stages."
+    Federation.objects.filter(id=cast.federation.id).update(status=Federation.Status.FINISHED)
+    assert work().startswith("The federation has finished: no work will come unless its admin")
+    Site.objects.filter(id=cast.site.id).update(status=Site.Status.PAUSED)
+    assert work() == "No work while participation is paused: resume it above."

@@ -28,7 +28,7 @@ from federation.models import (
     Site,
     StageMessage,
 )
-from federation.services import rounds, sites, stages
+from federation.services import federations, rounds, sites, stages
 from federation.services.versions import version_weights
 from tests.rounds import EXAMPLES, SITES, VAL_COUNT, VAL_SSE, aggregated_weights, close_enough
 from worker.keystore import Keystore
@@ -509,3 +509,33 @@ def test_a_vote_is_one_bit_signed_by_its_site(fleet):
         with pytest.raises(FederationError, match=message):
             stages.stage_submit(contribution=contribution, body={**body, **forged})
     stages.stage_submit(contribution=contribution, body=body)
+
+
+def test_a_finished_federation_runs_more_rounds_from_its_model(fleet):
+    fleet.run(fleet.open())
+    fleet.run(Round.objects.get(federation=fleet.federation, kind="evaluate"))
+    fleet.federation.refresh_from_db()
+    assert fleet.federation.status == Federation.Status.FINISHED
+    with pytest.raises(FederationError, match="run from 1 to 200 more rounds"):
+        federations.federation_extend(federation=fleet.federation, rounds=0)
+
+    second = federations.federation_extend(federation=fleet.federation, rounds=2)
+
+    fleet.federation.refresh_from_db()
+    assert fleet.federation.status == Federation.Status.RUNNING
+    assert fleet.federation.rounds == 3
+    assert (second.kind, second.number, second.status) == ("train", 2, Round.Status.COLLECTING)
+    fleet.stage(second)  # the sites' keys: then the model to train from is handed out
+    fleet.stage(second)
+    _, work = fleet.work("alpha")
+    latest = ModelVersion.objects.filter(federation=fleet.federation).order_by("-version")[0]
+    assert latest.version == 1 and latest.status == ModelVersion.Status.ACCEPTED
+    given = m.weights_from_bytes(m.unb64(work[m.KEY_WEIGHTS]))
+    assert [w.tolist() for w in given] == [w.tolist() for w in version_weights(latest)]
+    with pytest.raises(FederationError, match="only a finished federation can run more"):
+        federations.federation_extend(federation=fleet.federation, rounds=2)
+
+
+def test_a_federation_that_never_trained_cannot_be_extended(fleet):
+    with pytest.raises(FederationError, match="has trained no round yet"):
+        federations.federation_extend(federation=fleet.federation, rounds=2)

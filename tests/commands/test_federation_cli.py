@@ -153,6 +153,18 @@ def test_personalisation_settings_that_cannot_work_are_refused(users, flags, mes
     assert not Federation.objects.filter(name="fleet").exists()
 
 
+def test_a_federation_runs_more_rounds_only_once_it_has_trained(users):
+    run("create", "fleet", "--admin", "boss")
+
+    with pytest.raises(CommandError, match="has trained no round yet: start it instead"):
+        run("extend", "fleet", "--rounds", "5")
+    Federation.objects.filter(name="fleet").update(status=Federation.Status.FINISHED)
+    with pytest.raises(CommandError, match="has trained no round yet: start it instead"):
+        run("extend", "fleet", "--rounds", "5")
+    with pytest.raises(CommandError, match="run from 1 to 200 more rounds"):
+        run("extend", "fleet", "--rounds", "500")
+
+
 def test_a_query_is_asked_and_a_bad_one_is_refused_with_the_reason(users):
     run("create", "fleet", "--admin", "boss")
 

@@ -17,7 +17,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from federation import budget
 from federation.core.privacy import PrivacyError, PrivacySettings
 from federation.errors import FederationError
-from federation.models import AnalyticsQuery, Federation, Membership, Site
+from federation.models import AnalyticsQuery, Federation, Membership, Round, Site
 from federation.selectors.federations import federation_progress
 from federation.services import federations, rounds, sites
 
@@ -127,6 +127,11 @@ class Command(BaseCommand):
         for name in ("start", "status"):
             action = actions.add_parser(name, help=f"{name} a federation")
             action.add_argument("federation")
+        extend = actions.add_parser(
+            "extend", help="run more training rounds of a finished federation, from its model"
+        )
+        extend.add_argument("federation")
+        extend.add_argument("--rounds", type=int, required=True, help="how many more rounds")
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -279,6 +284,16 @@ class Command(BaseCommand):
     def _start(self, options: dict[str, Any]) -> None:
         round_ = federations.federation_start(federation=self._federation(options["federation"]))
         self.stdout.write(f"started: {round_.kind} round {round_.number} is {round_.status}")
+
+    def _extend(self, options: dict[str, Any]) -> None:
+        federation = self._federation(options["federation"])
+        round_ = federations.federation_extend(federation=federation, rounds=options["rounds"])
+        if round_.status == Round.Status.FAILED:
+            raise CommandError(f"training round {round_.number} could not run: {round_.reason}")
+        self.stdout.write(
+            f"{options['rounds']} more rounds: training round {round_.number} is open "
+            f"(the federation now trains {round_.number + options['rounds'] - 1} rounds)"
+        )
 
     def _status(self, options: dict[str, Any]) -> None:
         federation = self._federation(options["federation"])

@@ -94,6 +94,13 @@ class Site(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def may_hold_credential(self) -> bool:
+        """Whether the site may be issued a credential: once a federation has approved it
+        (a suspended member keeps one, to come back); before, no work would take it."""
+        return self.memberships.filter(
+            status__in=[Membership.Status.APPROVED, Membership.Status.SUSPENDED]
+        ).exists()
+
 
 class Membership(models.Model):
     class Status(models.TextChoices):

@@ -141,6 +141,10 @@ class Membership(Schema):
     federation: int
     name: str
     status: Literal["requested", "approved", "suspended", "left"]
+    work: str = Field(
+        description="in plain words, the work the site has in it now, or why none and when "
+        "work will come"
+    )
 
 
 class SiteOut(Schema):

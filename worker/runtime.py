@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from pathlib import Path
+
+from celery.signals import after_setup_logger
 
 from worker.celery import app
 
@@ -35,8 +38,21 @@ def start_worker(
         "--without-heartbeat",
     ]
     if beat_schedule:
+        if loglevel.upper() != "DEBUG":
+            # A periodic pull would log three lines every few seconds (sent, received,
+            # succeeded): the console keeps the site's own status lines instead.
+            after_setup_logger.connect(_quiet_periodic_lines, weak=False)
         app.conf.beat_schedule = beat_schedule
         assert state_dir is not None
         state_dir.mkdir(parents=True, exist_ok=True)
         argv += ["--beat", f"--schedule={state_dir / 'beat-schedule'}"]
     app.worker_main(argv=argv)
+
+
+# Celery's loggers that speak once per periodic task.
+PERIODIC_LOGGERS = ("celery.beat", "celery.app.trace", "celery.worker.strategy")
+
+
+def _quiet_periodic_lines(**_: object) -> None:
+    for name in PERIODIC_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

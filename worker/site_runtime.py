@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import os
 import time
 import urllib.error
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 # work (the next stage of a round opens the moment its last site answers) or this long.
 LONG_POLL_SECONDS = 20.0
 IDLE_PAUSE_SECONDS = 1.0
+# While idle, how often a site asks the coordinator what work each federation has for it.
+STATUS_EVERY_SECONDS = 60.0
 # The stages after which a site's part in a round is over.
 LAST_STAGES = (p.UNMASK, m.PLAIN_INPUT)
 
@@ -66,6 +69,9 @@ class SiteRuntime:
     # Plain rounds send this site's input in the clear: only if its owner allows them.
     allow_plain: bool = False
     _data: SiteData | None = field(default=None, repr=False)
+    # The last status line said per federation, and when the coordinator was last asked.
+    _said: dict[str, str] = field(default_factory=dict, repr=False)
+    _asked_status: float = field(default=-math.inf, repr=False)
 
     def data(self) -> SiteData:
         """The site's rows (read once), with what the rounds derive from them."""
@@ -203,6 +209,30 @@ class SiteRuntime:
                 # not hold the request): pause instead of asking again straight away.
                 time.sleep(min(IDLE_PAUSE_SECONDS, max(0.0, give_up - time.monotonic())))
         return "; ".join(outcomes) or "idle"
+
+    def say_status(self, outcome: str) -> list[str]:
+        """Plain status lines for the site's console, one per change: what each stage
+        answered, and while idle what work each federation has for the site or why none
+        (asked of the coordinator when the site falls idle, then at most once a minute).
+        Returns the lines said."""
+        lines = []
+        if outcome != "idle":
+            lines = [line for line in outcome.split("; ") if line]
+            self._asked_status = -math.inf  # ask again once the site falls idle
+        elif time.monotonic() - self._asked_status >= STATUS_EVERY_SECONDS:
+            self._asked_status = time.monotonic()
+            try:
+                _, site = self.request("GET", "/api/v1/site")
+            except (CoordinatorRefused, CoordinatorUnreachable) as error:
+                site = {"memberships": [{"name": "the coordinator", "work": str(error)}]}
+            for membership in site.get("memberships", []):
+                name, words = str(membership.get("name")), str(membership.get("work", ""))
+                if self._said.get(name) != words:
+                    self._said[name] = words
+                    lines.append(f"{name}: {words}")
+        for line in lines:
+            log.info("%s", line)
+        return lines
 
     def answer(self, work: dict[str, Any]) -> tuple[str, bool]:
         """This site's message for the stage ``work`` asks for, computed (and kept in the

@@ -99,7 +99,10 @@ def site_poll(self: Any) -> str:
     from worker.site_runtime import CoordinatorUnreachable, runtime_from_env
 
     try:
-        return runtime_from_env().work_session(WORK_SESSION_SECONDS)
+        runtime = runtime_from_env()
+        outcome = runtime.work_session(WORK_SESSION_SECONDS)
+        runtime.say_status(outcome)
+        return outcome
     except CoordinatorUnreachable as error:
         delay = min(60, 2 ** min(self.request.retries, 6))
         log.warning("coordinator unreachable (%s); retrying in %d s", error, delay)

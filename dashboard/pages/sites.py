@@ -21,19 +21,12 @@ from federation.models import Membership, Site
 from federation.selectors import sites as site_reads
 from federation.services import sites
 
-# The variable site_worker reads the credential from (worker.site_runtime.CREDENTIAL_ENV;
-# not imported here, as that module pulls in the training stack).
-CREDENTIAL_ENV = "SITE_CREDENTIAL"
-
 
 def _credential_page(
     request: HttpRequest, *, site: Site, credential: str, replaced: bool
 ) -> HttpResponse:
     coordinator = settings.SITE_API_URL or request.build_absolute_uri("/")
-    command = (
-        f"{CREDENTIAL_ENV}={credential} python manage.py site_worker "
-        f"--coordinator {coordinator} --data-dir PATH"
-    )
+    command = site_reads.worker_command(credential=credential, coordinator=coordinator)
     context = {"site": site, "credential": credential, "command": command, "replaced": replaced}
     response = render(request, "federation/credential.html", context)
     add_never_cache_headers(response)
@@ -178,5 +171,9 @@ def _cap_message(membership: Membership) -> str:
 def site_credential(request: HttpRequest, name: str) -> HttpResponse:
     site = owned_site(request, name)
     replaced = bool(site.credential_hash)
-    credential = sites.site_issue_credential(site=site)
+    try:
+        credential = sites.site_issue_credential(site=site)
+    except FederationError as error:
+        messages.error(request, str(error))
+        return redirect("pages:site", name=site.name)
     return _credential_page(request, site=site, credential=credential, replaced=replaced)

@@ -25,8 +25,15 @@ def site_public(*, site: Site) -> dict[str, Any]:
         "status": site.status,
         "data_summary": site.data_summary,
         "memberships": [
-            {"federation": m.federation_id, "name": m.federation.name, "status": m.status}
-            for m in site.memberships.select_related("federation").order_by("federation__name")
+            {
+                "federation": m.federation_id,
+                "name": m.federation.name,
+                "status": m.status,
+                "work": membership_work(membership=m),
+            }
+            for m in site.memberships.select_related("federation", "site").order_by(
+                "federation__name"
+            )
         ],
     }
 
@@ -78,6 +85,15 @@ def site_sent_log(*, site: Site, limit: int = SENT_LOG_LIMIT) -> list[dict[str, 
     return entries
 
 
+def worker_command(*, credential: str, coordinator: str) -> str:
+    """The command that starts a site's worker, as the README sets the project up (run
+    in the project's folder, with its virtual environment)."""
+    return (
+        f"SITE_CREDENTIAL={credential} .venv/bin/python manage.py site_worker "
+        f"--coordinator {coordinator} --data-dir PATH"
+    )
+
+
 def membership_work(*, membership: Membership) -> str:
     """In plain words, what work the site has in this federation now, or why it has none
     and when work will come."""
@@ -126,6 +142,7 @@ def site_portal(*, site: Site) -> dict[str, Any]:
         "worker": site_worker_status(site=site),
         "memberships": list(memberships),
         "work": {m.id: membership_work(membership=m) for m in memberships},
+        "may_hold_credential": site.may_hold_credential(),
         "sent": site_sent_log(site=site),
         "sent_limit": SENT_LOG_LIMIT,
         "budgets": site_budgets(site=site),

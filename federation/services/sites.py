@@ -35,7 +35,14 @@ def site_create(*, owner: User, name: str) -> Site:
 
 
 def site_issue_credential(*, site: Site) -> str:
-    """A new credential for the site (the old one stops working). Shown once, stored hashed."""
+    """A new credential for the site (the old one stops working). Shown once, stored hashed.
+    Only once a federation has approved the site: before, no work would take it."""
+    if not site.may_hold_credential():
+        raise FederationError(
+            f"{site.name} is in no federation yet: ask to join one, and get the credential "
+            "once its admin approves the site",
+            status=409,
+        )
     credential = CREDENTIAL_PREFIX + secrets.token_urlsafe(32)
     Site.objects.filter(id=site.id).update(
         credential_hash=hash_credential(credential), credential_issued_at=timezone.now()

@@ -17,7 +17,7 @@ from federation.core.messages import Kind
 from federation.core.secagg.primitives import SigningKey
 from federation.errors import FederationError
 from federation.models import Contribution, ModelVersion, Site
-from federation.services import rounds, sites
+from federation.services import federations, rounds, sites
 
 pytestmark = pytest.mark.django_db
 
@@ -26,9 +26,14 @@ pytestmark = pytest.mark.django_db
 def api(cast, tmp_path, scheduled):
     """The cast's federation at its first round, with members alpha, beta and delta (each
     with its credential and keys); otto's south-hangar holds a credential but no
-    membership."""
+    membership in it."""
     members = {name: cast.add_member(name, keys=tmp_path) for name in ("alpha", "beta", "delta")}
     credentials = {name: member.credential for name, member in members.items()}
+    # A member of another federation only (one not started): a credential, no work here.
+    elsewhere = federations.federation_create(name="elsewhere", admin=cast.admin)
+    sites.membership_approve(
+        membership=sites.membership_request(federation=elsewhere, site=cast.other_site)
+    )
     credentials["gamma"] = sites.site_issue_credential(site=cast.other_site)
     round_ = rounds.round_open(federation=cast.federation, kind=Kind.POINTS, number=0)
     version = ModelVersion.objects.create(federation=cast.federation, version=0, sha256="0" * 64)

@@ -78,7 +78,7 @@ MATRIX = [
     ("join", "POST", (LOGIN, 302, 404, 404)),
     ("pause", "POST", (LOGIN, 302, 404, 404)),
     ("leave", "POST", (LOGIN, 302, 404, 404)),
-    ("credential", "POST", (LOGIN, 200, 404, 404)),
+    ("credential", "POST", (LOGIN, 302, 404, 404)),  # 302: not approved yet, says why
 ]
 CASES = [
     pytest.param(page, method, actor, expected, id=f"{page}-{actor}")
@@ -215,7 +215,7 @@ def test_a_new_user_signs_up_creates_a_site_joins_gets_approved_pauses_and_leave
     site.refresh_from_db()
     assert site.credential_hash == hashlib.sha256(credential.encode()).hexdigest()
     command = (
-        f"SITE_CREDENTIAL={credential} python manage.py site_worker "
+        f"SITE_CREDENTIAL={credential} .venv/bin/python manage.py site_worker "
         "--coordinator http://testserver/ --data-dir PATH"
     )
     assert command in issued.content.decode()
@@ -264,7 +264,28 @@ def test_approving_again_after_a_suspension_leaves_the_credential_alone(client, 
     assert cast.membership.status == Membership.Status.APPROVED
 
 
+def test_a_credential_comes_once_a_federation_has_approved_the_site(client, cast):
+    client.force_login(cast.owner)
+    url = reverse("pages:site-credential", args=[cast.site.name])
+    before = client.get(PAGES["site"](cast)).content.decode()
+
+    refused = client.post(url, follow=True).content.decode()
+
+    assert 'id="credential-not-yet"' in before and "Get the site's credential" not in before
+    assert "north-hangar is in no federation yet: ask to join one" in refused
+    assert not CREDENTIAL.search(refused)
+    cast.site.refresh_from_db()
+    assert not cast.site.credential_hash
+    approve(cast)
+    after = client.get(PAGES["site"](cast)).content.decode()
+    assert "Get the site's credential" in after
+    assert CREDENTIAL.search(client.post(url).content.decode())
+    rotate = client.get(PAGES["site"](cast)).content.decode()
+    assert 'id="rotate-credential"' in rotate and "a worker running with it is cut off" in rotate
+
+
 def test_a_new_credential_is_shown_once_and_replaces_the_old_one(client, cast):
+    approve(cast)
     client.force_login(cast.owner)
     url = reverse("pages:site-credential", args=[cast.site.name])
 
@@ -282,6 +303,7 @@ def test_a_new_credential_is_shown_once_and_replaces_the_old_one(client, cast):
 
 def test_the_credential_page_points_the_site_at_the_api_pool(client, cast, settings):
     settings.SITE_API_URL = "https://api.fleet.example.com/"
+    approve(cast)
     client.force_login(cast.owner)
 
     page = client.post(reverse("pages:site-credential", args=[cast.site.name])).content.decode()

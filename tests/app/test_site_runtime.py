@@ -138,3 +138,30 @@ def test_a_site_refuses_plain_rounds_unless_its_owner_allows_them_and_asks_again
     assert all(e["method"] in ("GET", "-") for e in outbox)  # nothing sent
     (refusal,) = [e for e in outbox if "refused" in e]  # and the owner can read why
     assert "has not allowed plain rounds" in refusal["refused"]
+
+
+class Told(SiteRuntime):
+    """A site whose coordinator says what work each federation has for it."""
+
+    work = "Waiting for the federation's admin to start it; the worker then gets work."
+
+    def transport(self, method, url, data, headers):
+        memberships = [{"federation": 1, "name": "North fleet", "status": "approved"}]
+        return 200, json.dumps({"memberships": [{**memberships[0], "work": self.work}]}).encode()
+
+
+def test_the_worker_says_one_plain_line_per_change_of_its_work(tmp_path, caplog):
+    site = Told("http://coordinator", "tfs_secret", tmp_path / "data", tmp_path / "state")
+    caplog.set_level("INFO", logger="worker.site_runtime")
+
+    first = site.say_status("idle")
+    again = site.say_status("idle")  # asked at most once a minute, and nothing changed
+    answered = site.say_status("North fleet train round 3: advertise_keys sent")
+    site.work = "The federation has finished: no work will come unless its admin runs more"
+    changed = site.say_status("idle")  # idle again after work: asked at once
+
+    assert first == ["North fleet: " + Told.work]
+    assert again == []
+    assert answered == ["North fleet train round 3: advertise_keys sent"]
+    assert changed == ["North fleet: " + site.work]
+    assert [r.getMessage() for r in caplog.records] == [*first, *answered, *changed]

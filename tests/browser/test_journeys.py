@@ -310,7 +310,7 @@ def test_an_owner_joins_a_federation_and_sees_the_credential_once(browser: Brows
     assert CREDENTIAL.fullmatch(credential)
     site = Site.objects.get(name="east-hangar")
     assert site.credential_hash == hashlib.sha256(credential.encode()).hexdigest()
-    assert f"SITE_CREDENTIAL={credential} python manage.py site_worker" in browser.text(
+    assert f"SITE_CREDENTIAL={credential} .venv/bin/python manage.py site_worker" in browser.text(
         "#worker-command"
     )
 

@@ -36,7 +36,7 @@ def test_a_site_joins_and_its_owner_gets_the_credential_once_with_the_command(us
     )
 
     assert "tfs_" not in approved  # the admin never sees a site's credential
-    found = re.search(r"SITE_CREDENTIAL=(\S+) python manage.py site_worker", printed)
+    found = re.search(r"SITE_CREDENTIAL=(\S+) \.venv/bin/python manage\.py site_worker", printed)
     assert found, "no credential printed"
     credential = found[1]
     assert "--coordinator https://fleet.example.com/ --data-dir PATH" in printed

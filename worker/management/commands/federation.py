@@ -19,6 +19,7 @@ from federation.core.privacy import PrivacyError, PrivacySettings
 from federation.errors import FederationError
 from federation.models import AnalyticsQuery, Federation, Membership, Round, Site
 from federation.selectors.federations import federation_progress
+from federation.selectors.sites import worker_command
 from federation.services import federations, rounds, sites
 
 
@@ -276,9 +277,8 @@ class Command(BaseCommand):
         self.stdout.write(
             ("The old credential has stopped working. " if replaced else "")
             + "The site's credential (shown once; keep it where the worker runs):\n"
-            f"  {credential}\nStart the site's worker with:\n"
-            f"  SITE_CREDENTIAL={credential} python manage.py site_worker "
-            f"--coordinator {options['coordinator']} --data-dir PATH"
+            f"  {credential}\nStart the site's worker, in the project's folder, with:\n"
+            f"  {worker_command(credential=credential, coordinator=options['coordinator'])}"
         )
 
     def _start(self, options: dict[str, Any]) -> None:

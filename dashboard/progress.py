@@ -8,6 +8,7 @@ place: one formatting, with or without JavaScript.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from federation.core.messages import PLAIN_INPUT
@@ -94,7 +95,10 @@ def live_summary(progress: dict[str, Any]) -> dict[str, Any]:
     return {
         "headline": f"{_round_title(current, progress['training_rounds'])}: "
         f"{current['status_label']}.",
-        "round": {**answered, "text": f"{answered['value']} of {answered['max']} sites answered"},
+        "round": {
+            **answered,
+            "text": f"{answered['value']} of {answered['max']} sites have sent their input",
+        },
         "stage": _stage_line(current),
         "deadline": deadline,
         "overall": overall,
@@ -134,6 +138,8 @@ CHOICE_WORDS = {
     "global": "the federation's model",
     "personal": "their fine-tuned copy",
     "alone": "their own model",
+    "mixture": "the mixture of their copy and their own",
+    "ditto": "their Ditto model",
 }
 
 
@@ -151,7 +157,9 @@ def round_rows(progress: dict[str, Any]) -> list[dict[str, Any]]:
             status += f" ({r['excluded']} excluded for breaking the protocol)"
         if r.get("choices"):
             chose = ", ".join(
-                f"{count} {CHOICE_WORDS[name]}" for name, count in r["choices"].items()
+                f"{count} {CHOICE_WORDS.get(name, name)}"
+                for name, count in r["choices"].items()
+                if count or name in ("global", "personal", "alone")
             )
             status += f"; sites chose: {chose}"
         rows.append(
@@ -219,7 +227,7 @@ def metrics_figure(versions: list[dict[str, Any]]) -> dict[str, Any]:
             "hovertemplate": f"version %{{x}}: %{{y:.2f}}<extra>{name}</extra>",
         }
 
-    return {
+    figure: dict[str, Any] = {
         "data": [
             trace("rmse", "test RMSE", "y"),
             trace("val_rmse", "sites' validation RMSE", "y"),
@@ -243,6 +251,42 @@ def metrics_figure(versions: list[dict[str, Any]]) -> dict[str, Any]:
             "yaxis2": {"title": {"text": "NASA score"}, "domain": [0, 0.44], "type": "log"},
         },
     }
+    _scale_to_trained(figure, versions)
+    return figure
+
+
+def _scale_to_trained(figure: dict[str, Any], versions: list[dict[str, Any]]) -> None:
+    """Scale the axes to the trained versions: version 0, the untrained initial model, is
+    far worse and would flatten the real improvement. It stays on the chart, labelled,
+    above the top where it does not fit."""
+    trained = [v for v in versions if v["version"] > 0]
+    untrained = next((v for v in versions if v["version"] == 0), None)
+    rmses = [v[k] for v in trained for k in ("rmse", "val_rmse") if v[k] is not None]
+    scores = [v["score"] for v in trained if v["score"] is not None and v["score"] > 0]
+    layout = figure["layout"]
+    if rmses:
+        layout["yaxis"]["range"] = [0, max(rmses) * 1.15]
+    if scores:
+        layout["yaxis2"]["range"] = [
+            math.log10(min(scores)) - 0.15,
+            math.log10(max(scores)) + 0.15,
+        ]
+    if untrained is not None and untrained["rmse"] is not None:
+        off_scale = bool(rmses) and untrained["rmse"] > max(rmses) * 1.15
+        layout["annotations"] = [
+            {
+                "x": 0,
+                "y": 1 if off_scale else untrained["rmse"],
+                "xref": "x",
+                "yref": "y domain" if off_scale else "y",
+                "text": f"version 0: untrained, RMSE {untrained['rmse']:.1f}"
+                + (" (off the scale)" if off_scale else ""),
+                "showarrow": False,
+                "xanchor": "left",
+                "yanchor": "top",
+                "font": {"size": 11, "color": "#5b6770"},
+            }
+        ]
 
 
 def epsilon(value: float) -> str:

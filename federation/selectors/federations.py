@@ -76,12 +76,14 @@ def federation_list() -> list[dict[str, Any]]:
     rows = []
     for federation in federations:
         latest = next(iter(federation.versions.all()), None)
+        trained = latest is not None and latest.version > 0  # version 0 is untrained
         rows.append(
             {
                 "federation": federation,
                 "approved_sites": federation.approved_sites,
                 "training_done": federation.training_done,
-                **version_scores(latest.metrics if latest else None),
+                "untrained": latest is not None and not trained,
+                **version_scores(latest.metrics if trained and latest else None),
             }
         )
     return rows

@@ -129,7 +129,7 @@ def test_a_secure_round_names_its_stage_and_how_many_sites_answered_it():
     assert live["stage"] == (
         "Secure aggregation, stage 3 of 4, masked input: 2 of 4 sites answered this stage"
     )
-    assert live["round"]["text"] == "1 of 4 sites answered"
+    assert live["round"]["text"] == "1 of 4 sites have sent their input"
     assert live["deadline"] == "Closes at the latest in 2 min 5 s."
 
 
@@ -178,6 +178,22 @@ def test_round_rows_say_who_was_excluded_and_what_the_sites_chose():
         "done; sites chose: 1 the federation's model, 2 their fine-tuned copy, 0 their own model",
         "done (1 excluded for breaking the protocol)",
     ]
+
+
+def test_the_untrained_version_0_is_labelled_and_does_not_set_the_scale():
+    versions: list[dict[str, Any]] = [
+        {"version": 0, "rmse": 84.55, "score": 340402.0, "val_rmse": 80.0, "status": "accepted"},
+        {"version": 1, "rmse": 14.3, "score": 900.0, "val_rmse": 14.0, "status": "accepted"},
+        {"version": 2, "rmse": 12.7, "score": 400.0, "val_rmse": 12.5, "status": "accepted"},
+    ]
+
+    layout = metrics_figure(versions)["layout"]
+
+    assert layout["yaxis"]["range"] == [0, pytest.approx(14.3 * 1.15)]
+    low, high = layout["yaxis2"]["range"]
+    assert 10**low < 400 and 900 < 10**high < 340402
+    [note] = layout["annotations"]
+    assert note["text"] == "version 0: untrained, RMSE 84.5 (off the scale)"
 
 
 def test_the_figure_leaves_gaps_where_a_version_was_not_scored():

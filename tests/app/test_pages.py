@@ -705,7 +705,11 @@ def test_progress_json_carries_the_running_round_the_tables_and_the_figure(clien
 
     assert page["status"] == "running" and page["running"] is True
     assert page["live"]["headline"] == "Training round 1 of 10: collecting."
-    assert page["live"]["round"] == {"value": 1, "max": 2, "text": "1 of 2 sites answered"}
+    assert page["live"]["round"] == {
+        "value": 1,
+        "max": 2,
+        "text": "1 of 2 sites have sent their input",
+    }
     assert page["live"]["overall"]["text"] == "0 of 10 training rounds done"
     assert re.fullmatch(r"Closes at the latest in (4 min 5\d s|5 min)\.", page["live"]["deadline"])
     [row] = page["rounds"]
@@ -746,7 +750,7 @@ def test_progress_is_computed_once_a_second_for_each_view_of_it(client, cast, se
     assert client.get(url).json() == public  # served from the cache
     client.force_login(cast.admin)  # another view of it: its own computation
     admin = client.get(url).json()
-    assert admin["live"]["round"]["text"] == "2 of 2 sites answered"
+    assert admin["live"]["round"]["text"] == "2 of 2 sites have sent their input"
     assert admin["budget"] == public["budget"] and "north-hangar" in json.dumps(admin)
     assert "north-hangar" not in json.dumps(public)
 
@@ -760,8 +764,8 @@ def test_progress_json_follows_the_database_between_two_polls(client, cast):
     )
     second = progress_json(client, cast)
 
-    assert first["live"]["round"]["text"] == "1 of 2 sites answered"
-    assert second["live"]["round"]["text"] == "2 of 2 sites answered"
+    assert first["live"]["round"]["text"] == "1 of 2 sites have sent their input"
+    assert second["live"]["round"]["text"] == "2 of 2 sites have sent their input"
 
 
 @pytest.mark.parametrize(
@@ -851,7 +855,9 @@ def test_plotly_comes_from_the_apps_own_static_files(client, cast):
 
 def test_the_list_counts_each_site_once_and_shows_progress_scores_and_privacy(client, cast):
     round_ = running_round(cast)
+    untrained = client.get(reverse("pages:federations")).content.decode()
     Round.objects.filter(id=round_.id).update(status=Round.Status.DONE)
+    ModelVersion.objects.filter(federation=cast.federation).update(version=1)  # it trained
 
     response = client.get(reverse("pages:federations"))
 
@@ -865,6 +871,8 @@ def test_the_list_counts_each_site_once_and_shows_progress_scores_and_privacy(cl
     page = response.content.decode()
     assert "1 of 10" in page and "12346" in page
     assert "secure aggregation (SecAgg+)" in page
+    # Version 0 is the untrained initial model: its scores are no one's achievement.
+    assert "not trained yet" in untrained and "41.50" not in untrained
 
 
 # --- a site's portal -----------------------------------------------------------------------

@@ -134,7 +134,7 @@ def test_a_visitor_follows_a_running_federation_without_reloading(browser: Brows
     browser.driver.execute_script("window.notReloaded = true")
 
     assert browser.text("#live-headline") == "Training round 3 of 10: collecting."
-    assert browser.text("#round-progress-text") == "1 of 3 sites answered"
+    assert browser.text("#round-progress-text") == "1 of 3 sites have sent their input"
     assert browser.text("#overall-progress-text") == "2 of 10 training rounds done"
     versions = [row.text for row in browser.find_all("#versions-table tbody tr")]
     assert versions[2].startswith("2 17.30 610 16.90")
@@ -146,7 +146,7 @@ def test_a_visitor_follows_a_running_federation_without_reloading(browser: Brows
     Contribution.objects.filter(round=current, site__name="north-hangar").update(
         status=Contribution.Status.RECEIVED, received_at=timezone.now()
     )
-    browser.wait_for_text("#round-progress-text", "2 of 3 sites answered")
+    browser.wait_for_text("#round-progress-text", "2 of 3 sites have sent their input")
     browser.wait_for_text("#rounds-table tbody tr:first-child", "2 of 3")
     Round.objects.filter(id=current.id).update(stage="masked_input")
     StageMessage.objects.create(

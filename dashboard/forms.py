@@ -9,6 +9,7 @@ from django import forms
 from federation.core.analytics import MAX_BINS
 from federation.models import Federation, Membership, Site
 from turbofan.data.files import SENSOR_COLUMNS
+from turbofan.data.sensors import sensor_label
 
 # Path segments under /sites/ that a site's name would shadow.
 RESERVED_SITE_NAMES = frozenset({"new"})
@@ -18,6 +19,12 @@ class SiteForm(forms.Form):
     name = forms.SlugField(
         max_length=50,
         help_text="Letters, digits, hyphens and underscores; other members see this name.",
+        error_messages={
+            "invalid": "Use only letters, digits, hyphens (-) and underscores (_) in the "
+            "name, with no spaces: e.g. north-hangar.",
+            "max_length": "Keep the name to 50 characters at most.",
+            "required": "Give the site a name: e.g. north-hangar.",
+        },
     )
 
     def clean_name(self) -> str:
@@ -68,7 +75,7 @@ class CapForm(forms.Form):
         self.fields["epsilon_cap"].label = f"Epsilon cap in {membership.federation.name}"
 
 
-SENSOR_CHOICES = [(name, name) for name in SENSOR_COLUMNS]
+SENSOR_CHOICES = [(name, sensor_label(name)) for name in SENSOR_COLUMNS]
 DEFAULT_BINS = 40
 
 

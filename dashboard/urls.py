@@ -6,4 +6,5 @@ app_name = "dashboard"
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("glossary/", views.glossary, name="glossary"),
 ]

@@ -5,6 +5,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
 from dashboard.selectors import service_status
+from turbofan.data.sensors import PARTS, SENSORS
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -21,3 +22,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
     except Exception as error:  # any database failure means "not ready"
         return JsonResponse({"status": "error", "database": str(error)}, status=503)
     return JsonResponse({"status": "ok", "database": connection.vendor})
+
+
+def glossary(request: HttpRequest) -> HttpResponse:
+    """The words of federated learning and of the C-MAPSS data, in plain terms."""
+    sensors = [{"column": column, **sensor._asdict()} for column, sensor in SENSORS.items()]
+    return render(request, "dashboard/glossary.html", {"sensors": sensors, "parts": PARTS})

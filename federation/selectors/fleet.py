@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from federation.core.analytics import SENSOR_ENVELOPE
 from federation.models import AnalyticsQuery, Federation
+from turbofan.data.sensors import sensor_label
 
 QUERY_LIST_LIMIT = 50
 
@@ -48,6 +49,7 @@ def fleet_normalisation(*, federation: Federation) -> dict[str, Any] | None:
     rows = [
         {
             "sensor": name,
+            "label": sensor_label(name),
             "cells": [
                 {
                     "label": f"Regime {k + 1}",

@@ -208,3 +208,37 @@ def test_the_figure_leaves_gaps_where_a_version_was_not_scored():
     assert [t["y"] for t in figure["data"]] == [[None, 20.5], [None, 19.0], [None, 800.0]]
     assert all(t["x"] == [0, 1] for t in figure["data"])
     assert [t["yaxis"] for t in figure["data"]] == ["y", "y", "y2"]
+
+
+@pytest.mark.django_db
+def test_the_glossary_explains_the_words_and_names_every_sensor(client):
+    page = client.get("/glossary/").content.decode()
+
+    for term in ("FedAvg", "Secure aggregation (SecAgg+)", "NASA score", "Seed", "Round"):
+        assert f">{term}</dt>" in page
+    assert "operating points" in page
+    assert page.count('<th scope="row">s_') == 21
+    assert "static pressure at the HPC outlet" in page and "high-pressure compressor" in page
+
+
+def test_sensors_are_named_as_an_engineer_knows_them():
+    from dashboard.forms import SENSOR_CHOICES
+    from turbofan.data.sensors import sensor_label
+
+    assert sensor_label("s_11") == "s_11 · Ps30, static pressure at the HPC outlet (psia)"
+    assert sensor_label("s_15") == "s_15 · BPR, bypass ratio"
+    assert sensor_label("cycle") == "cycle"
+    assert dict(SENSOR_CHOICES)["s_2"].startswith("s_2 · T24, total temperature")
+
+
+@pytest.mark.django_db
+def test_a_bad_site_name_is_refused_in_plain_words():
+    from dashboard.forms import SiteForm
+
+    form = SiteForm({"name": "North hangar!"})
+
+    assert not form.is_valid()
+    assert form.errors["name"] == [
+        "Use only letters, digits, hyphens (-) and underscores (_) in the name, with no "
+        "spaces: e.g. north-hangar."
+    ]

@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from federation.core.messages import PLAIN_INPUT
+from federation.core.privacy import PrivacySettings, budget_preview
 
 RUNNING = "running"
 ROUND_COLUMNS = ("Round", "Kind", "Status", "Sites answered", "Dropped", "Time")
@@ -356,15 +357,19 @@ def privacy_settings(settings: dict[str, float]) -> list[dict[str, str]]:
     ]
 
 
-def budget_summary(budget: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The federation's epsilon spent against its target, its settings in words, and
-    its ledger's rows if given."""
+def budget_summary(budget: dict[str, Any] | None, rounds: int = 0) -> dict[str, Any] | None:
+    """The federation's epsilon spent against its target, its settings in words, how
+    many of its ``rounds`` training rounds the budget allows, and its ledger's rows if
+    given."""
     if budget is None:
         return None
     ledger = budget["ledger"]
     return {
         **budget_meter(budget["spent"], budget["settings"]["epsilon"]),
         "settings": privacy_settings(budget["settings"]),
+        "allowance": budget_preview(PrivacySettings.from_dict(budget["settings"]), rounds)
+        if rounds
+        else "",
         "ledger": ledger_rows(ledger) if ledger is not None else None,
         "ledger_limit": budget["ledger_limit"],
     }
@@ -383,6 +388,27 @@ def site_budget_summary(budget: dict[str, Any]) -> dict[str, Any]:
     return {**budget, "meter": meter, "limits": limits, "rows": ledger_rows(budget["ledger"])}
 
 
+def model_warning(versions: list[dict[str, Any]], *, private: bool) -> str:
+    """Words of warning when the federation's latest model predicts no better than the
+    untrained one (version 0) on the test engines: it must not be used."""
+    scored = [v for v in versions if v["status"] != "rejected" and v["rmse"] is not None]
+    untrained = next((v for v in scored if v["version"] == 0), None)
+    latest = max((v for v in scored if v["version"] > 0), key=lambda v: v["version"], default=None)
+    if untrained is None or latest is None or latest["rmse"] < untrained["rmse"]:
+        return ""
+    why = (
+        " Under differential privacy the noise drowns the sites' updates: with few sites, "
+        "site-level DP costs this much (see the README on what privacy costs)."
+        if private
+        else ""
+    )
+    return (
+        f"Do not use this model: version {latest['version']} (test RMSE "
+        f"{latest['rmse']:.1f}) predicts no better than the untrained model (RMSE "
+        f"{untrained['rmse']:.1f}).{why}"
+    )
+
+
 def federation_page(progress: dict[str, Any]) -> dict[str, Any]:
     """Everything of the page that changes while a federation runs."""
     return {
@@ -396,6 +422,9 @@ def federation_page(progress: dict[str, Any]) -> dict[str, Any]:
         "version_columns": VERSION_COLUMNS,
         "versions": version_rows(progress),
         "figure": metrics_figure(progress["versions"]),
-        "budget": budget_summary(progress["budget"]),
+        "model_warning": model_warning(
+            progress["versions"], private=progress["budget"] is not None
+        ),
+        "budget": budget_summary(progress["budget"], progress["training_rounds"]),
         "ledger_columns": LEDGER_COLUMNS,
     }

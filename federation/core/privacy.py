@@ -18,6 +18,7 @@ mechanism on everyone. Training and analytics share one budget.
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 from collections import Counter
@@ -169,6 +170,59 @@ def noise_for_budget(
         else:
             high = middle
     return high
+
+
+@functools.lru_cache(maxsize=256)
+def rounds_within_budget(
+    noise_multiplier: float, sample_fraction: float, epsilon: float, delta: float, rounds: int
+) -> int:
+    """How many of ``rounds`` training rounds at these settings stay within ``epsilon``
+    (0 to ``rounds``): what a federation's admin should see before it starts."""
+
+    def spent(count: int) -> float:
+        return epsilon_spent([Spend(noise_multiplier, sample_fraction, count)], delta)
+
+    if rounds < 1 or spent(1) > epsilon:
+        return 0
+    low, high = 1, rounds  # spent(low) <= epsilon
+    while low < high:
+        middle = (low + high + 1) // 2
+        if spent(middle) <= epsilon:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def budget_preview(settings: PrivacySettings, rounds: int) -> str:
+    """In words: how many of a federation's training rounds its budget allows, and what
+    noise would let it run them all (remembered: a federation's page asks often)."""
+    return _budget_preview(
+        settings.noise_multiplier,
+        settings.sample_fraction,
+        settings.epsilon,
+        settings.delta,
+        rounds,
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _budget_preview(
+    noise_multiplier: float, sample_fraction: float, epsilon: float, delta: float, rounds: int
+) -> str:
+    allowed = rounds_within_budget(noise_multiplier, sample_fraction, epsilon, delta, rounds)
+    at = f"At noise x{noise_multiplier:g} the budget (epsilon {epsilon:g})"
+    if allowed >= rounds:
+        return f"{at} allows all {rounds} training rounds."
+    try:
+        needed = noise_for_budget(epsilon, delta, rounds, sample_fraction)
+        remedy = f"; all {rounds} would need noise x{needed:.3g} or more"
+    except PrivacyError:
+        remedy = ""
+    return (
+        f"{at} allows only {allowed} of the {rounds} training rounds: training stops there, "
+        f"far from a trained model{remedy} (more noise costs accuracy too)."
+    )
 
 
 # --- admission ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from federation.core.privacy import PrivacySettings
+from federation.core.privacy import PrivacySettings, budget_preview
 from federation.models import Federation, Membership, PrivacySpend, Site
 from tests.app.pages import Controls, signed_in
 from tests.cast import Cast
@@ -353,3 +353,13 @@ def test_the_budget_controls_are_labelled_and_headings_go_in_order(client, cast,
         field = f"id_cap_{cast.membership.id}_epsilon_cap"
         assert f'aria-describedby="{field}_helptext"' in page
         assert f'<label for="{field}">Epsilon cap in fd001-fleet:</label>' in page
+
+
+def test_the_federations_page_says_how_many_of_its_rounds_the_budget_allows(client, cast):
+    with_ledger(cast)
+
+    page = federation_page(client, cast)
+    allowance = budget_preview(PRIVACY, cast.federation.rounds)
+
+    assert 'id="budget-allowance"' in page and allowance in page
+    assert progress_json(client, cast)["budget"]["allowance"] == allowance

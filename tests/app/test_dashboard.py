@@ -242,3 +242,22 @@ def test_a_bad_site_name_is_refused_in_plain_words():
         "Use only letters, digits, hyphens (-) and underscores (_) in the name, with no "
         "spaces: e.g. north-hangar."
     ]
+
+
+def test_a_model_no_better_than_the_untrained_one_is_flagged_unusable():
+    from dashboard.progress import model_warning
+
+    def version(number: int, rmse: float, status: str = "accepted") -> dict[str, Any]:
+        return {"version": number, "rmse": rmse, "status": status}
+
+    worse = [version(0, 84.5), version(1, 60.0), version(2, 95.7)]
+    better = [version(0, 84.5), version(1, 14.3)]
+    rejected = [version(0, 84.5), version(1, 14.3), version(2, 99.0, "rejected")]
+
+    assert model_warning(worse, private=True).startswith(
+        "Do not use this model: version 2 (test RMSE 95.7) predicts no better than the "
+        "untrained model (RMSE 84.5). Under differential privacy"
+    )
+    assert model_warning(better, private=True) == ""
+    assert model_warning(rejected, private=False) == ""
+    assert model_warning([version(0, 84.5)], private=False) == ""

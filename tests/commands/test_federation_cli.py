@@ -174,3 +174,18 @@ def test_a_query_is_asked_and_a_bad_one_is_refused_with_the_reason(users):
         run("query", "fleet", "--sensors", "s_2")
     answer = json.loads(run("answer", str(AnalyticsQuery.objects.get().id)))
     assert answer["status"] == "failed" and answer["query"]["sensors"] == ["s_2"]
+
+
+def test_creating_a_private_federation_says_how_many_rounds_its_budget_allows(users):
+    short = run(
+        *("create", "short", "--admin", "boss", "--rounds", "10"),
+        *("--dp-noise", "1.1", "--dp-epsilon", "8"),
+    )
+    enough = run(
+        *("create", "enough", "--admin", "boss", "--rounds", "10"),
+        *("--dp-noise", "2.1", "--dp-epsilon", "8"),
+    )
+
+    assert "WARNING: At noise x1.1 the budget (epsilon 8) allows only 2 of the 10" in short
+    assert "all 10 would need noise x2.02 or more" in short
+    assert "allows all 10 training rounds" in enough and "WARNING" not in enough

@@ -104,6 +104,8 @@
     show("live-stage", Boolean(page.live.stage));
     setText("live-deadline", page.live.deadline);
     show("live-deadline", Boolean(page.live.deadline));
+    setText("model-warning", page.model_warning);
+    show("model-warning", Boolean(page.model_warning));
     meter("round", page.live.round);
     meter("overall", page.live.overall);
     fillRows("rounds-table", page.rounds, roundRow);

@@ -15,7 +15,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from federation import budget
-from federation.core.privacy import PrivacyError, PrivacySettings
+from federation.core.privacy import PrivacyError, PrivacySettings, budget_preview
 from federation.errors import FederationError
 from federation.models import AnalyticsQuery, Federation, Membership, Round, Site
 from federation.selectors.federations import federation_progress
@@ -170,6 +170,11 @@ class Command(BaseCommand):
             f"created federation {federation.name!r} (id {federation.id}): "
             f"{federation.privacy_label}"
         )
+        if federation.privacy:
+            preview = budget_preview(
+                PrivacySettings.from_dict(federation.privacy), federation.rounds
+            )
+            self.stdout.write(("WARNING: " if "only" in preview else "") + preview)
 
     def _privacy(self, options: dict[str, Any]) -> PrivacySettings | None:
         if options["dp_noise"] is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import re
@@ -849,8 +850,14 @@ def test_plotly_comes_from_the_apps_own_static_files(client, cast):
     sources = re.findall(r'<script[^>]* src="([^"]+)"', html)
     assert sources == ["/static/plotly/plotly.min.js", "/static/dashboard/federation.js"]
     assert bundle.status_code == 200
-    assert b"plotly" in b"".join(bundle.streaming_content)[:2000].lower()
+    plain = b"".join(bundle.streaming_content)
+    assert b"plotly" in plain[:2000].lower()
     assert "http://" not in html.split("<body>")[0] and "https://" not in html
+    # A browser that accepts gzip gets the bundle gzipped: under a third of the bytes.
+    zipped = client.get("/static/plotly/plotly.min.js", headers={"accept-encoding": "gzip, br"})
+    assert zipped["Content-Encoding"] == "gzip"
+    body = b"".join(zipped.streaming_content)
+    assert len(body) < len(plain) / 3 and gzip.decompress(body) == plain
 
 
 def test_the_list_counts_each_site_once_and_shows_progress_scores_and_privacy(client, cast):

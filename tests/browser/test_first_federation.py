@@ -1,11 +1,13 @@
 """The first federation, end to end, as its people live it: in headless Chromium against
 the real web app, with a real coordinator worker and real site workers.
 
-An admin runs a federation that two fleets have joined already; a new owner signs up,
-creates a site and asks to join; the admin approves; the owner gets the credential and
-starts the worker with the command the page shows; the admin starts the federation and
-watches it train; a visitor follows it without an account; the owner's page says when
-no more work will come, and the admin runs more rounds, in which the site takes part.
+The demo's admin runs a federation that two fleets have joined already and signs in
+with the password the demo printed; a new owner signs up, creates a site and asks to
+join; the admin approves; the owner copies the credential and starts the worker with
+the command the page shows; the admin starts the federation and watches it train; a
+visitor follows it without an account; the owner's page says when no more work will
+come; the admin runs more rounds, in which the new site takes part, and the owner sees
+that round on the site's page.
 """
 
 from __future__ import annotations
@@ -16,17 +18,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.contrib.auth import get_user_model
+from django.conf import settings
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
 from federation.models import Contribution, Federation, Round, Site
-from federation.services import federations, sites
 from tests.browser.conftest import LAPTOP, Browser
 from tests.stack import Stack
 from turbofan.data.files import read_engine_file
 from turbofan.data.partition import plan_iid, write_partition
+from worker.demo import ADMIN_PASSWORD_FILE, DEMO_ADMIN, DemoConfig, setup_federation
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -61,10 +63,10 @@ def people(chromium: webdriver.Chrome, stack: Stack) -> Browser:
     return Browser(chromium, stack.url.rstrip("/"))
 
 
-def sign_in(browser: Browser, username: str, lands_on: str) -> None:
+def sign_in(browser: Browser, username: str, lands_on: str, password: str = PASSWORD) -> None:
     browser.driver.delete_all_cookies()
     browser.open("/accounts/login/")
-    browser.fill({"Username:": username, "Password:": PASSWORD})
+    browser.fill({"Username:": username, "Password:": password})
     browser.click_button("Log in")
     browser.wait_for_text("h1", lands_on)
 
@@ -84,18 +86,16 @@ def test_an_admin_an_owner_and_a_visitor_through_a_first_federation(
     people: Browser, stack: Stack, folders: list[Path], tmp_path: Path
 ):
     browser = people
-    users = get_user_model().objects
-    admin = users.create_user("ada", password=PASSWORD)
-    federation = federations.federation_create(
-        name="North fleet", admin=admin, rounds=1, min_sites=3, deadline=120, local_epochs=1
+    # The demo's federation, which two fleets have joined; its admin's password is the
+    # one the demo prints and keeps in var/.
+    config = DemoConfig(sites=3, rounds=1, deadline=120)  # three sites, east-hangar to come
+    federation, credentials = setup_federation(
+        config, {"west-hangar": folders[1], "south-hangar": folders[2]}
     )
-    for index, name in enumerate(("west-hangar", "south-hangar")):  # two fleets joined already
-        owner = users.create_user(f"owner-{name}", password=PASSWORD)
-        site = sites.site_create(owner=owner, name=name)
-        sites.membership_approve(
-            membership=sites.membership_request(federation=federation, site=site)
-        )
-        stack.start_site(name, folders[index + 1], sites.site_issue_credential(site=site))
+    for index, name in enumerate(("west-hangar", "south-hangar")):
+        stack.start_site(name, folders[index + 1], credentials[name])
+    admin_password = (Path(settings.VAR_DIR) / ADMIN_PASSWORD_FILE).read_text().strip()
+    fleet = federation.name
 
     # A new owner signs up, creates a site and asks to join.
     browser.open("/accounts/signup/")
@@ -110,12 +110,12 @@ def test_an_admin_an_owner_and_a_visitor_through_a_first_federation(
     browser.click_button("Create site")
     browser.wait_for_text("h1", "east-hangar")
     assert browser.find_all("#credential-not-yet")  # no credential before approval
-    Select(browser.find("#id_federation")).select_by_visible_text("North fleet")
+    Select(browser.find("#id_federation")).select_by_visible_text(fleet)
     browser.click_button("Request to join")
     browser.wait_for_text(".work", "the federation's admin has not approved the request")
 
     # The admin lands on the federation with the request waiting, and approves it.
-    sign_in(browser, "ada", "North fleet")
+    sign_in(browser, DEMO_ADMIN, fleet, admin_password)
     browser.driver.find_element(By.CSS_SELECTOR, "[aria-label='Approve east-hangar']").click()
     browser.wait_for_text(".messages", "east-hangar is approved")
 
@@ -125,6 +125,16 @@ def test_an_admin_an_owner_and_a_visitor_through_a_first_federation(
     browser.wait_for_text(".work", "Waiting for the federation's admin to start it")
     browser.click_button("Get the site's credential")
     browser.wait_for_text("h1", "Credential for east-hangar")
+    browser.driver.execute_cdp_cmd(
+        "Browser.grantPermissions",
+        {"permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"], "origin": stack.url},
+    )
+    browser.find("button[data-copy='credential']").click()
+    browser.wait_for_text("#credential-copied", "Copied.")
+    copied = browser.driver.execute_async_script(
+        "navigator.clipboard.readText().then(arguments[arguments.length - 1])"
+    )
+    assert copied == browser.text("#credential")
     command = COMMAND.search(browser.text("#worker-command"))
     assert command, browser.text("#worker-command")
     credential, coordinator = command.groups()
@@ -145,7 +155,7 @@ def test_an_admin_an_owner_and_a_visitor_through_a_first_federation(
     )
 
     # The admin starts the federation and watches it train, without reloading.
-    sign_in(browser, "ada", "North fleet")
+    sign_in(browser, DEMO_ADMIN, fleet, admin_password)
     browser.click_button("Start the federation")
     browser.wait_for_text(".messages", "Start requested")
     wait_until(
@@ -166,7 +176,7 @@ def test_an_admin_an_owner_and_a_visitor_through_a_first_federation(
     sign_in(browser, "nina", "My sites")
     browser.driver.find_element(By.LINK_TEXT, "east-hangar").click()
     browser.wait_for_text(".work", "The federation has finished: no work will come")
-    sign_in(browser, "ada", "North fleet")
+    sign_in(browser, DEMO_ADMIN, fleet, admin_password)
     more = browser.find("#more-rounds")
     more.clear()
     more.send_keys("1")
@@ -184,3 +194,7 @@ def test_an_admin_an_owner_and_a_visitor_through_a_first_federation(
     assert second.status == Round.Status.DONE
     browser.open(f"/federations/{federation.id}/")
     browser.wait_for_text("#live-headline", "Finished: 2 training rounds done.")
+    # The owner sees the new round among what the coordinator received from the site.
+    sign_in(browser, "nina", "My sites")
+    browser.driver.find_element(By.LINK_TEXT, "east-hangar").click()
+    browser.wait_for_text("#sent-log", "training 2")

@@ -221,7 +221,9 @@ def _budget_preview(
         remedy = ""
     return (
         f"{at} allows only {allowed} of the {rounds} training rounds: training stops there, "
-        f"far from a trained model{remedy} (more noise costs accuracy too)."
+        f"far from a trained model{remedy}. More noise costs accuracy too: with a handful "
+        "of sites, site-level DP leaves the model far worse than without (the README "
+        "measures it)."
     )
 
 

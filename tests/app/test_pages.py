@@ -1001,3 +1001,18 @@ def test_the_site_page_says_what_work_the_site_has_or_why_it_has_none(client, ca
     assert work().startswith("The federation has finished: no work will come unless its admin")
     Site.objects.filter(id=cast.site.id).update(status=Site.Status.PAUSED)
     assert work() == "No work while participation is paused: resume it above."
+
+
+def test_pausing_and_leaving_say_what_will_happen_before_they_act(client, cast):
+    approve(cast)
+    client.force_login(cast.owner)
+
+    page = client.get(PAGES["site"](cast)).content.decode()
+
+    pause = page.split('id="pause-participation"', 1)[1].split("</details>", 1)[0]
+    assert "<summary>Pause participation…</summary>" in pause
+    assert "The site gets no more work in any federation until you resume" in pause
+    assert "Yes, pause participation</button>" in pause
+    leave = page.split("Leave federation…</summary>", 1)[1].split("</details>", 1)[0]
+    assert "to come back it must ask to join again and be approved" in leave
+    assert "Yes, leave</button>" in leave

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.readme import write_between_markers  # noqa: E402
 from federation.core.engine.simulation import run_simulation  # noqa: E402
 from federation.core.engine.training import CHOICES  # noqa: E402
 from federation.core.recipes import default_recipe, default_training  # noqa: E402
@@ -119,17 +119,6 @@ def table(results: dict[str, dict[str, Any]], subsets: list[str], seed: int) -> 
     return "\n".join(lines)
 
 
-def write_readme(path: Path, text: str) -> None:
-    """Replace what stands between the markers in ``path`` with ``text``."""
-    content = path.read_text()
-    pattern = re.compile(
-        rf"(<!-- {MARKER}:start -->\n).*?(\n<!-- {MARKER}:end -->)", flags=re.DOTALL
-    )
-    if not pattern.search(content):
-        raise SystemExit(f"{path}: no '<!-- {MARKER}:start -->' ... ':end -->' markers")
-    path.write_text(pattern.sub(lambda m: m.group(1) + text + m.group(2), content))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subsets", nargs="+", default=["FD001", "FD002", "FD003"])
@@ -145,7 +134,7 @@ def main() -> None:
     text = table(results, args.subsets, args.seed)
     print(text)
     if args.readme is not None:
-        write_readme(args.readme, text)
+        write_between_markers(args.readme, MARKER, text)
         print(f"rewrote the table in {args.readme}")
 
 

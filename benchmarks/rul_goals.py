@@ -18,7 +18,6 @@ markers of that file: the README shows what this script measured.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.readme import write_between_markers  # noqa: E402
 from federation.core.recipes import default_recipe, default_training  # noqa: E402
 from federation.core.report import Report, ReportConfig, markdown_table  # noqa: E402
 from turbofan.data.source import find_data_dir  # noqa: E402
@@ -143,17 +143,6 @@ def readme_table(reports: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def write_readme(path: Path, text: str) -> None:
-    """Replace what stands between the markers in ``path`` with ``text``."""
-    content = path.read_text()
-    pattern = re.compile(
-        rf"(<!-- {MARKER}:start -->\n).*?(\n<!-- {MARKER}:end -->)", flags=re.DOTALL
-    )
-    if not pattern.search(content):
-        raise SystemExit(f"{path}: no '<!-- {MARKER}:start -->' ... ':end -->' markers")
-    path.write_text(pattern.sub(lambda m: m.group(1) + text + m.group(2), content))
-
-
 def main() -> None:
     parts = ["fd001", "fd002", "fd004", "noniid"]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -176,7 +165,7 @@ def main() -> None:
             results.append(part_multi_regime(part.upper(), out, reports))
     print(f"\nReports in {out}")
     if args.readme is not None:
-        write_readme(args.readme, readme_table(reports))
+        write_between_markers(args.readme, MARKER, readme_table(reports))
         print(f"rewrote the table in {args.readme}")
     sys.exit(0 if all(results) else 1)
 

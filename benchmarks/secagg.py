@@ -61,7 +61,7 @@ FLOWER_MISSING = ""
 try:
     import secagg_flower  # noqa: E402  (needs flwr: only in .venv-bench)
 except ImportError as error:
-    secagg_flower = None  # type: ignore[assignment]
+    secagg_flower = None
     FLOWER_MISSING = f"{error}; run `make bench-secagg`"
 
 CLIP = 8.0

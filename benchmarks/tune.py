@@ -1,0 +1,180 @@
+"""Choose the recipes' hyperparameters on validation engines only, never on test scores.
+
+    python benchmarks/tune.py [--subset FD001] [--sites 4] [--seed 0] [--readme README.md]
+
+Two small grids, each scored on validation engines that no model trains on:
+
+- the centralised network (15 % of the training engines held back, split by engine):
+  learning rate x epochs, scored by the best epoch's validation RMSE;
+- the federation (4 sites, one model, as a live federation trains): local learning
+  rate x local epochs per round, scored by the best pooled validation RMSE the sites
+  report inside the secure sum (their own validation engines).
+
+The test set is not read. It prints both tables with the choice of each grid and the
+recipes' current defaults beside it; ``--readme`` writes them between the ``tuning``
+markers of that file. It exits 1 when a grid's best differs from the current default
+by more than the noise margin (a default that validation no longer supports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.readme import write_between_markers  # noqa: E402
+from federation.core.engine.simulation import run_simulation  # noqa: E402
+from federation.core.recipes import default_recipe, default_training  # noqa: E402
+from turbofan.data.files import read_engine_file  # noqa: E402
+from turbofan.data.partition import plan_iid  # noqa: E402
+from turbofan.data.source import find_data_dir  # noqa: E402
+from turbofan.models.fit import fit_network_model  # noqa: E402
+
+CENTRAL_GRID = [(lr, epochs) for lr in (1e-3, 3e-3, 1e-2) for epochs in (15, 30)]
+FEDERATED_GRID = [(lr, local) for lr in (1e-3, 3e-3, 1e-2) for local in (1, 2)]
+# A grid's best must beat the default by more than this (relative validation RMSE) to
+# count as a different choice: one seed on a few validation engines is noisy.
+MARGIN = 0.03
+MARKER = "tuning"
+
+
+def central(train: Any, subset: str, seed: int) -> list[dict[str, Any]]:
+    recipe = dataclasses.replace(default_recipe(), ensemble=1)
+    rows = []
+    for lr, epochs in CENTRAL_GRID:
+        tuned = dataclasses.replace(
+            recipe, train=dataclasses.replace(recipe.train, lr=lr, epochs=epochs)
+        )
+        started = time.perf_counter()
+        model = fit_network_model(train, tuned.pipeline(subset), tuned, seed=seed)
+        history = model.meta["training"][0]["history"]
+        best = min(record["val_rmse"] for record in history)
+        rows.append(
+            {"lr": lr, "epochs": epochs, "val_rmse": best, "seconds": time.perf_counter() - started}
+        )
+        print(f"  centralised lr {lr:g}, {epochs} epochs: validation RMSE {best:.2f}", flush=True)
+    return rows
+
+
+def federated(train: Any, subset: str, sites: int, seed: int) -> list[dict[str, Any]]:
+    recipe = dataclasses.replace(default_recipe(), ensemble=1)
+    plan = plan_iid(subset, train["unit"].to_numpy(), sites, seed=seed, holdout=0)
+    frames = {s.name: train[train["unit"].isin(s.engines[subset])] for s in plan.sites}
+    rows = []
+    for lr, local in FEDERATED_GRID:
+        # The same budget of local epochs: fewer per round, more rounds.
+        rounds = default_training().rounds * default_training().local_epochs // local
+        training = dataclasses.replace(
+            default_training(),
+            lr=lr,
+            lr_final=lr / 10,
+            local_epochs=local,
+            rounds=rounds,
+            seed=seed,
+        )
+        started = time.perf_counter()
+        result = run_simulation(frames, recipe.pipeline(subset), recipe, training)
+        best = min(r["val_rmse"] for r in result.history)
+        rows.append(
+            {
+                "lr": lr,
+                "local_epochs": local,
+                "rounds": rounds,
+                "val_rmse": best,
+                "seconds": time.perf_counter() - started,
+            }
+        )
+        print(
+            f"  federated lr {lr:g}, {local} local epochs x {rounds} rounds: pooled validation "
+            f"RMSE {best:.2f}",
+            flush=True,
+        )
+    return rows
+
+
+def table(title: str, rows: list[dict[str, Any]], keys: list[str], default: dict[str, Any]) -> str:
+    best = min(rows, key=lambda r: r["val_rmse"])
+    lines = [
+        title,
+        "",
+        f"| {' | '.join(keys)} | validation RMSE | seconds | |",
+        f"|{'---:|' * len(keys)}---:|---:|---|",
+    ]
+    for row in rows:
+        marks = []
+        if row is best:
+            marks.append("best")
+        if all(row[k] == default[k] for k in keys):
+            marks.append("default")
+        cells = " | ".join(f"{row[k]:g}" for k in keys)
+        lines.append(
+            f"| {cells} | {row['val_rmse']:.2f} | {row['seconds']:.0f} | {', '.join(marks)} |"
+        )
+    return "\n".join(lines)
+
+
+def supported(rows: list[dict[str, Any]], keys: list[str], default: dict[str, Any]) -> bool:
+    """Whether the default is the best, or within the noise margin of it."""
+    best = min(r["val_rmse"] for r in rows)
+    chosen = [r for r in rows if all(r[k] == default[k] for k in keys)]
+    if not chosen:
+        print(f"  the default {default} is not in the grid")
+        return False
+    ok = chosen[0]["val_rmse"] <= best * (1 + MARGIN)
+    print(
+        f"  [{'ok' if ok else 'MISSED'}] default {default}: {chosen[0]['val_rmse']:.2f}, "
+        f"best {best:.2f} (margin {MARGIN:.0%})"
+    )
+    return ok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subset", default="FD001")
+    parser.add_argument("--sites", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--readme", type=Path, default=None, help="rewrite its tables here")
+    args = parser.parse_args()
+    train = read_engine_file(find_data_dir() / f"train_{args.subset}.txt")
+    central_rows = central(train, args.subset, args.seed)
+    federated_rows = federated(train, args.subset, args.sites, args.seed)
+    recipe, training = default_recipe(), default_training()
+    central_default = {"lr": recipe.train.lr, "epochs": recipe.train.epochs}
+    federated_default = {"lr": training.lr, "local_epochs": training.local_epochs}
+    text = "\n\n".join(
+        [
+            table(
+                f"Centralised network, {args.subset}, seed {args.seed}: best epoch's RMSE on "
+                "15 % of the training engines held back (`python benchmarks/tune.py`):",
+                central_rows,
+                ["lr", "epochs"],
+                central_default,
+            ),
+            table(
+                f"Federation of {args.sites} sites, one model: best pooled RMSE on the sites' "
+                "own validation engines, the same local epochs in all (fewer per round, more "
+                "rounds):",
+                federated_rows,
+                ["lr", "local_epochs"],
+                federated_default,
+            ),
+        ]
+    )
+    print(text)
+    results = [
+        supported(central_rows, ["lr", "epochs"], central_default),
+        supported(federated_rows, ["lr", "local_epochs"], federated_default),
+    ]
+    if args.readme is not None:
+        write_between_markers(args.readme, MARKER, text)
+        print(f"rewrote the tables in {args.readme}")
+    sys.exit(0 if all(results) else 1)
+
+
+if __name__ == "__main__":
+    main()

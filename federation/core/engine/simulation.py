@@ -330,9 +330,10 @@ def member_processes(members: int, *, private: bool) -> int:
     """How many processes a simulation's ``members`` train in: the members are
     independent federations of the same sites, so they run side by side where there are
     cores (``SIMULATION_PROCESSES`` caps it), except under DP, where they spend one
-    budget one after another."""
-    if private or members < 2:
-        return 1
+    budget one after another, and inside a worker pool's child, which may not start
+    processes."""
+    if private or members < 2 or multiprocessing.current_process().daemon:
+        return 1  # a daemonic process (a worker pool's child) may not start processes
     wanted = os.environ.get(PROCESSES_ENV)
     cores = int(wanted) if wanted else (os.cpu_count() or 1)
     return max(1, min(members, cores))

@@ -28,6 +28,7 @@ from federation.core.secagg import protocol as p
 from federation.core.secagg.primitives import SecAggError
 from turbofan.data.checks import training_rows
 from worker.keystore import Keystore
+from worker.peers import PeerBook
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +257,15 @@ class SiteRuntime:
                     "%s runs plain aggregation (for debugging): the coordinator sees this "
                     "site's input",
                     where,
+                )
+            secure = RoundParameters.from_json(parameters).secure
+            if secure is not None:  # who this round's shares and signatures are with
+                PeerBook(self.state_dir).record(
+                    round_id=round_id,
+                    federation=str(work["federation"]["name"]),
+                    round_label=f"{task[m.KEY_KIND]} round {work['round']['number']}",
+                    site=int(part[m.SITE]),
+                    identities=secure.identities,
                 )
             keystore = Keystore(self.state_dir)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
 
+from federation.core.secagg.primitives import fingerprint
 from federation.models import Federation, Membership, Round, Site, StageMessage
 from federation.selectors.budget import LEDGER_LIMIT, site_budgets
 from federation.selectors.federations import sent_label
@@ -85,6 +87,14 @@ def site_sent_log(*, site: Site, limit: int = SENT_LOG_LIMIT) -> list[dict[str, 
     return entries
 
 
+def identity_fingerprint(site: Site) -> str | None:
+    """The fingerprint of the identity key the coordinator registered for the site, as its
+    worker and its peers see it (None before the worker registered one)."""
+    if not site.identity_key:
+        return None
+    return fingerprint(base64.b64decode(site.identity_key))
+
+
 def worker_command(*, credential: str, coordinator: str) -> str:
     """The command that starts a site's worker, as the README sets the project up (run
     in the project's folder, with its virtual environment)."""
@@ -143,6 +153,7 @@ def site_portal(*, site: Site) -> dict[str, Any]:
         "memberships": list(memberships),
         "work": {m.id: membership_work(membership=m) for m in memberships},
         "may_hold_credential": site.may_hold_credential(),
+        "fingerprint": identity_fingerprint(site),
         "sent": site_sent_log(site=site),
         "sent_limit": SENT_LOG_LIMIT,
         "budgets": site_budgets(site=site),

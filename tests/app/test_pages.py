@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import json
@@ -1016,3 +1017,17 @@ def test_pausing_and_leaving_say_what_will_happen_before_they_act(client, cast):
     leave = page.split("Leave federation…</summary>", 1)[1].split("</details>", 1)[0]
     assert "to come back it must ask to join again and be approved" in leave
     assert "Yes, leave</button>" in leave
+
+
+def test_the_site_page_shows_the_fingerprint_of_the_sites_registered_key(client, cast):
+    from federation.core.secagg.primitives import SigningKey, fingerprint
+
+    client.force_login(cast.owner)
+    before = client.get(PAGES["site"](cast)).content.decode()
+    public = SigningKey.generate().public
+    sites.site_register_identity(site=cast.site, public_key=base64.b64encode(public).decode())
+
+    after = client.get(PAGES["site"](cast)).content.decode()
+
+    assert "not registered yet: the worker registers it when it starts" in before
+    assert f"<code>{fingerprint(public)}</code>" in after

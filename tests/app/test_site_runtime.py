@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -165,3 +167,52 @@ def test_the_worker_says_one_plain_line_per_change_of_its_work(tmp_path, caplog)
     assert answered == ["North fleet train round 3: advertise_keys sent"]
     assert changed == ["North fleet: " + site.work]
     assert [r.getMessage() for r in caplog.records] == [*first, *answered, *changed]
+
+
+def test_a_site_records_its_peers_keys_per_round_and_warns_when_one_changes(tmp_path):
+    from django.core.management import call_command
+
+    from federation.core.secagg.primitives import SigningKey, fingerprint
+    from worker.peers import PeerBook
+
+    keys = {site: SigningKey.generate().public for site in (1, 2, 3)}
+    book = PeerBook(tmp_path)
+
+    first = book.record(
+        round_id="r1",
+        federation="North fleet",
+        round_label="train round 1",
+        site=1,
+        identities=keys,
+    )
+    again = book.record(
+        round_id="r1",
+        federation="North fleet",
+        round_label="train round 1",
+        site=1,
+        identities=keys,
+    )
+    swapped = {**keys, 2: SigningKey.generate().public}  # a key the coordinator swapped in
+    second = book.record(
+        round_id="r2",
+        federation="North fleet",
+        round_label="train round 2",
+        site=1,
+        identities=swapped,
+    )
+
+    assert first == [] and again == []
+    [warning] = second
+    assert f"site 2's identity key changed from {fingerprint(keys[2])} to" in warning
+    assert fingerprint(swapped[2]) in warning
+    entries = book.entries()
+    assert [e["round"] for e in entries] == ["train round 1", "train round 2"]
+    assert entries[0]["own"] == fingerprint(keys[1])
+    assert entries[0]["peers"] == {"2": fingerprint(keys[2]), "3": fingerprint(keys[3])}
+    assert re.fullmatch(r"([0-9A-F]{4}-){7}[0-9A-F]{4}", entries[0]["own"])
+    out = io.StringIO()
+    call_command("site_log", "--state-dir", str(tmp_path), "--peers", stdout=out)
+    printed = out.getvalue()
+    assert f"North fleet, train round 1: this site (site 1) {fingerprint(keys[1])}" in printed
+    assert f"site    3  {fingerprint(keys[3])}" in printed
+    assert "WARNING North fleet, train round 2: site 2's identity key changed" in printed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -13,6 +14,7 @@ from django.contrib.auth import get_user_model
 
 from federation.core.engine.training import CHOICES, head_of
 from federation.core.secagg import protocol as p
+from federation.core.secagg.primitives import fingerprint
 from federation.models import Contribution, Federation, ModelVersion, Round, Site, StageMessage
 from federation.services import federations, sites
 from federation.services.versions import version_weights
@@ -20,6 +22,7 @@ from tests.stack import Stack
 from turbofan.data.files import read_engine_file
 from turbofan.data.partition import plan_iid, write_partition
 from turbofan.models.artefact import RulModel
+from worker.peers import PeerBook
 from worker.site_runtime import read_outbox
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -246,6 +249,13 @@ def test_with_personalisation_each_site_keeps_its_chosen_model_and_the_sum_count
         model = RulModel.load(state / "chosen.rulmodel")
         assert model.meta["choice"] == figures["choice"]
         chosen.append(figures["choice"])
+        # Each secure round the site noted its peers' keys: the ones the coordinator
+        # registered for them, fingerprint for fingerprint.
+        peers = PeerBook(state).entries()
+        assert peers and all(not e["changed"] for e in peers)
+        others = Site.objects.filter(name__in=site_names).exclude(name=name)
+        registered = {fingerprint(base64.b64decode(o.identity_key)) for o in others}
+        assert all(set(e["peers"].values()) == registered for e in peers)
         # The site's choice and figures stay home: nothing it sent holds them.
         sent = json.dumps([e for e in read_outbox(state) if e["method"] == "POST"])
         assert "val_rmse" not in sent and "choice" not in sent

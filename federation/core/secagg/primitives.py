@@ -129,6 +129,13 @@ class SigningKey:
         return self.private.sign(message)
 
 
+def fingerprint(public: bytes) -> str:
+    """A public key in a form two people can read to each other over the phone: the
+    first 128 bits of its SHA-256 as eight groups of four hex digits."""
+    digest = hashlib.sha256(public).hexdigest()[:32].upper()
+    return "-".join(digest[i : i + 4] for i in range(0, 32, 4))
+
+
 def verify(public: bytes, signature: bytes, message: bytes, *, who: str) -> None:
     """Raise unless ``signature`` is ``who``'s Ed25519 signature of ``message``."""
     try:

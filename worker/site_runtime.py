@@ -81,10 +81,15 @@ class SiteRuntime:
         return self._data
 
     def request(
-        self, method: str, path: str, body: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        about: dict[str, Any] | None = None,
     ) -> tuple[int, dict[str, Any]]:
-        """One request to the coordinator's API, logged in the outbox; a 4xx raises
-        :class:`CoordinatorRefused`, no answer or a 5xx :class:`CoordinatorUnreachable`."""
+        """One request to the coordinator's API, logged in the outbox (with ``about``: the
+        federation, round and kind it answers); a 4xx raises :class:`CoordinatorRefused`,
+        no answer or a 5xx :class:`CoordinatorUnreachable`."""
         data = json.dumps(body).encode() if body is not None else None
         headers = {
             "Authorization": f"Bearer {self.credential}",
@@ -95,7 +100,7 @@ class SiteRuntime:
         try:
             status, raw = self.transport(method, self.coordinator.rstrip("/") + path, data, headers)
         finally:
-            self._log(method, path, body, data, status)
+            self._log(method, path, body, data, status, about or {})
         if status >= 500:
             raise CoordinatorUnreachable(f"{method} {path}: HTTP {status}")
         if status >= 400:
@@ -117,11 +122,19 @@ class SiteRuntime:
             raise CoordinatorUnreachable(f"{method} {url}: {error}") from None
 
     def _log(
-        self, method: str, path: str, body: dict[str, Any] | None, data: bytes | None, status: int
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        data: bytes | None,
+        status: int,
+        about: dict[str, Any],
     ) -> None:
         self._outbox(
             method=method,
             path=path,
+            coordinator=self.coordinator,
+            **about,
             status=status,
             bytes=len(data or b""),
             keys=sorted(body) if body else [],
@@ -283,7 +296,12 @@ class SiteRuntime:
             return f"work {work.get('contribution')} refused: {error}", False
         keystore.save_round(round_id, state, deadline=_deadline(work))
         try:
-            self.request("POST", f"/api/v1/contributions/{work['contribution']}", body)
+            about = {
+                "federation": work["federation"]["name"],
+                "round": work["round"]["number"],
+                "kind": task[m.KEY_KIND],
+            }
+            self.request("POST", f"/api/v1/contributions/{work['contribution']}", body, about)
             outcome, sent = f"{where}: {stage} sent", True
         except CoordinatorRefused as refused:  # e.g. the round closed meanwhile
             outcome, sent = f"{where}: {stage} refused by the coordinator: {refused}", False
@@ -304,6 +322,31 @@ def _work_key(work: dict[str, Any]) -> tuple[Any, Any]:
     """Which piece of work this is: the contribution and the stage it asks for."""
     part = (work.get("work") or {}).get(m.KEY_PROTOCOL) or {}
     return work.get("contribution"), part.get(m.STAGE) if isinstance(part, dict) else None
+
+
+# What each kind of message a site sends holds, in words for its owner.
+SENT_WORDS = {
+    p.ADVERTISE_KEYS: "public keys (the round's, signed with the site's identity)",
+    p.SHARE_KEYS: "encrypted shares of its mask secrets, one per neighbour",
+    p.MASKED_INPUT: "its input under masks (the coordinator sees only the sum)",
+    p.UNMASK: "shares that remove dropped sites' masks from the sum",
+    m.PLAIN_INPUT: "its input in the clear (plain round)",
+}
+
+
+def what_was_sent(entry: dict[str, Any]) -> str:
+    """One outbox line's content in words: what kind of thing left the site."""
+    method, path = entry.get("method"), str(entry.get("path", ""))
+    stage = (entry.get("summary") or {}).get("stage")
+    if method == "GET":
+        return "a request for work" if path.startswith("/api/v1/work") else "a read"
+    if path == "/api/v1/site/data":
+        return "counts of its data (rows, engines, subsets)"
+    if path == "/api/v1/site/identity":
+        return "the public half of its identity key"
+    if stage in SENT_WORDS:
+        return f"{stage}: {SENT_WORDS[stage]}"
+    return f"keys={','.join(entry.get('keys', []))}"
 
 
 def read_outbox(state_dir: Path) -> list[dict[str, Any]]:

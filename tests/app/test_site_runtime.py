@@ -86,6 +86,25 @@ def test_every_message_sent_is_in_the_owners_log_without_the_credential(coordina
     assert "tfs_secret" not in (tmp_path / "state" / "outbox.jsonl").read_text()
 
 
+def test_the_owners_log_says_what_left_for_which_round_in_words(coordinator, tmp_path):
+    from django.core.management import call_command
+
+    site = runtime(coordinator, tmp_path)
+    about = {"federation": "North fleet", "round": 3, "kind": "train"}
+
+    with pytest.raises(CoordinatorRefused):
+        site.request("POST", "/api/v1/contributions/1", {"stage": "masked_input"}, about)
+
+    (entry,) = read_outbox(tmp_path / "state")
+    assert entry["coordinator"] == coordinator and entry["round"] == 3
+    out = io.StringIO()
+    call_command("site_log", "--state-dir", str(tmp_path / "state"), stdout=out)
+    assert (
+        "North fleet, train round 3: masked_input: its input under masks (the coordinator "
+        "sees only the sum)"
+    ) in out.getvalue()
+
+
 def test_a_work_session_long_polls_and_does_not_hammer_a_coordinator_that_answers_at_once(
     coordinator, tmp_path
 ):

@@ -67,11 +67,15 @@ def main() -> None:
             return outcome, sent
 
         def request(
-            self, method: str, path: str, body: dict[str, Any] | None = None
+            self,
+            method: str,
+            path: str,
+            body: dict[str, Any] | None = None,
+            about: dict[str, Any] | None = None,
         ) -> tuple[int, dict[str, Any]]:
             if method == "POST" and body is not None:
                 body = tamper(attack["now"], body, args.victim)
-            return super().request(method, path, body)
+            return super().request(method, path, body, about)
 
     liar = Liar(args.coordinator, os.environ["SITE_CREDENTIAL"], args.data_dir, args.state_dir)
     frame = training_rows(args.data_dir)

@@ -9,7 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from worker.peers import PeerBook
-from worker.site_runtime import read_outbox
+from worker.site_runtime import read_outbox, what_was_sent
 
 
 class Command(BaseCommand):
@@ -42,10 +42,15 @@ class Command(BaseCommand):
                     f"{entry['at']} REFUSED {entry['path']:<32} nothing sent: {entry['refused']}"
                 )
             else:
+                where = (
+                    f" {entry['federation']}, {entry['kind']} round {entry['round']}:"
+                    if "round" in entry
+                    else ""
+                )
                 self.stdout.write(
                     f"{entry['at']} {entry['method']:<4} {entry['path']:<32} "
-                    f"HTTP {entry['status']} "
-                    f"{entry['bytes']:>8} bytes keys={','.join(entry['keys'])} {entry['summary']}"
+                    f"HTTP {entry['status']} {entry['bytes']:>8} bytes{where} "
+                    f"{what_was_sent(entry)}"
                 )
 
     def _peers(self, options: dict[str, Any]) -> None:

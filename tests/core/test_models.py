@@ -14,6 +14,7 @@ from federation.core.engine import simulation as simulation_module
 from federation.core.engine.simulation import Simulation, run_simulation
 from federation.core.engine.training import (
     CHOICES,
+    MIN_JUDGING_ENGINES,
     FederatedTraining,
     flatten,
     head_of,
@@ -248,10 +249,17 @@ def test_fedprox_keeps_a_site_closer_to_the_global_model(train):
 
 
 def test_with_personalisation_each_site_chooses_and_the_sum_counts_the_choices(train):
-    sites = {f"site-{k}": train[train["unit"].between(10 * k - 9, 10 * k)] for k in (1, 2, 3)}
+    # 8 engines a site, 3 of them validate: the fewest a site judges models on.
+    sites = {f"site-{k}": train[train["unit"].between(8 * k - 7, 8 * k)] for k in (1, 2, 3)}
     recipe = NetworkRecipe(net_options=SMALL_NET)
     config = FederatedTraining(
-        rounds=2, local_epochs=1, lr=5e-3, lr_final=5e-3, patience=0, personal_epochs=2
+        rounds=2,
+        local_epochs=1,
+        lr=5e-3,
+        lr_final=5e-3,
+        patience=0,
+        personal_epochs=2,
+        val_fraction=0.4,
     )
 
     result = run_simulation(sites, FeaturePipeline.for_subset("FD001"), recipe, config)
@@ -319,10 +327,16 @@ def test_a_private_head_never_enters_what_a_site_sends(train, monkeypatch):
 
 
 def test_a_ditto_model_trains_at_each_site_and_changes_nothing_the_sites_send(train):
-    sites = {f"site-{k}": train[train["unit"].between(10 * k - 9, 10 * k)] for k in (1, 2, 3)}
+    sites = {f"site-{k}": train[train["unit"].between(8 * k - 7, 8 * k)] for k in (1, 2, 3)}
     recipe = NetworkRecipe(net_options=SMALL_NET)
-    plain = FederatedTraining(
-        rounds=2, local_epochs=1, lr=5e-3, lr_final=5e-3, patience=0, personal_epochs=1
+    plain = FederatedTraining(  # 3 validation engines a site: enough to judge on
+        rounds=2,
+        local_epochs=1,
+        lr=5e-3,
+        lr_final=5e-3,
+        patience=0,
+        personal_epochs=1,
+        val_fraction=0.4,
     )
     template = FeaturePipeline.for_subset("FD001")
 
@@ -364,6 +378,22 @@ def test_ensemble_members_train_the_same_models_in_processes_of_their_own(train,
     assert [(e.site, e.stage, e.kind) for e in one.log] == [
         (e.site, e.stage, e.kind) for e in two.log
     ]
+
+
+def test_a_site_with_too_few_validation_engines_to_judge_keeps_the_federations_model(train):
+    frame = train[train["unit"].between(1, 5)]  # 5 engines: 1 validates
+    pipeline = FeaturePipeline.for_subset("FD001").fit(frame)
+    recipe = NetworkRecipe(net_options=SMALL_NET)
+    data = prepare_local_data(frame, pipeline, val_fraction=0.15, seed=0)
+    model = new_network_model(pipeline, recipe)
+    start = initial_weights(pipeline, recipe, 0)
+    settings = FederatedTraining(rounds=1, local_epochs=1, personal_epochs=1).personal_settings()
+
+    chosen = personalise_locally(model, start, start, data, settings)
+
+    assert data.val_engines == 1 < MIN_JUDGING_ENGINES
+    assert chosen.choice == "global"  # even where another scored better on that one engine
+    assert set(chosen.val_rmse) == {"global", "personal", "alone", "mixture"}
 
 
 def test_a_site_whose_personalised_model_is_worse_on_validation_keeps_another(train):

@@ -174,6 +174,7 @@ class LocalData:
     y: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
+    val_engines: int = 0  # how many engines the validation windows come from
 
 
 def prepare_local_data(
@@ -184,7 +185,7 @@ def prepare_local_data(
     train_rows, val_rows = split_engines(frame, val_fraction, seed)
     x, y = pipeline.training_windows(train_rows)
     x_val, y_val = pipeline.training_windows(val_rows)
-    return LocalData(x, y, x_val, y_val)
+    return LocalData(x, y, x_val, y_val, int(val_rows["unit"].nunique()))
 
 
 @dataclass(frozen=True)
@@ -308,6 +309,9 @@ def train_locally(
 CHOICES = ("global", "personal", "alone", "mixture", "ditto")
 # Epochs without a better validation RMSE before a site stops training alone.
 ALONE_PATIENCE = 10
+# The fewest validation engines on which a site may judge models: on fewer, one engine's
+# luck decides (a 20-site split of FD001 leaves one each), so it keeps the federation's.
+MIN_JUDGING_ENGINES = 3
 
 
 @dataclass(frozen=True)
@@ -340,8 +344,8 @@ def personalise_locally(
     ``start`` (the federation's initial weights) for as many epochs as the federation
     trained, mix the two, and choose whichever of the :data:`CHOICES` (with ``ditto``, the
     site's Ditto model) scores best on the validation windows (the federation's model
-    when there are none). Fine-tuning and training alone keep their best epoch on the
-    validation windows."""
+    when they come from fewer than :data:`MIN_JUDGING_ENGINES` engines). Fine-tuning and
+    training alone keep their best epoch on the validation windows."""
     started = time.perf_counter()
     has_validation = len(data.x_val) > 0
     candidates = {"global": [global_weights]}
@@ -379,7 +383,7 @@ def personalise_locally(
         sse, count = ensemble_evaluate(model, members, data)
         rmse[name] = math.sqrt(sse / count) if count else math.nan
     choice = "global"
-    if has_validation:
+    if has_validation and data.val_engines >= MIN_JUDGING_ENGINES:
         choice = min(candidates, key=lambda name: (rmse[name], CHOICES.index(name)))
     seconds = round(time.perf_counter() - started, 3)
     return PersonalChoice(choice, rmse, candidates, seconds)

@@ -272,7 +272,9 @@ class SiteRuntime:
                     where,
                 )
             secure = RoundParameters.from_json(parameters).secure
-            if secure is not None:  # who this round's shares and signatures are with
+            if secure is not None and stage == p.ADVERTISE_KEYS:
+                # Who this round's shares and signatures are with: noted once, at the
+                # round's first stage, instead of reading the record at every stage.
                 PeerBook(self.state_dir).record(
                     round_id=round_id,
                     federation=str(work["federation"]["name"]),

@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "axes",
     "federation",
+    "django.contrib.humanize",
     "dashboard",
     "worker",
 ]

@@ -36,6 +36,12 @@ class Keystore:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder) / "keystore"
 
+    def public_identity(self) -> bytes | None:
+        """The public half of the site's identity, None before it has one (never makes one)."""
+        if not (self.folder / IDENTITY).exists():
+            return None
+        return self.identity().public
+
     def identity(self) -> SigningKey:
         """The site's Ed25519 identity, created on first use."""
         path = self.folder / IDENTITY

@@ -22,12 +22,19 @@ from typing import Any
 
 from federation.core import messages as m
 from federation.core.engine.rounds import RoundParameters
-from federation.core.engine.site import SiteData, chosen_model, site_input, site_step
+from federation.core.engine.site import (
+    SiteData,
+    kept_models,
+    site_input,
+    site_step,
+    validation_units,
+)
 from federation.core.private_files import private_folder, write_private
 from federation.core.secagg import protocol as p
 from federation.core.secagg.primitives import SecAggError
 from turbofan.data.checks import training_rows
 from worker.keystore import Keystore
+from worker.ledger import OverBudget, PrivacyLedger, SitePolicy
 from worker.peers import PeerBook
 
 log = logging.getLogger(__name__)
@@ -46,9 +53,14 @@ CREDENTIAL_ENV = "SITE_CREDENTIAL"
 DATA_DIR_ENV = "SITE_DATA_DIR"
 STATE_DIR_ENV = "SITE_STATE_DIR"
 ALLOW_PLAIN_ENV = "SITE_ALLOW_PLAIN"
+EPSILON_CAP_ENV = "SITE_EPSILON_CAP"
+DELTA_ENV = "SITE_DELTA"
 OUTBOX = "outbox.jsonl"
 CHOSEN_MODEL = "chosen.rulmodel"  # the model this site chose after personalisation
-CHOICE = "choice.json"  # ... and why: its validation figures
+LOCAL_MODEL = "local.rulmodel"  # the model it trained alone, to compare with
+FEDERATION_MODEL = "federation.rulmodel"  # the federation's model it started from
+KEPT_MODELS = {"chosen": CHOSEN_MODEL, "local": LOCAL_MODEL, "federation": FEDERATION_MODEL}
+CHOICE = "choice.json"  # ... and why: its validation figures and validation engines
 
 
 class CoordinatorUnreachable(Exception):
@@ -69,6 +81,8 @@ class SiteRuntime:
     long_poll: float = LONG_POLL_SECONDS
     # Plain rounds send this site's input in the clear: only if its owner allows them.
     allow_plain: bool = False
+    # The owner's own privacy cap, kept whatever the coordinator's budget says.
+    policy: SitePolicy = field(default_factory=SitePolicy)
     _data: SiteData | None = field(default=None, repr=False)
     # The last status line said per federation, and when the coordinator was last asked.
     _said: dict[str, str] = field(default_factory=dict, repr=False)
@@ -152,23 +166,25 @@ class SiteRuntime:
 
     def _keep_choice(self, task: dict[str, Any], where: str) -> None:
         """After a personalisation round's input: the model this site chose, kept as
-        ``<state-dir>/chosen.rulmodel`` (what its predictions use from then on), its
-        validation figures in ``choice.json`` and in the log. Neither leaves the site."""
+        ``<state-dir>/chosen.rulmodel`` (what its predictions use from then on), the
+        model it trained alone and the federation's beside it (its console compares
+        them), and in ``choice.json`` its validation figures and which of its engines it
+        kept back for validation. None of it leaves the site."""
         if self._data is None or self._data.choice is None:
             return
-        model = chosen_model(task, self._data)
+        models = kept_models(task, self._data)
         choice = self._data.choice
-        self._data.choice = None
-        if model is None:
-            return
-        private_folder(self.state_dir)
-        write_private(self.state_dir / CHOSEN_MODEL, model.to_bytes()[0])
         figures = {
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
             "where": where,
             "choice": choice.choice,
             "val_rmse": choice.val_rmse,
+            "val_units": validation_units(task, self._data),
         }
+        self._data.choice = None
+        private_folder(self.state_dir)
+        for role, name in KEPT_MODELS.items():
+            write_private(self.state_dir / name, models[role].to_bytes()[0])
         write_private(self.state_dir / CHOICE, json.dumps(figures, indent=2).encode())
         log.info(
             "%s: this site chose the %s model (validation RMSE %s); kept in %s",
@@ -271,7 +287,13 @@ class SiteRuntime:
                     "site's input",
                     where,
                 )
-            secure = RoundParameters.from_json(parameters).secure
+            round_parameters = RoundParameters.from_json(parameters)
+            ledger = PrivacyLedger(self.state_dir, self.policy)
+            if stage in (p.ADVERTISE_KEYS, m.PLAIN_INPUT):  # a round's first stage
+                ledger.check(
+                    round_parameters.privacy, where, trains=task[m.KEY_KIND] == m.Kind.TRAIN
+                )
+            secure = round_parameters.secure
             if secure is not None and stage == p.ADVERTISE_KEYS:
                 # Who this round's shares and signatures are with: noted once, at the
                 # round's first stage, instead of reading the record at every stage.
@@ -291,8 +313,9 @@ class SiteRuntime:
                 task, part[m.SITE], keystore.identity(), keystore.load_round(round_id), compute
             )
             self._keep_choice(task, where)
-        except (SecAggError, KeyError, TypeError, ValueError, AttributeError) as error:
-            # Forged, replayed, unsafe or malformed: this site sends nothing, and says so.
+        except (SecAggError, OverBudget, KeyError, TypeError, ValueError, AttributeError) as error:
+            # Forged, replayed, unsafe, malformed or past the owner's cap: this site sends
+            # nothing, and says so.
             log.warning("work %s refused: %s", work.get("contribution"), error)
             self._note_refusal(work, error)
             return f"work {work.get('contribution')} refused: {error}", False
@@ -305,6 +328,12 @@ class SiteRuntime:
             }
             self.request("POST", f"/api/v1/contributions/{work['contribution']}", body, about)
             outcome, sent = f"{where}: {stage} sent", True
+            if stage in (p.MASKED_INPUT, m.PLAIN_INPUT) and round_parameters.privacy:
+                ledger.record(
+                    privacy=round_parameters.privacy,
+                    federation=str(work["federation"]["name"]),
+                    round_label=f"{task[m.KEY_KIND]} round {work['round']['number']}",
+                )
         except CoordinatorRefused as refused:  # e.g. the round closed meanwhile
             outcome, sent = f"{where}: {stage} refused by the coordinator: {refused}", False
         if stage in LAST_STAGES:  # the site's part is over: its round secrets go
@@ -379,5 +408,16 @@ def runtime_from_env() -> SiteRuntime:
             data_dir=Path(os.environ[DATA_DIR_ENV]),
             state_dir=Path(os.environ[STATE_DIR_ENV]),
             allow_plain=os.environ.get(ALLOW_PLAIN_ENV) == "1",
+            policy=policy_from_env(),
         )
     return _runtime
+
+
+def policy_from_env() -> SitePolicy:
+    """The owner's privacy cap, as ``site_worker`` passed it to its task processes."""
+    cap = os.environ.get(EPSILON_CAP_ENV)
+    delta = os.environ.get(DELTA_ENV)
+    return SitePolicy(
+        epsilon_cap=float(cap) if cap else None,
+        delta=float(delta) if delta else SitePolicy().delta,
+    )

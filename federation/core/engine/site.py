@@ -54,7 +54,7 @@ from federation.core.secagg.primitives import SecAggError, SigningKey
 from federation.core.strategies import Weights
 from turbofan.data.features import SETTING_COLUMNS, FeaturePipeline, RegimeModel
 from turbofan.models.artefact import RulModel
-from turbofan.models.fit import NetworkRecipe, new_network_model
+from turbofan.models.fit import NetworkRecipe, new_network_model, split_engines
 from turbofan.models.training import TrainConfig
 
 # Keys of a site's state of one round (kept in its keystore, never sent).
@@ -187,21 +187,30 @@ def _personal_input(work: dict[str, Any], data: SiteData, parameters: RoundParam
     }
 
 
-def chosen_model(work: dict[str, Any], data: SiteData) -> RulModel | None:
-    """The model this site chose in a personalisation round (``work``), as a model file
-    its predictions can use, with its choice and validation figures in the metadata."""
+def kept_models(work: dict[str, Any], data: SiteData) -> dict[str, RulModel]:
+    """What a site keeps of a personalisation round (``work``), as model files its
+    predictions can use: ``chosen`` (with its choice and validation figures in the
+    metadata), ``local`` (the model it trained alone) and ``federation`` (the federation's
+    model it started from). Empty if the site made no choice."""
     if data.choice is None:
-        return None
+        return {}
     recipe = NetworkRecipe.from_dict(work[m.KEY_RECIPE])
     pipeline, _ = data.local(work[m.KEY_PIPELINE], work[m.KEY_VAL_FRACTION], work[m.KEY_SPLIT_SEED])
-    model = new_network_model(pipeline, recipe)
-    model.members = data.choice.members
-    model.meta.update(
-        setup=f"chosen: {data.choice.choice}",
-        choice=data.choice.choice,
-        val_rmse=data.choice.val_rmse,
-    )
-    return model
+    models = {}
+    roles = (("chosen", data.choice.choice), ("local", "alone"), ("federation", "global"))
+    for role, name in roles:
+        model = new_network_model(pipeline, recipe)
+        model.members = data.choice.candidates[name]
+        model.meta.update(setup=f"{role}: {name}", choice=name, val_rmse=data.choice.val_rmse)
+        models[role] = model
+    return models
+
+
+def validation_units(work: dict[str, Any], data: SiteData) -> list[int]:
+    """The site's engines (units of its pooled training rows) that ``work``'s split keeps
+    back for validation: no model of the site trains on them."""
+    _, val_rows = split_engines(data.frame, work[m.KEY_VAL_FRACTION], work[m.KEY_SPLIT_SEED])
+    return sorted(int(u) for u in val_rows["unit"].unique())
 
 
 def _training_input(

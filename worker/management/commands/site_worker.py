@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ from turbofan.data.checks import describe_folder
 from turbofan.data.files import DataFileError
 from worker import site_runtime
 from worker.celery import site_queue
+from worker.console.state import write_site_file
 from worker.keystore import Keystore
+from worker.ledger import DEFAULT_DELTA
 from worker.runtime import start_worker
 
 
@@ -58,9 +61,28 @@ class Command(BaseCommand):
             help="answer plain rounds, which send this site's input in the clear (for "
             "debugging; refused by default, whatever the coordinator asks)",
         )
+        parser.add_argument(
+            "--epsilon-cap",
+            type=float,
+            default=None,
+            help="this site's own privacy cap: refuse a round that would take its privacy "
+            "spend (as the site counts it, see its console) past this epsilon, and any "
+            "training round without privacy noise; default: no cap of its own",
+        )
+        parser.add_argument(
+            "--delta",
+            type=float,
+            default=DEFAULT_DELTA,
+            help=f"the delta at which the site counts its epsilon (default {DEFAULT_DELTA:g})",
+        )
         parser.add_argument("--loglevel", default="INFO")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        cap = options["epsilon_cap"]
+        if cap is not None and not cap > 0:
+            raise CommandError(f"--epsilon-cap must be > 0, got {cap:g}")
+        if not 0 < options["delta"] < 1:
+            raise CommandError(f"--delta must be between 0 and 1, got {options['delta']:g}")
         credential = self._credential(options["credential_file"])
         data_dir: Path = options["data_dir"].resolve()
         try:
@@ -90,6 +112,18 @@ class Command(BaseCommand):
         runtime.request("PUT", "/api/v1/site/data", counts)
         self.stdout.write(f"site {name}: data checked and reported: {counts}")
         runtime.register_identity()  # secure rounds: the key its round keys are signed with
+        write_site_file(
+            state_dir,
+            name=name,
+            coordinator=options["coordinator"],
+            data_dir=data_dir,
+            epsilon_cap=cap,
+            delta=options["delta"],
+        )
+        self.stdout.write(
+            f"site {name}: its console (served here, never by the coordinator): "
+            f"{sys.executable} manage.py site_console --state-dir {state_dir}"
+        )
         # Tasks run in child processes of this one: they find their configuration here.
         os.environ.update(
             {
@@ -98,6 +132,8 @@ class Command(BaseCommand):
                 site_runtime.DATA_DIR_ENV: str(data_dir),
                 site_runtime.STATE_DIR_ENV: str(state_dir),
                 site_runtime.ALLOW_PLAIN_ENV: "1" if options["allow_plain"] else "0",
+                site_runtime.EPSILON_CAP_ENV: "" if cap is None else repr(cap),
+                site_runtime.DELTA_ENV: repr(options["delta"]),
             }
         )
         interval = options["poll_interval"]

@@ -29,20 +29,25 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import Q
 
-from federation.core.private_files import write_private
+from federation.core.private_files import private_folder, write_private
 from federation.models import Federation, ModelVersion, Site
 from federation.selectors.federations import round_timing
 from federation.services import federations, sites
 from turbofan.data.files import read_engine_file
-from turbofan.data.partition import plan_iid, read_manifest, write_partition
+from turbofan.data.partition import plan_iid, read_manifest, write_fleets, write_partition
 from turbofan.data.source import find_data_dir
 from worker.celery import COORDINATOR_QUEUE
+from worker.console.state import console_secret
 from worker.site_runtime import CREDENTIAL_ENV as SITE_CREDENTIAL_ENV
 from worker.tasks import coordinator_health
 
 MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
 DEMO_FEDERATION = "Demo FD001 fleet"
 DEMO_ADMIN = "demo-admin"
+# After the last round each demo site adapts the model for this many epochs and chooses
+# between it, the federation's and its own (its console shows the choice at work).
+DEMO_PERSONAL_EPOCHS = 3
+CONSOLE_PORT_OFFSET = 100  # site consoles listen from the pages' port + 100 up
 # The demo admin's password, generated once and kept for local use (mode 0600).
 ADMIN_PASSWORD_FILE = "demo-admin-password"
 
@@ -116,6 +121,14 @@ class DemoConfig:
         """The site API's own worker pool, which the sites talk to."""
         return f"http://{self.host}:{self.api_port}/"
 
+    def console_port(self, index: int) -> int:
+        """The port of the ``index``-th site's console (0-based)."""
+        return self.port + CONSOLE_PORT_OFFSET + index
+
+    def state_dir(self, site: str) -> Path:
+        """Where a demo site's worker keeps its state (the site worker's default)."""
+        return Path(settings.VAR_DIR) / "sites" / site
+
 
 @dataclass
 class Role:
@@ -125,23 +138,28 @@ class Role:
 
 
 def prepare_sites(config: DemoConfig) -> dict[str, Path]:
-    """Partition the subset's training engines into one data folder per demo site.
+    """Partition the subset's training engines into one data folder per demo site, and
+    deal its test engines out among them as each site's fleet in service.
 
     An existing partition made with the same subset, site count and seed is kept.
     """
     out = config.root / "sites"
     wanted = {"scheme": "iid", "seed": config.seed}
+    folders: dict[str, Path] | None = None
     if out.exists():
         manifest = read_manifest(out)
         sites = manifest.get("sites", [])
         same = all(manifest.get(k) == v for k, v in wanted.items()) and len(sites) == config.sites
         if same and all(config.subset in s["engines"] for s in sites):
-            return {s["name"]: out / s["name"] for s in sites}
+            folders = {s["name"]: out / s["name"] for s in sites}
     source = find_data_dir()
-    units = read_engine_file(source / f"train_{config.subset}.txt")["unit"].to_numpy()
-    plan = plan_iid(config.subset, units, config.sites, seed=config.seed)
-    write_partition(plan, source, out, overwrite=True)
-    return {share.name: out / share.name for share in plan.sites}
+    if folders is None:
+        units = read_engine_file(source / f"train_{config.subset}.txt")["unit"].to_numpy()
+        plan = plan_iid(config.subset, units, config.sites, seed=config.seed)
+        write_partition(plan, source, out, overwrite=True)
+        folders = {share.name: out / share.name for share in plan.sites}
+    write_fleets(source, config.subset, list(folders.values()), seed=config.seed)
+    return folders
 
 
 class Demo:
@@ -154,7 +172,7 @@ class Demo:
         self.logs = config.root / "logs"
 
     def start(self, site_dirs: dict[str, Path], credentials: dict[str, str]) -> None:
-        self._check_port_free()
+        self._check_port_free(len(site_dirs))
         self.logs.mkdir(parents=True, exist_ok=True)
         _purge_file_broker()
         host = self.config.host
@@ -183,15 +201,44 @@ class Demo:
                 ],
                 env={SITE_CREDENTIAL_ENV: credentials[site]},
             )
+        for index, (site, folder) in enumerate(site_dirs.items()):
+            state = self.config.state_dir(site)
+            private_folder(state)
+            console_secret(state)  # made once here, before its console reads it
+            self._spawn(
+                f"console-{site}",
+                [
+                    sys.executable,
+                    MANAGE,
+                    "site_console",
+                    "--state-dir",
+                    str(state),
+                    "--data-dir",
+                    str(folder),
+                    "--host",
+                    host,
+                    "--port",
+                    str(self.config.console_port(index)),
+                ],
+            )
 
-    def _check_port_free(self) -> None:
-        for port in (self.config.port, self.config.api_port):
+    def consoles(self, site_dirs: dict[str, Path]) -> dict[str, str]:
+        """Each demo site's console address, with the key that signs its owner in."""
+        return {
+            site: f"http://{self.config.host}:{self.config.console_port(i)}/"
+            f"?key={console_secret(self.config.state_dir(site))}"
+            for i, site in enumerate(site_dirs)
+        }
+
+    def _check_port_free(self, sites: int) -> None:
+        consoles = [self.config.console_port(i) for i in range(sites)]
+        for port in (self.config.port, self.config.api_port, *consoles):
             with socket.socket() as probe:
                 if probe.connect_ex((self.config.host, port)) == 0:
                     raise DemoError(
                         f"port {port} on {self.config.host} is in use: stop what runs there "
                         f"or pick another with --port (the pages use it, the site API the "
-                        f"next one)"
+                        f"next one, the sites' consoles {CONSOLE_PORT_OFFSET} up)"
                     )
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
@@ -353,6 +400,7 @@ def setup_federation(
         min_sites=min(3, config.sites),
         deadline=config.deadline,
         secure=config.secure,
+        personal_epochs=DEMO_PERSONAL_EPOCHS,
     )
     credentials = {}
     for name in site_dirs:

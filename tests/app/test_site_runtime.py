@@ -235,3 +235,33 @@ def test_a_site_records_its_peers_keys_per_round_and_warns_when_one_changes(tmp_
     assert f"North fleet, train round 1: this site (site 1) {fingerprint(keys[1])}" in printed
     assert f"site    3  {fingerprint(keys[3])}" in printed
     assert "WARNING North fleet, train round 2: site 2's identity key changed" in printed
+
+
+class Capped(Refused):
+    """A coordinator offering a training round without privacy noise."""
+
+    def transport(self, method, url, data, headers):
+        status, body = super().transport(method, url, data, headers)
+        work = json.loads(body)
+        work["work"][m.KEY_KIND] = "train"
+        return status, json.dumps(work).encode()
+
+
+def test_a_site_with_a_privacy_cap_refuses_a_training_round_without_noise(tmp_path):
+    from worker.ledger import SitePolicy
+
+    site = Capped(
+        "http://coordinator",
+        "tfs_secret",
+        tmp_path / "data",
+        tmp_path / "state",
+        allow_plain=True,
+        policy=SitePolicy(epsilon_cap=4.0),
+    )
+
+    outcome = site.work_session(1.0)
+
+    assert "trains without privacy noise" in outcome and "epsilon 4" in outcome
+    outbox = read_outbox(tmp_path / "state")
+    assert all(e["method"] in ("GET", "-") for e in outbox)  # nothing sent
+    assert not (tmp_path / "state" / "privacy.jsonl").exists()  # and nothing spent

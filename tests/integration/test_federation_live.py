@@ -249,6 +249,11 @@ def test_with_personalisation_each_site_keeps_its_chosen_model_and_the_sum_count
         model = RulModel.load(state / "chosen.rulmodel")
         assert model.meta["choice"] == figures["choice"]
         chosen.append(figures["choice"])
+        # Beside it, for the site's console: its local model, the federation's, and the
+        # engines it kept back for validation (none of which it trained on).
+        assert RulModel.load(state / "local.rulmodel").meta["choice"] == "alone"
+        assert RulModel.load(state / "federation.rulmodel").meta["choice"] == "global"
+        assert figures["val_units"] and len(figures["val_units"]) < 10
         # Each secure round the site noted its peers' keys: the ones the coordinator
         # registered for them, fingerprint for fingerprint.
         peers = PeerBook(state).entries()

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from turbofan.data.files import KIND_TRAIN, TOKEN, data_lines, read_engine_file
+from turbofan.data.files import KIND_TEST, KIND_TRAIN, TOKEN, data_lines, read_engine_file
 
 SCHEMES = ("iid", "by-subset")
 HOLDOUT = "holdout"
@@ -139,9 +139,36 @@ def write_partition(
     return out_dir
 
 
-def _source_rows(path: Path) -> dict[int, list[str]]:
-    """Each unit's lines of a validated training file, keyed by unit id."""
-    frame = read_engine_file(path, KIND_TRAIN)
+def write_fleets(
+    source_dir: Path, subset: str, site_dirs: list[Path], *, seed: int
+) -> dict[str, list[int]]:
+    """Give each site a share of the subset's test engines as its fleet in service: an
+    ordinary ``test_<subset>.txt`` in its folder (runs that have not failed yet), engines
+    dealt out at random (seeded), their unit ids kept (as in ``RUL_<subset>.txt``).
+
+    Each file is written whole beside its target and moved into place. Returns the units
+    each site got, by folder name.
+    """
+    source = Path(source_dir) / f"test_{subset}.txt"
+    rows = _source_rows(source, KIND_TEST)
+    units = np.array(sorted(rows))
+    np.random.default_rng(seed).shuffle(units)
+    dealt: dict[str, list[int]] = {}
+    for i, folder in enumerate(site_dirs):
+        mine = sorted(int(u) for u in units[i :: len(site_dirs)])
+        target = Path(folder) / f"test_{subset}.txt"
+        staging = target.with_name(f".{target.name}.{os.getpid()}")
+        with staging.open("w", encoding="ascii", newline="\n") as handle:
+            for unit in mine:
+                handle.writelines(f"{line}\n" for line in rows[unit])
+        staging.replace(target)
+        dealt[Path(folder).name] = mine
+    return dealt
+
+
+def _source_rows(path: Path, kind: str = KIND_TRAIN) -> dict[int, list[str]]:
+    """Each unit's lines of a validated training (or test) file, keyed by unit id."""
+    frame = read_engine_file(path, kind)
     lines = data_lines(path.read_text(encoding="ascii"))
     rows: dict[int, list[str]] = {}
     for unit, line in zip(frame["unit"].to_numpy(), lines, strict=True):

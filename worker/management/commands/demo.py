@@ -98,6 +98,12 @@ class Command(BaseCommand):
             )
             demo.wait_until_ready(federation)
             say(self.style.SUCCESS(f"The federation is up at {config.url}"))
+            say(
+                "Each site's own console (served by the site, with its fleet in service, "
+                "its plan and what joining is worth; open the address, it signs you in):"
+            )
+            for site, address in demo.consoles(site_dirs).items():
+                say(f"  {site}: {address}")
             password, kept = demo_admin_password()
             say(
                 f"Sign in at {config.url}accounts/login/ as {DEMO_ADMIN} with password "

@@ -221,6 +221,18 @@ def site_identity(request: HttpRequest, identity: s.IdentityIn) -> dict[str, Any
     return {"public_key": site.identity_key}
 
 
+@api.put(
+    "/site/worth",
+    response={200: s.WorthOut, **REFUSALS},
+    summary="Publish what joining is worth at the site (its owner's choice, off by default)",
+)
+def site_worth(request: HttpRequest, figure: s.WorthIn) -> dict[str, Any]:
+    membership = sites.membership_publish_worth(
+        site=_site(request), federation_id=figure.federation, figure=figure.model_dump()
+    )
+    return {"federation": membership.federation_id, "published_worth": membership.published_worth}
+
+
 # Long polling: GET /work?wait=SECONDS holds the request until work is there (the next
 # stage of a round opens the moment its last site answers) or the wait is over, so a
 # site learns of it at once, without a poll interval and without a server beyond the

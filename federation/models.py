@@ -115,6 +115,11 @@ class Membership(models.Model):
     # The site's own limit on the privacy it spends in this federation (null: the
     # federation's budget only); work that would pass it leaves the site out.
     epsilon_cap = models.FloatField(null=True, blank=True)
+    # What joining is worth at the site, computed there on its own engines and published
+    # by its owner from the site's console (null: never published). Unchecked: only the
+    # site has the engines it was computed on.
+    published_worth = models.JSONField(null=True, blank=True)
+    published_at = models.DateTimeField(null=True, blank=True)
     requested_at = models.DateTimeField(auto_now_add=True)
     decided_at = models.DateTimeField(null=True, blank=True)
 

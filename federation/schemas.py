@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from ninja import Schema
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, model_validator
 
 from federation.core import messages as m
 from federation.core.engine.coordinator import MAX_EXAMPLES
@@ -175,6 +175,36 @@ class IdentityIn(Strict):
 
 class IdentityOut(Schema):
     public_key: str
+
+
+MAX_MONEY = 1e12  # dollars: more than any factory earns
+Money = Annotated[float, Field(ge=-MAX_MONEY, le=MAX_MONEY, allow_inf_nan=False)]
+
+
+class WorthIn(Strict):
+    """What joining is worth at the site, as the site computed it on its own engines (the
+    maintenance replay of its validation engines) and its owner chose to publish: one
+    figure with its interval. The coordinator cannot check it; it shows it as the site's."""
+
+    federation: Whole = Field(ge=1, le=MAX_ID, description="the federation it is about")
+    worth: Money = Field(description="chosen model minus local model, dollars per factory")
+    low: Money = Field(description="the interval's lower end")
+    high: Money = Field(description="the interval's upper end")
+    level: float = Field(gt=0, lt=1, description="the interval's coverage, e.g. 0.9")
+    engines: Whole = Field(ge=1, le=MAX_TRAIN_ENGINES, description="engines replayed")
+    fleet_size: Whole = Field(ge=1, le=10_000, description="engines per factory")
+    horizon: Whole = Field(ge=1, le=1_000_000, description="cycles replayed")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WorthIn:
+        if not self.low <= self.worth <= self.high:
+            raise ValueError("the interval must hold the figure: low <= worth <= high")
+        return self
+
+
+class WorthOut(Schema):
+    federation: int
+    published_worth: dict[str, Any]
 
 
 # --- work -------------------------------------------------------------------------------------

@@ -10,15 +10,14 @@ Everything a site's console computes about its own engines, Django-free:
 * :func:`plan_engine`: when to pull an engine (the age-replacement rule on its chances of
   failing, or a predictive threshold), and the expected spend of that plan against
   running it to failure over a horizon.
-* :func:`best_threshold` and :func:`replay_worth`: the maintenance replay of
-  :mod:`turbofan.tycoon` on engines that ran to failure, to choose the threshold under the
-  site's own economics and to put a number (with an interval) on one model against another.
+* :func:`replay_worth`: the maintenance replay of :mod:`turbofan.tycoon` on engines that
+  ran to failure, to put a number (with an interval) on one model against another.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -30,7 +29,6 @@ LEVEL = 0.9  # the intervals' nominal coverage
 # than on a healthy engine (whose label is capped).
 BAND_EDGES = (15.0, 30.0, 60.0, 90.0)
 MIN_PER_BAND = 30  # fewer errors in a band: use every error instead
-THRESHOLDS = tuple(range(1, 61))  # the predictive thresholds best_threshold tries
 REPLICATES = 200  # engine pools resampled for the interval of a difference
 LONGEST_PULL = 400  # cycles ahead best_pull looks (no C-MAPSS engine runs longer)
 
@@ -197,26 +195,6 @@ def plan_engine(
         run_cost=run_cost,
         life_left_at_pull=calibration.expected_left(predicted, when),
     )
-
-
-def best_threshold(
-    lives: np.ndarray,
-    predicted: np.ndarray,
-    economics: Economics,
-    *,
-    thresholds: Sequence[int] = THRESHOLDS,
-    seeds: int = 5,
-) -> int:
-    """The predictive threshold that earns most in the replay of these engines (their
-    ``lives`` and ``predicted`` RUL after each cycle, see
-    :func:`turbofan.tycoon_pack.trajectories`), over ``seeds`` engine sequences; the
-    smaller threshold on a tie (it wastes less life)."""
-    triggers = {str(t): predictive_triggers(predicted, t) for t in thresholds}
-    profit = np.zeros(len(thresholds))
-    for seed in range(seeds):
-        result = simulate(lives, triggers, replace(economics, seed=seed), curve_points=2)
-        profit += [result.strategies[str(t)].profit for t in thresholds]
-    return int(thresholds[int(np.argmax(profit))])
 
 
 @dataclass(frozen=True)

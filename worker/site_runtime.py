@@ -61,6 +61,9 @@ LOCAL_MODEL = "local.rulmodel"  # the model it trained alone, to compare with
 FEDERATION_MODEL = "federation.rulmodel"  # the federation's model it started from
 KEPT_MODELS = {"chosen": CHOSEN_MODEL, "local": LOCAL_MODEL, "federation": FEDERATION_MODEL}
 CHOICE = "choice.json"  # ... and why: its validation figures and validation engines
+# What joining is worth here, which the owner chose to publish from the site's console:
+# the worker sends it at its next poll, logs it in the outbox and removes the file.
+PUBLISH = "publish.json"
 
 
 class CoordinatorUnreachable(Exception):
@@ -153,7 +156,9 @@ class SiteRuntime:
             bytes=len(data or b""),
             keys=sorted(body) if body else [],
             summary={
-                k: v for k, v in (body or {}).items() if k in ("examples", "metrics", "stage")
+                k: v
+                for k, v in (body or {}).items()
+                if k in ("examples", "metrics", "stage", "worth", "low", "high")
             },
         )
 
@@ -164,7 +169,7 @@ class SiteRuntime:
         with (self.state_dir / OUTBOX).open("a") as handle:
             handle.write(json.dumps(line) + "\n")
 
-    def _keep_choice(self, task: dict[str, Any], where: str) -> None:
+    def _keep_choice(self, task: dict[str, Any], where: str, federation: dict[str, Any]) -> None:
         """After a personalisation round's input: the model this site chose, kept as
         ``<state-dir>/chosen.rulmodel`` (what its predictions use from then on), the
         model it trained alone and the federation's beside it (its console compares
@@ -177,6 +182,7 @@ class SiteRuntime:
         figures = {
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
             "where": where,
+            "federation": {"id": federation.get("id"), "name": federation.get("name")},
             "choice": choice.choice,
             "val_rmse": choice.val_rmse,
             "val_units": validation_units(task, self._data),
@@ -206,6 +212,24 @@ class SiteRuntime:
             refused=str(error)[:500],
         )
 
+    def publish_pending(self) -> str | None:
+        """Send what the site's owner chose to publish from its console, if anything waits
+        (``<state-dir>/publish.json``); kept for the next poll if the coordinator is away.
+        Returns what happened."""
+        path = self.state_dir / PUBLISH
+        if not path.is_file():
+            return None
+        figure = json.loads(path.read_text())
+        about = {"federation": figure.pop("federation_name", None), "kind": "worth"}
+        try:
+            self.request("PUT", "/api/v1/site/worth", figure, about)
+            outcome = f"{about['federation']}: what joining is worth here published"
+        except CoordinatorRefused as error:
+            outcome = f"{about['federation']}: publishing what joining is worth refused: {error}"
+        path.unlink(missing_ok=True)
+        log.info("%s", outcome)
+        return outcome
+
     def register_identity(self) -> str:
         """Send the coordinator the public half of this site's identity (made on first use)."""
         public = base64.b64encode(Keystore(self.state_dir).identity().public).decode("ascii")
@@ -219,6 +243,9 @@ class SiteRuntime:
         happened."""
         outcomes: list[str] = []
         Keystore(self.state_dir).prune()  # secrets of rounds the coordinator never finished
+        published = self.publish_pending()
+        if published:
+            outcomes.append(published)
         refused: set[tuple[Any, Any]] = set()  # (contribution, stage) this site will not answer
         give_up = time.monotonic() + seconds
         while True:
@@ -312,7 +339,7 @@ class SiteRuntime:
             body, state = site_step(
                 task, part[m.SITE], keystore.identity(), keystore.load_round(round_id), compute
             )
-            self._keep_choice(task, where)
+            self._keep_choice(task, where, work["federation"])
         except (SecAggError, OverBudget, KeyError, TypeError, ValueError, AttributeError) as error:
             # Forged, replayed, unsafe, malformed or past the owner's cap: this site sends
             # nothing, and says so.
@@ -375,6 +402,8 @@ def what_was_sent(entry: dict[str, Any]) -> str:
         return "counts of its data (rows, engines, subsets)"
     if path == "/api/v1/site/identity":
         return "the public half of its identity key"
+    if path == "/api/v1/site/worth":
+        return "what joining is worth here, as its owner chose to publish it (one figure)"
     if stage in SENT_WORDS:
         return f"{stage}: {SENT_WORDS[stage]}"
     return f"keys={','.join(entry.get('keys', []))}"

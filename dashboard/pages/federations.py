@@ -51,6 +51,7 @@ def federation_detail(request: HttpRequest, federation_id: int) -> HttpResponse:
         "approved_sites": federation.memberships.filter(status=Membership.Status.APPROVED).count(),
         "is_admin": is_admin,
         "is_insider": federation_reads.is_insider(federation=federation, user=request.user),
+        "published_worth": federation_reads.published_worth(federation=federation),
         "can_download": federation_reads.can_download_models(
             federation=federation, user=request.user
         ),

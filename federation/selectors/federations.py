@@ -262,6 +262,16 @@ def is_insider(*, federation: Federation, user: Any) -> bool:
     )
 
 
+def published_worth(*, federation: Federation) -> list[dict[str, Any]]:
+    """What joining is worth at each member site that published it from its console, as
+    the site computed it (the coordinator cannot check it), newest first."""
+    rows = federation.memberships.filter(published_worth__isnull=False).select_related("site")
+    return [
+        {"site": m.site.name, "at": m.published_at, **(m.published_worth or {})}
+        for m in rows.order_by("-published_at")
+    ]
+
+
 def can_download_models(*, federation: Federation, user: Any) -> bool:
     """The admin and the owners of approved member sites may download its models."""
     return is_insider(federation=federation, user=user)

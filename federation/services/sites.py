@@ -110,6 +110,26 @@ def site_report_data(*, site: Site, summary: dict[str, Any]) -> None:
     Site.objects.filter(id=site.id).update(data_summary=summary, last_seen=timezone.now())
 
 
+def membership_publish_worth(
+    *, site: Site, federation_id: int, figure: dict[str, Any]
+) -> Membership:
+    """Keep what joining is worth at ``site``, as its owner published it for the
+    federation (schema-checked figures; the latest replaces an earlier one). Only a member
+    approved into it may publish."""
+    membership = Membership.objects.filter(
+        site=site, federation_id=federation_id, status=Membership.Status.APPROVED
+    ).first()
+    if membership is None:
+        raise FederationError(
+            f"this site is not an approved member of federation {federation_id}", status=404
+        )
+    published = {k: v for k, v in figure.items() if k != "federation"}
+    now = timezone.now()
+    Membership.objects.filter(id=membership.id).update(published_worth=published, published_at=now)
+    membership.published_worth, membership.published_at = published, now
+    return membership
+
+
 def reported_rows(site: Site) -> int:
     """The training rows the site reported (0 if it reported none, or nonsense)."""
     rows = (site.data_summary or {}).get("train_rows", 0)

@@ -475,3 +475,58 @@ def test_every_refusal_under_the_api_is_json(client, api, method, path, status, 
     assert response["Content-Type"] == "application/json"
     assert "error" in response.json()
     assert response.get("Allow") == allow
+
+
+WORTH = {
+    "worth": 48000.0,
+    "low": 0.0,
+    "high": 110200.0,
+    "level": 0.9,
+    "engines": 3,
+    "fleet_size": 4,
+    "horizon": 5000,
+}
+
+
+def test_a_member_publishes_what_joining_is_worth_and_insiders_see_it_as_its_own(client, api):
+    figure = {"federation": api["federation"].id, **WORTH}
+
+    response = call(client, "put", "/api/v1/site/worth", api["credentials"]["alpha"], figure)
+
+    assert response.status_code == 200
+    membership = api["sites"]["alpha"].memberships.get(federation=api["federation"])
+    assert membership.published_worth == WORTH and membership.published_at is not None
+    page = f"/federations/{api['federation'].id}/"
+    assert b"as sites published it" not in client.get(page).content  # a visitor: no
+    client.force_login(api["admin"])
+    shown = client.get(page).content.decode()
+    assert "as sites published it" in shown and "$48000" in shown and "alpha" in shown
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"low": 50000.0}, "the interval must hold the figure"),
+        ({"worth": float("nan")}, "worth: Input should be a finite number"),
+        ({"worth": 1e15}, "worth: Input should be less than or equal to 1000000000000"),
+        ({"engines": 0}, "engines: Input should be greater than or equal to 1"),
+        ({"comment": "trust me"}, "comment: Extra inputs are not permitted"),
+    ],
+)
+def test_a_published_worth_that_does_not_hold_together_is_refused(client, api, change, message):
+    figure = {"federation": api["federation"].id, **WORTH, **change}
+
+    response = call(client, "put", "/api/v1/site/worth", api["credentials"]["alpha"], figure)
+
+    assert response.status_code == 400 and message in response.json()["error"]
+    membership = api["sites"]["alpha"].memberships.get(federation=api["federation"])
+    assert membership.published_worth is None
+
+
+def test_a_site_cannot_publish_to_a_federation_it_is_not_in(client, api):
+    figure = {"federation": api["federation"].id, **WORTH}
+
+    response = call(client, "put", "/api/v1/site/worth", api["credentials"]["gamma"], figure)
+
+    assert response.status_code == 404
+    assert "not an approved member" in response.json()["error"]

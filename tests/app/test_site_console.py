@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import shutil
 import socket
 from pathlib import Path
@@ -21,7 +22,7 @@ from worker.console.state import console_secret
 from worker.keystore import Keystore
 from worker.ledger import PrivacyLedger, SitePolicy
 from worker.peers import PeerBook
-from worker.site_runtime import OUTBOX, SiteRuntime
+from worker.site_runtime import OUTBOX, PUBLISH, SiteRuntime, read_outbox, what_was_sent
 
 PAGES = ("/", "/worth/", "/sent/", "/peers/", "/budget/", "/fleet.csv")
 
@@ -147,7 +148,8 @@ def test_what_joining_is_worth_is_replayed_on_engines_no_model_trained_on(owner,
     assert worth["engines"] == 6  # the validation engines kept back
     chosen = worth["chosen"]
     assert chosen.low <= chosen.difference <= chosen.high
-    assert set(worth["thresholds"]) == {"chosen", "federation", "local"}
+    assert worth["threshold"] == 10  # the original Tycoon's, for every model alike
+    assert owner.get("/worth/?threshold=25").context["worth"]["threshold"] == 25
     assert "per factory of 4 engines over 5,000 cycles" in page.content.decode()
     costly = owner.get("/worth/?maintenance_cost=30000").context["worth"]
     assert costly["chosen"].profit != chosen.profit
@@ -290,3 +292,65 @@ def test_the_ledger_refuses_what_the_owners_cap_does_not_allow(tmp_path):
         r["epsilon"] for r in ledger.running()
     )
     PrivacyLedger(tmp_path).check({"noise_multiplier": 0.3}, "no cap", trains=True)
+
+
+def with_federation(state: Path) -> None:
+    """The choice as a worker keeps it: which federation it came from."""
+    path = state / "choice.json"
+    choice = json.loads(path.read_text())
+    choice["federation"] = {"id": 7, "name": "Demo FD001 fleet"}
+    path.write_text(json.dumps(choice))
+
+
+def test_publishing_the_worth_is_off_until_the_owner_confirms_then_the_worker_sends_it(owner, site):
+    with_federation(site[1])
+    page = owner.get("/worth/")
+    assert b"Nothing published: it is off unless you choose it." in page.content
+    assert owner.post("/worth/publish/", {"failure_cost": "60000"}).status_code == 400
+    assert not (site[1] / PUBLISH).exists()
+
+    response = owner.post("/worth/publish/", {"failure_cost": "60000", "confirm": "yes"})
+
+    assert response.status_code == 302 and response["Location"].startswith("/worth/?")
+    queued = json.loads((site[1] / PUBLISH).read_text())
+    headline = page.context["worth"]["chosen"]
+    assert queued["federation"] == 7 and queued["worth"] == pytest.approx(headline.difference)
+    assert b"Waiting to go" in owner.get("/worth/").content
+
+    sent = []
+
+    def transport(method, url, data, headers):
+        sent.append((method, url, json.loads(data)))
+        return 200, b"{}"
+
+    runtime = SiteRuntime("http://coordinator.example", "tfs_x", site[0], site[1])
+    runtime.transport = transport  # type: ignore[method-assign]
+    outcome = runtime.publish_pending()
+
+    assert outcome == "Demo FD001 fleet: what joining is worth here published"
+    [(method, url, body)] = sent
+    assert method == "PUT" and url.endswith("/api/v1/site/worth")
+    assert set(body) == {"federation", "worth", "low", "high", "level", "engines"} | {
+        "fleet_size",
+        "horizon",
+    }
+    assert not (site[1] / PUBLISH).exists()
+    last = read_outbox(site[1])[-1]
+    assert last["kind"] == "worth" and last["summary"]["worth"] == queued["worth"]
+    assert "what joining is worth here, as its owner chose to publish it" in what_was_sent(last)
+    shown = owner.get("/worth/").content.decode()
+    assert "Last published" in shown
+
+
+def test_a_publish_request_from_another_site_is_refused(client, site, settings):
+    """The form needs the console's cookie and its CSRF token: a page elsewhere cannot
+    make the owner's browser publish."""
+    with_federation(site[1])
+    client.cookies[app.cookie_name(console_secret(site[1]))] = console_secret(site[1])
+    from django.test import Client
+
+    forged = Client(enforce_csrf_checks=True)
+    forged.cookies = client.cookies
+    response = forged.post("/worth/publish/", {"confirm": "yes"})
+    assert response.status_code == 403
+    assert not (site[1] / PUBLISH).exists()

@@ -11,7 +11,6 @@ import pytest
 from turbofan.plan import (
     Calibration,
     best_pull,
-    best_threshold,
     engine_costs,
     plan_engine,
     pull_in,
@@ -98,14 +97,6 @@ def test_the_plan_of_an_engine_prices_its_pull_and_running_it_to_failure():
     later = plan_engine(20.0, 100, cal, ECONOMICS, horizon=10, threshold=8)
     assert later.pull_in is None and later.plan_cost == later.run_cost
     assert math.isnan(later.life_left_at_pull)
-
-
-def test_the_best_threshold_follows_the_price_of_a_failure():
-    lives = np.array([150, 180, 200, 220, 250])
-    noisy = perfect_predictions(lives) + np.float32(8)  # a model 8 cycles optimistic
-    assert best_threshold(lives, noisy, ECONOMICS) >= 9  # pulls before the true end
-    free = Economics(failure_cost=0, failure_downtime=0, maintenance_downtime=20)
-    assert best_threshold(lives, noisy, free) == 1
 
 
 def test_a_better_model_is_worth_money_with_an_interval_and_the_same_one_nothing():

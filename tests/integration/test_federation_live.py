@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import json
 import time
 import uuid
@@ -11,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 
 from federation.core.engine.training import CHOICES, head_of
 from federation.core.secagg import protocol as p
@@ -20,8 +23,10 @@ from federation.services import federations, sites
 from federation.services.versions import version_weights
 from tests.stack import Stack
 from turbofan.data.files import read_engine_file
-from turbofan.data.partition import plan_iid, write_partition
+from turbofan.data.partition import plan_iid, write_fleets, write_partition
 from turbofan.models.artefact import RulModel
+from worker.console import app as console
+from worker.console.state import console_secret
 from worker.peers import PeerBook
 from worker.site_runtime import read_outbox
 
@@ -33,7 +38,9 @@ def site_dirs(tmp_path_factory, cmapss_dir):
     units = read_engine_file(cmapss_dir / "train_FD001.txt")["unit"].to_numpy()
     plan = plan_iid("FD001", units, 4, seed=3)
     out = write_partition(plan, cmapss_dir, tmp_path_factory.mktemp("data") / "sites")
-    return [out / share.name for share in plan.sites]
+    folders = [out / share.name for share in plan.sites]
+    write_fleets(cmapss_dir, "FD001", folders, seed=3)  # each site's engines in service
+    return folders
 
 
 def make_federation(
@@ -209,8 +216,31 @@ def test_a_site_killed_mid_round_is_dropped_and_recovered_through_the_shares(tmp
     assert "the federation 4: nothing is aggregated" in failed_reason
 
 
+def console_rul(state: Path, settings, client) -> dict[int, float]:
+    """The predicted RUL of each engine in service, as the site's console plans with it."""
+    settings.ROOT_URLCONF = "worker.console.urls"
+    console.configure(state)
+    client.get(f"/?key={console_secret(state)}")
+    exported = client.get("/fleet.csv").content.decode()
+    return {
+        int(r["unit"]): float(r["predicted_rul"]) for r in csv.DictReader(io.StringIO(exported))
+    }
+
+
+def predicted_rul(state: Path, site_dirs: list[Path]) -> dict[int, float]:
+    """``manage.py predict --site-state`` on the site's fleet file."""
+    data = Path(json.loads((state / "site.json").read_text())["data_dir"])
+    assert data.resolve() in [folder.resolve() for folder in site_dirs]
+    out = io.StringIO()
+    call_command("predict", site_state=state, test_file=data / "test_FD001.txt", stdout=out)
+    return {
+        int(r["unit"]): float(r["predicted_rul"])
+        for r in csv.DictReader(io.StringIO(out.getvalue()))
+    }
+
+
 def test_with_personalisation_each_site_keeps_its_chosen_model_and_the_sum_counts(
-    tmp_path, site_dirs
+    tmp_path, site_dirs, settings, client
 ):
     """With private heads (FedPer) too: each site's head stays in its state folder."""
     site_names = names(3)
@@ -254,6 +284,9 @@ def test_with_personalisation_each_site_keeps_its_chosen_model_and_the_sum_count
         assert RulModel.load(state / "local.rulmodel").meta["choice"] == "alone"
         assert RulModel.load(state / "federation.rulmodel").meta["choice"] == "global"
         assert figures["val_units"] and len(figures["val_units"]) < 10
+        assert figures["federation"] == {"id": federation.id, "name": federation.name}
+        # Its console plans with that model: the same RULs as `predict` on its fleet.
+        assert console_rul(state, settings, client) == predicted_rul(state, site_dirs)
         # Each secure round the site noted its peers' keys: the ones the coordinator
         # registered for them, fingerprint for fingerprint.
         peers = PeerBook(state).entries()

@@ -11,6 +11,7 @@ import csv
 import functools
 import hashlib
 import hmac
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -19,9 +20,11 @@ from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
 
-from turbofan.plan import Worth, best_threshold, plan_engine, replay_worth
-from turbofan.tycoon import Economics
+from federation.core.private_files import write_private
+from turbofan.plan import Worth, plan_engine, replay_worth
 from worker.console.forms import SettingsForm
 from worker.console.state import (
     CHOSEN,
@@ -33,9 +36,9 @@ from worker.console.state import (
 )
 from worker.ledger import PrivacyLedger
 from worker.peers import PeerBook
-from worker.site_runtime import SENT_WORDS, read_outbox, what_was_sent
+from worker.site_runtime import PUBLISH, SENT_WORDS, read_outbox, what_was_sent
 
-DEFAULT_THRESHOLD = 10  # the original Tycoon's, when the site has no engines to choose on
+DEFAULT_THRESHOLD = 10  # the replay's, unless the owner gives one: the original Tycoon's
 # The fleet table's sortable columns: key, heading, numeric.
 COLUMNS = (
     ("file", "File", False),
@@ -131,21 +134,6 @@ def _page(request: HttpRequest, state: SiteState, template: str, **context: Any)
 
 
 # --- the fleet and its plan ------------------------------------------------------------
-
-
-def _threshold(
-    state: SiteState, form: SettingsForm, economics: Economics, role: str = CHOSEN
-) -> tuple[int, str]:
-    """The threshold at which ``role``'s model pulls an engine, and where it comes from."""
-    given = form.cleaned_data.get("threshold")
-    if given:
-        return int(given), "yours"
-    try:
-        lives, predicted = state.replay_pool()
-    except ConsoleError:
-        return DEFAULT_THRESHOLD, "the original Tycoon's (no validation engines to choose on)"
-    best = best_threshold(lives, predicted[role], economics)
-    return best, f"the most profitable on your {len(lives)} validation engines under these costs"
 
 
 def fleet_rows(state: SiteState, form: SettingsForm) -> dict[str, Any]:
@@ -321,25 +309,25 @@ def fleet_csv(request: HttpRequest, state: SiteState) -> HttpResponse:
 
 
 def worth_of(state: SiteState, form: SettingsForm) -> dict[str, Any]:
-    """Each model in the replay of the site's validation engines, at its own threshold
-    (the best for it under these costs, unless the owner gave one), against the local."""
+    """Each model in the replay of the site's validation engines against the local one,
+    all maintaining at one threshold: the owner's, else the original Tycoon's. (Tuning
+    a threshold per model on these few engines would flatter whichever got lucky.)"""
     economics = form.economics()
     lives, predicted = state.replay_pool()
-    thresholds, sources = {}, {}
-    for role in (CHOSEN, FEDERATION, LOCAL):
-        thresholds[role], sources[role] = _threshold(state, form, economics, role)
+    given = form.cleaned_data.get("threshold")
+    threshold = int(given) if given else DEFAULT_THRESHOLD
     compared: dict[str, Worth] = {}
     for role in (CHOSEN, FEDERATION):
         compared[role] = replay_worth(
             lives,
             {role: predicted[role], LOCAL: predicted[LOCAL]},
             economics,
-            thresholds=thresholds,
+            thresholds={role: threshold, LOCAL: threshold},
         )
     choice = state.choice() or {}
     return {
-        "thresholds": thresholds,
-        "threshold_source": sources[CHOSEN],
+        "threshold": threshold,
+        "threshold_source": "yours" if given else "the original Tycoon's",
         "engines": len(lives),
         "economics": economics,
         "chosen": compared[CHOSEN],
@@ -350,16 +338,76 @@ def worth_of(state: SiteState, form: SettingsForm) -> dict[str, Any]:
     }
 
 
+def publication(state: SiteState) -> dict[str, Any]:
+    """What the site published of its worth (from its outbox), and what waits to go."""
+    sent = [
+        e
+        for e in read_outbox(state.state_dir)
+        if e.get("path") == "/api/v1/site/worth" and e.get("status") == 200
+    ]
+    pending = state.state_dir / PUBLISH
+    return {
+        "last": sent[-1] if sent else None,
+        "pending": json.loads(pending.read_text()) if pending.is_file() else None,
+    }
+
+
 @signed_in
 def worth_page(request: HttpRequest, state: SiteState) -> HttpResponse:
     form = SettingsForm(request.GET)
+    context: dict[str, Any] = {"form": form, "publication": publication(state)}
     if not form.is_valid():
-        return _page(request, state, "console/worth.html", form=form, status=400)
+        return _page(request, state, "console/worth.html", status=400, **context)
     try:
         worth = worth_of(state, form)
     except ConsoleError as error:
-        return _page(request, state, "console/worth.html", form=form, not_yet=str(error))
-    return _page(request, state, "console/worth.html", form=form, worth=worth)
+        return _page(request, state, "console/worth.html", not_yet=str(error), **context)
+    return _page(request, state, "console/worth.html", worth=worth, **context)
+
+
+@signed_in
+@require_POST
+def publish_worth(request: HttpRequest, state: SiteState) -> HttpResponse:
+    """The owner's choice to publish the headline figure to the federation: queued for
+    the site's worker, which sends it at its next poll and logs it in the outbox."""
+    form = SettingsForm(request.POST)
+    if request.POST.get("confirm") != "yes" or not form.is_valid():
+        return _page(
+            request,
+            state,
+            "console/worth.html",
+            form=form,
+            publication=publication(state),
+            not_yet="Nothing was published: tick the box to confirm, with valid settings.",
+            status=400,
+        )
+    federation = (state.choice() or {}).get("federation") or {}
+    try:
+        worth = worth_of(state, form)
+        if not federation.get("id"):
+            raise ConsoleError(
+                "This site's choice does not say which federation it came from (it was "
+                "made by an older worker): publish after the next personalisation round."
+            )
+    except ConsoleError as error:
+        return _page(
+            request, state, "console/worth.html", form=form, not_yet=str(error), status=409
+        )
+    chosen, economics = worth["chosen"], worth["economics"]
+    figure = {
+        "federation": int(federation["id"]),
+        "federation_name": federation.get("name"),
+        "worth": round(chosen.difference, 2),
+        "low": round(chosen.low, 2),
+        "high": round(chosen.high, 2),
+        "level": chosen.level,
+        "engines": chosen.engines,
+        "fleet_size": economics.fleet_size,
+        "horizon": economics.horizon,
+    }
+    write_private(state.state_dir / PUBLISH, json.dumps(figure).encode())
+    query = urlencode({k: v for k, v in request.POST.items() if k in form.fields})
+    return HttpResponseRedirect(reverse("console:worth") + (f"?{query}" if query else ""))
 
 
 # --- what left, who it talks to, what it spent ---------------------------------------------

@@ -9,6 +9,7 @@ pages = [
     path("", app.fleet_page, name="fleet"),
     path("fleet.csv", app.fleet_csv, name="fleet_csv"),
     path("worth/", app.worth_page, name="worth"),
+    path("worth/publish/", app.publish_worth, name="publish"),
     path("sent/", app.sent_page, name="sent"),
     path("peers/", app.peers_page, name="peers"),
     path("budget/", app.budget_page, name="budget"),

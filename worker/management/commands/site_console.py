@@ -57,6 +57,12 @@ class Command(BaseCommand):
         # This process serves the console alone, to this machine alone.
         settings.ROOT_URLCONF = "worker.console.urls"
         settings.ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+        # Plain HTTP on the loopback address, even where the coordinator's settings say
+        # production: no TLS redirect, no HSTS, cookies that HTTP carries.
+        settings.SECURE_SSL_REDIRECT = False
+        settings.SECURE_HSTS_SECONDS = 0
+        settings.CSRF_COOKIE_SECURE = False
+        settings.SESSION_COOKIE_SECURE = False
         # It serves no static files: its pages carry their own style.
         warnings.filterwarnings("ignore", message="No directory at")
         host = options["host"]

@@ -255,10 +255,11 @@ def strategy_label(pack: PredictionPack, key: str, values: dict[str, Any]) -> st
     if key == "preventive":
         return f"Preventive (at age {values['preventive_age']})"
     if key == "local":
-        return f"Local predictive ({values[SITE]}'s own model)"
+        model = pack.model(f"local:{values[SITE]}")
+        return f"Local predictive ({model.label if model else values[SITE]})"
     if key == FEDERATED:
         return "Federated predictive (the federation's latest model)"
-    return "Centralised model (oracle: all sites' engines in one place)"
+    return "Centralised model (oracle: all the engines in one place)"
 
 
 def _row(

@@ -299,3 +299,46 @@ def test_the_command_says_what_to_do_without_a_partition(tmp_path):
 
     with pytest.raises(CommandError, match="no partition folder"):
         call_command("tycoon_pack", sites_dir=tmp_path)
+
+
+def test_the_command_trains_on_public_engines_only_never_on_a_sites_folder(
+    cmapss_dir, tmp_path, settings, monkeypatch
+):
+    """The coordinator may not hold a model trained on one site alone: the pack's local
+    strategy is a single site's worth of public engines, none of them held out."""
+    import shutil
+
+    from django.core.management import call_command
+
+    from dashboard.management.commands import tycoon_pack
+    from federation.core.recipes import default_recipe
+    from turbofan.data.files import read_engine_file
+    from turbofan.data.partition import plan_iid, write_partition
+
+    train = read_engine_file(cmapss_dir / "train_FD001.txt")
+    plan = plan_iid("FD001", train["unit"].to_numpy(), 4, seed=0)
+    sites = write_partition(plan, cmapss_dir, tmp_path / "sites")
+    for share in plan.sites:  # the sites' folders are not the coordinator's
+        shutil.rmtree(sites / share.name)
+    trained: list[set[int]] = []
+
+    def quick_fit(frame, pipeline, recipe, *, seed=0, **kwargs):
+        trained.append(set(frame["unit"].unique().tolist()))
+        return tiny_model(frame, kind_label=str(len(trained)))
+
+    monkeypatch.setattr(tycoon_pack, "fit_network_model", quick_fit)
+    monkeypatch.setattr(tycoon_pack, "default_recipe", default_recipe)
+    settings.TYCOON_PACK = tmp_path / "pack.npz"
+
+    call_command("tycoon_pack", sites_dir=sites, stdout=StringIO())
+
+    pack = PredictionPack.load(settings.TYCOON_PACK)
+    assert [m.key for m in pack.models] == ["centralised", "local:single-site"]
+    centralised, one_site = trained
+    held_out = set(plan.holdout.engines["FD001"])
+    assert not (centralised | one_site) & held_out
+    assert len(centralised) == 100 - len(held_out)
+    sizes = [len(share.engines["FD001"]) for share in plan.sites]
+    assert min(sizes) <= len(one_site) <= max(sizes) and one_site < centralised
+    local = pack.model("local:single-site")
+    assert local is not None and "single site's worth" in local.label

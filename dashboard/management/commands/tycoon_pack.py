@@ -1,10 +1,13 @@
 """``manage.py tycoon_pack``: predict every cycle of the replayed engines with every model.
 
 Models: ``federated`` is a live federation's latest model version; ``centralised``
-(all sites' engines in one place, the oracle) and ``local:<site>`` (each site's
-engines alone) are trained here from a partition folder's site data, with the
-federation's own recipe, or taken from a ``rul_report`` output folder. The engines
-replayed are the partition's held-out engines, which no site has.
+(the public training engines in one place, the oracle) and ``local:single-site`` (a
+single site's worth of public engines: as many as a typical member has, drawn at random)
+are trained here from the public C-MAPSS training file, with the federation's own recipe,
+or taken from a ``rul_report`` output folder. The coordinator never trains on a site's
+folder: a model trained on one site's data alone is what secure aggregation hides; each
+site compares its own local model in its console. The engines replayed are the
+partition's held-out engines, which no site has and no model here trained on.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from federation.core.recipes import default_recipe
 from federation.models import Federation, ModelVersion
 from federation.services.versions import latest_accepted
 from federation.specs import federation_recipe
-from turbofan.data.files import DataFileError, pool_engines, read_engine_file, read_rul_file
+from turbofan.data.files import DataFileError, read_engine_file, read_rul_file
 from turbofan.data.partition import HOLDOUT, read_manifest
 from turbofan.data.source import DataSourceError, find_data_dir
 from turbofan.models.artefact import ArtefactError, RulModel
@@ -39,13 +42,16 @@ from turbofan.tycoon_pack import (
     engine_set,
 )
 
+SINGLE_SITE = "single-site"  # the local strategy's model: a site's worth of public engines
+
 
 class Command(BaseCommand):
     help = (
         "Build the Turbofan Tycoon's prediction pack: every model's predicted RUL after "
         "each cycle of the held-out engines of a partition folder (and of the test engines). "
-        "federated = a federation's latest model; centralised and each site's local model "
-        "are trained from the folder's site data (or taken from --report)."
+        "federated = a federation's latest model; centralised and a single site's worth of "
+        "data are trained here on public engines (or taken from --report), never on a "
+        "site's folder."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -150,33 +156,47 @@ class Command(BaseCommand):
         recipe: NetworkRecipe,
         seed: int,
     ) -> list[tuple[ModelInfo, RulModel]]:
-        frames = {
-            share["name"]: read_engine_file(sites_dir / share["name"] / f"train_{subset}.txt")
-            for share in manifest["sites"]
-        }
-        self.stdout.write(f"Training the centralised model on {len(frames)} sites' engines ...")
-        pooled = pool_engines(list(frames.values()))
-        centralised = fit_network_model(pooled, recipe.pipeline(subset), recipe, seed=seed)
-        models = [
+        public = read_engine_file(find_data_dir() / f"train_{subset}.txt")
+        held_out = set(manifest["holdout"]["engines"][subset])
+        public = public[~public["unit"].isin(held_out)]
+        self.stdout.write(
+            f"Training the centralised model on {public['unit'].nunique()} public engines ..."
+        )
+        centralised = fit_network_model(public, recipe.pipeline(subset), recipe, seed=seed)
+        size = _site_size(manifest, subset)
+        units = np.random.default_rng(seed).choice(public["unit"].unique(), size, replace=False)
+        self.stdout.write(f"Training a single site's worth of data ({size} public engines) ...")
+        one_site = public[public["unit"].isin(units)]
+        local = fit_network_model(one_site, recipe.pipeline(subset), recipe, seed=seed)
+        return [
             (
                 ModelInfo(
                     CENTRALISED,
                     CENTRALISED,
-                    "Centralised (all sites' engines)",
-                    "trained here",
+                    "Centralised (the public engines in one place)",
+                    "trained here on the public training engines",
                     centralised.hash,
                 ),
                 centralised,
-            )
+            ),
+            (
+                ModelInfo(
+                    f"{LOCAL}:{SINGLE_SITE}",
+                    LOCAL,
+                    f"A single site's worth of data ({size} public engines)",
+                    "trained here on public engines, as many as a typical member has",
+                    local.hash,
+                    site=SINGLE_SITE,
+                ),
+                local,
+            ),
         ]
-        for site, frame in frames.items():
-            self.stdout.write(f"Training {site}'s local model on its own engines ...")
-            model = fit_network_model(frame, recipe.pipeline(subset), recipe, seed=seed)
-            info = ModelInfo(
-                f"{LOCAL}:{site}", LOCAL, f"{site} alone", "trained here", model.hash, site=site
-            )
-            models.append((info, model))
-        return models
+
+
+def _site_size(manifest: dict[str, Any], subset: str) -> int:
+    """As many engines as the partition's median site has of the subset."""
+    sizes = [len(share["engines"].get(subset, [])) for share in manifest["sites"]]
+    return max(2, int(np.median(sizes))) if sizes else 2
 
 
 def _one_subset(manifest: dict[str, Any]) -> str:

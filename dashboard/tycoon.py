@@ -22,15 +22,22 @@ from turbofan.tycoon import (
     Economics,
     SimulationResult,
     corrective_triggers,
+    difference_interval,
     expected_engines,
     predictive_triggers,
     preventive_triggers,
-    roi_versus,
+    sequence_profits,
     simulate,
 )
 from turbofan.tycoon_pack import CENTRALISED, FEDERATED, HOLDOUT, TEST, PackError, PredictionPack
 
 BUILD_COMMAND = "python manage.py tycoon_pack"
+RUL_CAP = 125  # the packs' models predict at most this (a pack says its own)
+MAX_THRESHOLD = RUL_CAP - 1
+# Engine sequences behind each interval (fewer for a costly replay); the level shown.
+SEQUENCES = 40
+SEQUENCE_ENGINES = 800_000  # engines all the sequences together may start
+LEVEL = 0.9
 # Engines the whole replay may start (every strategy together): bounds a request's time.
 MAX_ENGINES = 10_000_000
 # Engine slots of each factory shown in the animation.
@@ -50,6 +57,7 @@ class Parameter:
     step: float = 1
     whole: bool = True
     slider_max: float | None = None  # the slider's end; the number field goes to ``maximum``
+    why: str = ""  # why the range ends where it does, when that is not obvious
 
     @property
     def slider_end(self) -> float:
@@ -57,12 +65,15 @@ class Parameter:
 
     @property
     def initial(self) -> str:
-        """The default as a form shows it (300, not 300.0)."""
-        return _plain(self.default)
+        """The default as a form's number field takes it (300, not 300.0 nor 1,000)."""
+        value = self.default
+        return str(int(value)) if float(value).is_integer() else str(value)
 
     def describe(self) -> str:
         kind = "a whole number" if self.whole else "a number"
-        return f"{self.name} must be {kind} from {_plain(self.minimum)} to {_plain(self.maximum)}"
+        low, high = _plain(self.minimum), _plain(self.maximum)
+        reason = f": {self.why}" if self.why else ""
+        return f"{self.label} must be {kind} from {low} to {high}{reason}"
 
 
 _DEFAULT = Economics()
@@ -80,7 +91,9 @@ PARAMETERS = (
     Parameter("preventive_age", "Preventive: maintain at age (cycles)", 1, 1_000, 193,
               slider_max=400),
     Parameter("rul_threshold", "Predictive: maintain when predicted RUL is below (cycles)",
-              0, 200, 10, slider_max=125, whole=False),
+              0, MAX_THRESHOLD, 10, whole=False,
+              why=f"the models predict at most {RUL_CAP} cycles (their training cap), so from "
+              f"{RUL_CAP} up every engine would be maintained after its first cycle"),
     Parameter("fleet_size", "Engines per factory", 1, 10_000, _DEFAULT.fleet_size,
               slider_max=100),
     Parameter("horizon", "Horizon (cycles)", 10, 100_000, _DEFAULT.horizon, step=10,
@@ -103,7 +116,7 @@ class ParameterError(ValueError):
 
 
 def _plain(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
+    return f"{int(value):,}" if float(value).is_integer() else str(value)
 
 
 def parse_parameters(query: QueryDict, sites: list[str]) -> dict[str, Any]:
@@ -113,13 +126,13 @@ def parse_parameters(query: QueryDict, sites: list[str]) -> dict[str, Any]:
         allowed = [*BY_NAME, SITE]
         raise ParameterError(
             unknown[0],
-            f"unknown parameter {unknown[0]}: use {', '.join(allowed)}",
+            f"unknown setting {unknown[0]}: use {', '.join(allowed)}",
             {"names": allowed},
         )
     values: dict[str, Any] = {p.name: _parse_one(p, query.get(p.name)) for p in PARAMETERS}
     site = query.get(SITE) or (sites[0] if sites else "")
     if sites and site not in sites:
-        message = f"site must be one of {', '.join(sites)}, got {site!r}"
+        message = f"the local model must be one of {', '.join(sites)}, got {site!r}"
         raise ParameterError(SITE, message, {"choices": sites})
     values[SITE] = site
     return values
@@ -222,6 +235,13 @@ def economics_of(values: dict[str, Any]) -> Economics:
 
 def replay(pack: PredictionPack, values: dict[str, Any]) -> dict[str, Any]:
     """The JSON answer of the simulate API for validated settings."""
+    if values["rul_threshold"] >= pack.rul_cap:
+        parameter = BY_NAME["rul_threshold"]
+        raise ParameterError(
+            parameter.name,
+            f"{parameter.label} must be below {_plain(pack.rul_cap)}: {parameter.why}",
+            {"max": pack.rul_cap},
+        )
     rules = strategy_rules(pack, values)
     economics = economics_of(values)
     engines = expected_engines(pack.lives, rules, economics)
@@ -229,16 +249,20 @@ def replay(pack: PredictionPack, values: dict[str, Any]) -> dict[str, Any]:
         raise ParameterError(
             "fleet_size",
             f"these settings replay about {engines:,.0f} engines, more than {MAX_ENGINES:,}: "
-            "lower fleet_size or horizon, or raise the downtimes",
+            "lower the engines per factory or the horizon, or raise the downtimes",
             {"max_engines": MAX_ENGINES},
         )
     slots = min(ANIMATED_SLOTS, economics.fleet_size)
     result = simulate(pack.lives, rules, economics, curve_points=CURVE_POINTS, trace_slots=slots)
     shown = [k for k in ("corrective", "preventive", "local", FEDERATED, CENTRALISED) if k in rules]
+    count = int(max(5, min(SEQUENCES, SEQUENCE_ENGINES // max(engines, 1))))
+    profits = sequence_profits(pack.lives, {k: rules[k] for k in shown}, economics, sequences=count)
     return {
         "parameters": values,
         "pool": {"engines": len(pack.lives), "subset": pack.subset},
-        "strategies": [_row(pack, values, result, key) for key in shown],
+        "interval": {"sequences": count, "level": LEVEL},
+        "bottom_line": bottom_line(pack, values, result, profits),
+        "strategies": [_row(pack, values, result, key, profits) for key in shown],
         "curve": {
             "cycles": result.times.tolist(),
             "profit": {k: np.round(result.strategies[k].curve).tolist() for k in shown},
@@ -247,6 +271,34 @@ def replay(pack: PredictionPack, values: dict[str, Any]) -> dict[str, Any]:
         "joining": _joining(pack, values, result),
         "missing": [k for k in ("local", FEDERATED, CENTRALISED) if k not in rules],
     }
+
+
+def bottom_line(
+    pack: PredictionPack,
+    values: dict[str, Any],
+    result: SimulationResult,
+    profits: dict[str, np.ndarray],
+) -> dict[str, Any] | None:
+    """The page's answer in one sentence: federated against the local model, with the
+    interval over engine sequences."""
+    if FEDERATED not in profits or "local" not in profits:
+        return None
+    worth = result.strategies[FEDERATED].profit - result.strategies["local"].profit
+    low, high = difference_interval(profits[FEDERATED], profits["local"], LEVEL)
+    model = pack.model(f"local:{values[SITE]}")
+    local = model.label if model else "the local model"
+    local = local[0].lower() + local[1:] if local.startswith("A ") else local
+    sentence = (
+        f"Federated predictive earns {_dollars(abs(worth))} "
+        f"({LEVEL:.0%}: {_dollars(low)} to {_dollars(high)}) "
+        f"{'more' if worth >= 0 else 'less'} than {local}, per factory of "
+        f"{values['fleet_size']:,} engines over {values['horizon']:,} cycles."
+    )
+    return {"worth": round(worth), "low": round(low), "high": round(high), "sentence": sentence}
+
+
+def _dollars(value: float) -> str:
+    return f"-${abs(value):,.0f}" if round(value) < 0 else f"${value:,.0f}"
 
 
 def strategy_label(pack: PredictionPack, key: str, values: dict[str, Any]) -> str:
@@ -263,20 +315,37 @@ def strategy_label(pack: PredictionPack, key: str, values: dict[str, Any]) -> st
 
 
 def _row(
-    pack: PredictionPack, values: dict[str, Any], result: SimulationResult, key: str
+    pack: PredictionPack,
+    values: dict[str, Any],
+    result: SimulationResult,
+    key: str,
+    profits: dict[str, np.ndarray],
 ) -> dict[str, Any]:
     outcome = result.strategies[key]
-    roi = roi_versus(outcome, result.strategies["corrective"])
+    corrective = result.strategies["corrective"]
+    economics = economics_of(values)
+    engine_cycles = economics.fleet_size * economics.horizon
+    # What running to failure loses against a factory that never stops and never pays.
+    losses = economics.revenue_per_cycle * engine_cycles - corrective.profit
+    low, high = difference_interval(profits[key], profits["corrective"], LEVEL)
     per_maintenance = outcome.life_wasted / outcome.maintenances if outcome.maintenances else 0.0
     return {
         "key": key,
         "label": strategy_label(pack, key, values),
         "oracle": key == CENTRALISED,
         "profit": round(outcome.profit),
+        "profit_per_engine_cycle": round(outcome.profit / engine_cycles, 2),
+        "vs_corrective": {
+            "difference": round(outcome.profit - corrective.profit),
+            "low": round(low),
+            "high": round(high),
+        },
+        "savings_vs_corrective": (
+            round((outcome.profit - corrective.profit) / losses, 4) if losses > 0 else None
+        ),
         "revenue": round(outcome.revenue),
         "maintenance_spend": round(outcome.maintenance_spend),
         "failure_spend": round(outcome.failure_spend),
-        "roi_vs_corrective": None if roi is None else round(roi, 4),
         "uptime": round(outcome.uptime, 4),
         "running_cycles": outcome.running_cycles,
         "failures": outcome.failures,
@@ -342,6 +411,7 @@ def tycoon_page(request: HttpRequest) -> HttpResponse:
         "pack": pack,
         "problem": problem,
         "parameters": PARAMETERS,
+        "sequences": SEQUENCES,
         "sites": pack.sites() if pack else [],
         "models": pack.models if pack else [],
         "build_command": BUILD_COMMAND,

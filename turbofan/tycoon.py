@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -165,25 +165,67 @@ def outcomes(lives: np.ndarray, triggers: np.ndarray) -> tuple[np.ndarray, np.nd
 def engine_sequence(n_pool: int, fleet_size: int, draws: int, seed: int) -> np.ndarray:
     """The first ``draws`` engines of every slot, (draws, fleet_size) pool indices.
 
-    Row k is the k-th engine of each slot. Drawn row by row from one generator, so
-    a longer sequence starts with a shorter one (:func:`simulate` draws in blocks).
+    Row k is the k-th engine of each slot. Dealt row by row from one seeded stream of
+    shuffled passes over the pool, so a longer sequence starts with a shorter one
+    (:func:`simulate` draws in blocks).
     """
     return _Draws(n_pool, fleet_size, seed).next(draws)
 
 
 class _Draws:
-    """Blocks of rows of the engine sequence, continuing one seeded stream."""
+    """Blocks of rows of the engine sequence, continuing one seeded stream.
+
+    The stream deals the pool out without replacement, one shuffled pass after another,
+    row by row across the slots: no engine comes back before every other has run once
+    (with a pool of 10 and 4 slots, one engine never fills two slots of a row).
+    """
 
     def __init__(self, n_pool: int, fleet_size: int, seed: int) -> None:
         if n_pool < 1:
             raise ValueError("the engine pool is empty")
         self.n_pool, self.fleet_size = n_pool, fleet_size
         self.rng = np.random.default_rng(seed)
+        self.dealt = np.empty(0, dtype=np.intp)
 
     def next(self, rows: int) -> np.ndarray:
-        # One double per draw, in order: the stream does not depend on the block sizes.
-        u = self.rng.random((rows, self.fleet_size))
-        return np.minimum((u * self.n_pool).astype(np.intp), self.n_pool - 1)
+        needed = rows * self.fleet_size
+        passes = [self.dealt]
+        have = len(self.dealt)
+        while have < needed:  # the stream does not depend on the block sizes
+            passes.append(self.rng.permutation(self.n_pool))
+            have += self.n_pool
+        stream = np.concatenate(passes)
+        self.dealt = stream[needed:]
+        return stream[:needed].reshape(rows, self.fleet_size)
+
+
+def sequence_profits(
+    lives: np.ndarray,
+    triggers: Mapping[str, np.ndarray],
+    economics: Economics,
+    *,
+    sequences: int,
+) -> dict[str, np.ndarray]:
+    """Each strategy's profit over ``sequences`` engine sequences (seeds ``economics.seed``
+    onward), every strategy on the same sequence each time: any two give a paired
+    difference per sequence."""
+    profits: dict[str, list[float]] = {name: [] for name in triggers}
+    for k in range(sequences):
+        result = simulate(
+            lives, triggers, replace(economics, seed=economics.seed + k), curve_points=2
+        )
+        for name in triggers:
+            profits[name].append(result.strategies[name].profit)
+    return {name: np.asarray(values) for name, values in profits.items()}
+
+
+def difference_interval(
+    first: np.ndarray, second: np.ndarray, level: float = 0.9
+) -> tuple[float, float]:
+    """The central ``level`` interval of ``first - second`` over paired sequences."""
+    alpha = (1 - level) / 2
+    low, high = np.quantile(np.asarray(first) - np.asarray(second), [alpha, 1 - alpha])
+    return float(low), float(high)
 
 
 # --- the replay ------------------------------------------------------------------
@@ -421,14 +463,3 @@ def _money(economics: Economics, running: int, maintenances: int, failures: int)
         "maintenances": maintenances,
         "failures": failures,
     }
-
-
-def roi_versus(result: StrategyResult, baseline: StrategyResult) -> float | None:
-    """Return on maintenance spend against a baseline (run to failure, as a rule).
-
-    ``(profit - baseline profit) / maintenance spend``: what each unit of money spent
-    on maintenance brought back. None when the strategy spent nothing on maintenance.
-    """
-    if result.maintenance_spend <= 0:
-        return None
-    return (result.profit - baseline.profit) / result.maintenance_spend

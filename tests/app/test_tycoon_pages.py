@@ -108,6 +108,7 @@ def test_the_page_has_the_labelled_controls_the_browser_uses(client, pack):
     ):
         assert element in html
     assert '<label for="id_maintenance_cost">' in html
+    assert 'name="maintenance_cost" min="0"' in html and 'value="10000"' in html
     assert '<label for="speed"' in html
     assert "plotly/plotly.min.js" in html
     assert "profit = revenue per cycle" in html
@@ -127,12 +128,48 @@ def test_the_defaults_replay_five_strategies(client, pack):
     assert body["parameters"]["site"] == "site-1"
     rows = {row["key"]: row for row in body["strategies"]}
     assert rows["corrective"]["maintenances"] == 0
-    assert rows["corrective"]["roi_vs_corrective"] is None
+    assert rows["corrective"]["savings_vs_corrective"] == 0
+    assert rows["corrective"]["vs_corrective"] == {"difference": 0, "low": 0, "high": 0}
     assert rows["centralised"]["oracle"] is True
     assert rows["federated"]["failures"] == 0
     assert rows["local"]["failures"] > 0  # predicts 15 cycles late: the engines break first
     assert len(body["curve"]["profit"]["federated"]) == len(body["curve"]["cycles"])
     assert body["curve"]["profit"]["federated"][-1] == rows["federated"]["profit"]
+
+
+def test_the_bottom_line_is_one_sentence_with_an_interval_over_engine_sequences(client, pack):
+    body = simulate(client).json()
+
+    line = body["bottom_line"]
+    rows = {row["key"]: row for row in body["strategies"]}
+    assert line["worth"] == rows["federated"]["profit"] - rows["local"]["profit"]
+    assert line["low"] <= line["worth"] <= line["high"] or body["interval"]["sequences"] >= 5
+    assert line["sentence"].startswith("Federated predictive earns $")
+    assert "(90%: $" in line["sentence"]
+    assert line["sentence"].endswith("per factory of 4 engines over 5,000 cycles.")
+    assert body["interval"] == {"sequences": 40, "level": 0.9}
+
+
+def test_the_measures_read_sanely_savings_are_a_share_of_what_running_to_failure_loses(
+    client, pack
+):
+    body = simulate(client, failure_cost=300_000).json()
+
+    for row in body["strategies"]:
+        assert row["savings_vs_corrective"] is None or row["savings_vs_corrective"] <= 1
+        assert row["profit_per_engine_cycle"] <= 300
+        vs = row["vs_corrective"]
+        assert vs["low"] <= vs["high"]
+
+
+def test_a_threshold_the_models_cannot_reach_is_refused_with_the_reason(client, pack):
+    response = simulate(client, rul_threshold=125)
+
+    assert response.status_code == 400
+    body = response.json()
+    assert body["parameter"] == "rul_threshold"
+    assert "the models predict at most 125 cycles" in body["error"]
+    assert body["error"].startswith("Predictive: maintain when predicted RUL is below (cycles)")
 
 
 def test_what_joining_is_worth_is_federated_minus_the_sites_local_profit(client, pack):
@@ -175,17 +212,29 @@ def test_a_pack_without_a_federated_model_replays_the_others(client, settings, t
 @pytest.mark.parametrize(
     ("params", "parameter", "says"),
     [
-        ({"maintenance_cost": "-5"}, "maintenance_cost", "from 0 to 10000000"),
-        ({"fleet_size": "abc"}, "fleet_size", "a whole number from 1 to 10000"),
+        (
+            {"maintenance_cost": "-5"},
+            "maintenance_cost",
+            "Maintenance cost ($) must be a number from 0 to 10,000,000",
+        ),
+        (
+            {"fleet_size": "abc"},
+            "fleet_size",
+            "Engines per factory must be a whole number from 1 to 10,000",
+        ),
         ({"horizon": "2.5"}, "horizon", "a whole number"),
-        ({"rul_threshold": "nan"}, "rul_threshold", "from 0 to 200"),
-        ({"preventive_age": "0"}, "preventive_age", "from 1 to 1000"),
+        ({"rul_threshold": "nan"}, "rul_threshold", "from 0 to 124: the models predict at most"),
+        ({"preventive_age": "0"}, "preventive_age", "from 1 to 1,000"),
         ({"site": "site-9"}, "site", "site-1, site-2"),
-        ({"revenue": "300"}, "revenue", "unknown parameter"),
-        ({"fleet_size": "10000", "horizon": "100000"}, "fleet_size", "lower fleet_size or horizon"),
+        ({"revenue": "300"}, "revenue", "unknown setting"),
+        (
+            {"fleet_size": "10000", "horizon": "100000"},
+            "fleet_size",
+            "lower the engines per factory or the horizon",
+        ),
     ],
 )
-def test_a_bad_parameter_is_a_400_naming_it_and_its_range(client, pack, params, parameter, says):
+def test_a_bad_setting_is_a_400_in_the_users_words(client, pack, params, parameter, says):
     response = simulate(client, **params)
 
     assert response.status_code == 400

@@ -358,6 +358,24 @@ def test_a_player_changes_the_maintenance_cost_and_the_profits_change(
 
     browser.wait(profits_changed, "the profit table did not change with the maintenance cost")
     browser.screenshots("tycoon-changed")
+    assert browser.text("#bottom-line").startswith("Federated predictive earns $")
+    assert "(90%: $" in browser.text("#bottom-line")
+
+    # A threshold the models cannot reach: the reason, in the user's words; the last
+    # results stay, greyed, until the setting works again.
+    threshold = browser.find("#id_rul_threshold")
+    threshold.clear()
+    threshold.send_keys("150", Keys.TAB)
+    browser.wait_for_text("#tycoon-error", "the models predict at most 125 cycles")
+    assert "stale" in (browser.find("#results").get_attribute("class") or "")
+    assert browser.find("#stale-note").is_displayed()
+    browser.driver.find_element(By.ID, "id_site").send_keys("site-2")
+
+    browser.find("#reset").click()  # every setting back, the local model too
+    browser.wait(lambda: "stale" not in (browser.find("#results").get_attribute("class") or ""))
+    assert browser.find("#id_rul_threshold").get_attribute("value") == "10"
+    assert browser.find("#id_site").get_attribute("value") == "site-1"
+    assert not browser.find("#tycoon-error").is_displayed()
 
 
 def test_the_admin_reads_the_fleets_health_and_a_query_finishes_by_itself(browser: Browser):

@@ -16,7 +16,6 @@ from turbofan.tycoon import (
     outcomes,
     predictive_triggers,
     preventive_triggers,
-    roi_versus,
     simulate,
 )
 from turbofan.tycoon_pack import (
@@ -232,6 +231,33 @@ def test_the_engine_sequence_depends_on_the_seed_only_not_on_how_much_is_drawn()
     assert not (engine_sequence(10, 4, 5, seed=4) == short).all()
 
 
+def test_engines_are_dealt_without_replacement_within_each_pass_over_the_pool():
+    sequence = engine_sequence(10, 4, 25, seed=0).ravel()  # 100 draws: 10 passes of 10
+
+    for start in range(0, 100, 10):
+        assert sorted(sequence[start : start + 10].tolist()) == list(range(10))
+    assert len({tuple(row) for row in sequence.reshape(-1, 4)[:2]}) == 2
+    assert all(len(set(row)) == 4 for row in sequence.reshape(-1, 4)[:2])  # first pass
+
+
+def test_paired_sequences_give_an_interval_for_a_difference():
+    from turbofan.tycoon import difference_interval, sequence_profits
+
+    lives = np.array([150, 180, 200, 220, 250, 170, 190, 210, 230, 160])
+    rules = {
+        "perfect": predictive_triggers(perfect_predictions(lives), 5),
+        "late": predictive_triggers(perfect_predictions(lives) + np.float32(15), 5),
+    }
+
+    profits = sequence_profits(lives, rules, Economics(), sequences=30)
+
+    assert profits["perfect"].shape == (30,)
+    low, high = difference_interval(profits["perfect"], profits["late"])
+    assert 0 < low <= high  # the late model always fails where the perfect one does not
+    same = difference_interval(profits["perfect"], profits["perfect"])
+    assert same == (0.0, 0.0)
+
+
 def test_a_fleet_of_identical_slots_earns_the_sum_of_its_slots():
     lives = np.array([100])
     rule = {"c": corrective_triggers(lives)}
@@ -240,17 +266,6 @@ def test_a_fleet_of_identical_slots_earns_the_sum_of_its_slots():
 
     assert four.profit == 4 * one.profit
     assert four.uptime == one.uptime
-
-
-def test_roi_versus_corrective_is_extra_profit_per_maintenance_dollar():
-    lives = np.array([100])
-    corrective = replay_one(corrective_triggers(lives))
-    preventive = replay_one(preventive_triggers(lives, 50))
-
-    roi = roi_versus(preventive, corrective)
-
-    assert roi == pytest.approx((76_000 - -168_000) / 140_000)
-    assert roi_versus(corrective, corrective) is None
 
 
 def test_expected_engines_estimates_the_work():

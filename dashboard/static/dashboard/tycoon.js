@@ -21,6 +21,10 @@
     return sign + Math.abs(Math.round(value)).toLocaleString("en-US");
   }
 
+  function cents(value) {
+    return (value < 0 ? "−$" : "$") + Math.abs(value).toFixed(2);
+  }
+
   function percent(value) {
     return value === null || value === undefined ? "—" : (100 * value).toFixed(1) + " %";
   }
@@ -31,6 +35,11 @@
       clearTimeout(timer);
       timer = setTimeout(fn, ms);
     };
+  }
+
+  function labelled(td, label) {
+    td.dataset.label = label;  // a phone shows each row as a card of labelled cells
+    return td;
   }
 
   function cell(row, text, className) {
@@ -75,6 +84,9 @@
       Array.prototype.forEach.call(self.form.querySelectorAll("input"), function (input) {
         input.value = input.defaultValue;
       });
+      Array.prototype.forEach.call(self.form.querySelectorAll("select"), function (select) {
+        select.selectedIndex = 0;
+      });
       self.refresh();
     });
   };
@@ -113,6 +125,11 @@
     Array.prototype.forEach.call(this.form.querySelectorAll("[aria-invalid]"), function (input) {
       input.removeAttribute("aria-invalid");
     });
+    // Results of earlier settings stay readable, greyed, until a setting works again.
+    var stale = Boolean(body) && Boolean(this.data);
+    document.getElementById("results").classList.toggle("stale", stale);
+    document.getElementById("stale-note").hidden = !stale;
+    document.getElementById("bottom-line").classList.toggle("stale", stale);
     if (!body) { this.error.hidden = true; this.error.textContent = ""; return; }
     this.error.hidden = false;
     this.error.textContent = body.error;
@@ -122,6 +139,9 @@
   };
 
   Tycoon.prototype.draw = function () {
+    var line = this.data.bottom_line;
+    document.getElementById("bottom-line").textContent = line ? line.sentence :
+      "The bottom line needs a federated and a local model in the pack.";
     this.drawChart();
     this.drawTable();
     this.drawJoining();
@@ -157,13 +177,21 @@
       th.scope = "row";
       th.textContent = row.label;
       tr.appendChild(th);
-      cell(tr, money(row.profit), "number profit");
-      cell(tr, percent(row.roi_vs_corrective), "number roi");
-      cell(tr, percent(row.uptime), "number uptime");
-      cell(tr, row.failures.toLocaleString("en-US"), "number failures");
-      cell(tr, row.maintenances.toLocaleString("en-US"), "number maintenances");
-      cell(tr, row.life_wasted.toLocaleString("en-US") +
-        (row.maintenances ? " (" + row.life_wasted_per_maintenance + " each)" : ""), "number wasted");
+      var vs = row.vs_corrective;
+      labelled(cell(tr, money(row.profit), "number profit"), "Profit");
+      labelled(cell(tr, row.key === "corrective" ? "—" : money(vs.difference) + " (" +
+        money(vs.low) + " to " + money(vs.high) + ")", "number versus"), "Against corrective");
+      labelled(cell(tr, cents(row.profit_per_engine_cycle), "number per-cycle"),
+        "Profit per engine-cycle");
+      labelled(cell(tr, percent(row.savings_vs_corrective), "number savings"),
+        "Savings vs corrective");
+      labelled(cell(tr, percent(row.uptime), "number uptime"), "Uptime");
+      labelled(cell(tr, row.failures.toLocaleString("en-US"), "number failures"), "Failures");
+      labelled(cell(tr, row.maintenances.toLocaleString("en-US"), "number maintenances"),
+        "Maintenances");
+      labelled(cell(tr, row.life_wasted.toLocaleString("en-US") +
+        (row.maintenances ? " (" + row.life_wasted_per_maintenance + " each)" : ""),
+        "number wasted"), "Life wasted (cycles)");
       body.appendChild(tr);
     });
     var missing = this.data.missing;

@@ -221,16 +221,7 @@ def strategy_rules(pack: PredictionPack, values: dict[str, Any]) -> dict[str, np
 
 
 def economics_of(values: dict[str, Any]) -> Economics:
-    return Economics(
-        revenue_per_cycle=values["revenue_per_cycle"],
-        maintenance_cost=values["maintenance_cost"],
-        maintenance_downtime=values["maintenance_downtime"],
-        failure_cost=values["failure_cost"],
-        failure_downtime=values["failure_downtime"],
-        fleet_size=values["fleet_size"],
-        horizon=values["horizon"],
-        seed=values["seed"],
-    )
+    return Economics.of(values)
 
 
 def replay(pack: PredictionPack, values: dict[str, Any]) -> dict[str, Any]:

@@ -74,6 +74,12 @@ class Economics:
     horizon: int = 5_000
     seed: int = 0
 
+    @classmethod
+    def of(cls, values: Mapping[str, Any]) -> Economics:
+        """The economics named in ``values`` (a form's, a query's), defaults for the rest."""
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in values.items() if k in names})
+
 
 @dataclass
 class Trace:

@@ -70,11 +70,7 @@ class SettingsForm(forms.Form):
         super().__init__(merged)
 
     def economics(self) -> Economics:
-        values = self.cleaned_data
-        return Economics(
-            revenue_per_cycle=values["revenue_per_cycle"],
-            maintenance_cost=values["maintenance_cost"],
-            maintenance_downtime=values["maintenance_downtime"],
-            failure_cost=values["failure_cost"],
-            failure_downtime=values["failure_downtime"],
-        )
+        """The money and downtimes; the replay keeps its own horizon (``horizon`` here is
+        how far the plan looks ahead)."""
+        money = {k: v for k, v in self.cleaned_data.items() if k != "horizon"}
+        return Economics.of(money)

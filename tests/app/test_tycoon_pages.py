@@ -391,3 +391,42 @@ def test_the_command_trains_on_public_engines_only_never_on_a_sites_folder(
     assert min(sizes) <= len(one_site) <= max(sizes) and one_site < centralised
     local = pack.model("local:single-site")
     assert local is not None and "single site's worth" in local.label
+
+
+def test_a_cross_fitted_pack_replays_every_engine_with_provenance(
+    cmapss_dir, settings, tmp_path, monkeypatch
+):
+    """``tycoon_pack --crossfit``: all 100 FD001 engines, each predicted by the fold
+    models that never saw it (the trainers stand in here; the core's tests check them)."""
+    from django.core.management import call_command
+
+    from dashboard.management.commands import tycoon_pack
+    from federation.core import crossfit as cf
+
+    def fit(frame, pipeline, recipe, *, seed=0, **kwargs):
+        return tiny_model(frame, kind_label=str(seed))
+
+    class Simulated:
+        def __init__(self, frames) -> None:
+            self.model = tiny_model(next(iter(frames.values())), kind_label="f")
+
+    monkeypatch.setattr(cf, "fit_network_model", fit)
+    monkeypatch.setattr(cf, "run_simulation", lambda frames, *a, **k: Simulated(frames))
+    real = tycoon_pack.crossfit
+    monkeypatch.setattr(tycoon_pack, "crossfit", lambda *a, **k: real(*a, **{**k, "processes": 1}))
+    settings.TYCOON_PACK = tmp_path / "pack.npz"
+    out = StringIO()
+
+    call_command("tycoon_pack", crossfit=True, subset="FD001", folds=3, rounds=2, stdout=out)
+
+    pack = PredictionPack.load(settings.TYCOON_PACK)
+    assert len(pack.lives) == 100 and pack.test is not None
+    assert [m.key for m in pack.models] == ["centralised", "local:single-site", "federated"]
+    federated = pack.model("federated")
+    assert federated is not None and federated.details["rounds"] == 2
+    assert len(federated.details["fold_hashes"]) == 3
+    assert pack.meta["crossfit"] == {"folds": 3, "rounds": 2}
+    printed = out.getvalue()
+    assert "Cross-fitting 100 FD001 engines in 3 folds" in printed
+    assert "fold 3/3 done" in printed
+    assert "Prediction pack of 100 FD001 engines no model trained on" in printed

@@ -13,6 +13,7 @@ partition's held-out engines, which no site has and no model here trained on.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,11 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from dashboard.tycoon import pack_path
-from federation.core.recipes import default_recipe
+from federation.core.crossfit import CrossfitConfig, crossfit
+from federation.core.recipes import default_recipe, default_training
 from federation.models import Federation, ModelVersion
 from federation.services.versions import latest_accepted
-from federation.specs import federation_recipe
+from federation.specs import federation_recipe, federation_training
 from turbofan.data.files import DataFileError, read_engine_file, read_rul_file
 from turbofan.data.partition import HOLDOUT, read_manifest
 from turbofan.data.source import DataSourceError, find_data_dir
@@ -75,6 +77,27 @@ class Command(BaseCommand):
             help="take centralised, local and federated models from this rul_report folder "
             "instead of training (they trained on every engine, held-out ones included)",
         )
+        parser.add_argument(
+            "--crossfit",
+            action="store_true",
+            help="replay every run-to-failure engine of --subset instead of a partition's "
+            "held-out ones, each predicted only by models that never trained on it: per fold, "
+            "centralised, a single site's worth and federated (simulated) models trained on "
+            "the other folds",
+        )
+        parser.add_argument(
+            "--subset",
+            default=None,
+            choices=["FD001", "FD002", "FD003", "FD004"],
+            help="with --crossfit: the subset (default: the federation's, else FD001)",
+        )
+        parser.add_argument("--folds", type=int, default=5, help="with --crossfit: folds")
+        parser.add_argument(
+            "--rounds",
+            type=int,
+            default=None,
+            help="with --crossfit: federated rounds per fold (default: the federation's, else 30)",
+        )
         parser.add_argument("--out", type=Path, default=None, help="default: the Tycoon's pack")
         parser.add_argument("--seed", type=int, default=0, help="seed of the trained models")
 
@@ -82,13 +105,17 @@ class Command(BaseCommand):
         started = time.perf_counter()
         sites_dir = options["sites_dir"] or Path(settings.VAR_DIR) / "demo" / "sites"
         try:
-            pack = self._build(sites_dir, options)
+            if options["crossfit"]:
+                pack = self._build_crossfit(options)
+            else:
+                pack = self._build(sites_dir, options)
         except (DataSourceError, DataFileError, ArtefactError, ValueError, OSError) as error:
             raise CommandError(str(error)) from None
         out = pack.save(options["out"] or pack_path())
         names = ", ".join(m.key for m in pack.models)
         self.stdout.write(
-            f"Prediction pack of {len(pack.lives)} held-out {pack.subset} engines ({names}) "
+            f"Prediction pack of {len(pack.lives)} {pack.subset} engines no model trained on "
+            f"({names}) "
             f"written to {out} in {time.perf_counter() - started:.0f} s"
         )
 
@@ -127,6 +154,44 @@ class Command(BaseCommand):
             test=test,
             rul_cap=float(models[0][1].pipeline.rul_cap or 125),
             meta={"built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        )
+
+    def _build_crossfit(self, options: dict[str, Any]) -> PredictionPack:
+        federation = _federation(options["federation"], options["subset"] or "FD001")
+        subset = options["subset"] or (federation.subset if federation else "FD001")
+        recipe = federation_recipe(federation) if federation else _one_network()
+        recipe.ensemble = 1  # one network per model, as a live federation trains
+        training = federation_training(federation) if federation else default_training()
+        if options["rounds"] is not None:
+            if not 1 <= options["rounds"] <= 200:
+                raise ValueError(f"--rounds must be from 1 to 200, got {options['rounds']}")
+            training = replace(training, rounds=options["rounds"])
+        data_dir = find_data_dir()
+        frame = read_engine_file(data_dir / f"train_{subset}.txt")
+        test = read_engine_file(data_dir / f"test_{subset}.txt", "test")
+        test_rul = read_rul_file(
+            data_dir / f"RUL_{subset}.txt", expected_units=test["unit"].nunique()
+        )
+        models, engines, tested = crossfit(
+            frame,
+            subset,
+            recipe,
+            training,
+            CrossfitConfig(folds=options["folds"], seed=options["seed"]),
+            test=test,
+            test_rul=test_rul,
+            say=self.stdout.write,
+        )
+        return PredictionPack(
+            subset=subset,
+            models=models,
+            holdout=engines,
+            test=tested,
+            rul_cap=float(recipe.pipeline(subset).rul_cap or 125),
+            meta={
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "crossfit": {"folds": options["folds"], "rounds": training.rounds},
+            },
         )
 
     def _models(

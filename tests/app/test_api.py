@@ -278,6 +278,7 @@ def test_the_openapi_description_lists_every_endpoint_and_needs_no_credential(cl
         "/api/v1/site",
         "/api/v1/site/data",
         "/api/v1/site/identity",
+        "/api/v1/site/worth",
         "/api/v1/work",
         "/api/v1/contributions/{contribution_id}",
         "/api/v1/federations/{federation_id}/models/{version}",

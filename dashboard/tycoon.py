@@ -274,13 +274,15 @@ def bottom_line(
     interval over engine sequences."""
     if FEDERATED not in profits or "local" not in profits:
         return None
-    worth = result.strategies[FEDERATED].profit - result.strategies["local"].profit
+    # The mean over the paired sequences, with their interval: one sequence alone may
+    # lie in a tail.
+    worth = float(np.mean(profits[FEDERATED] - profits["local"]))
     low, high = difference_interval(profits[FEDERATED], profits["local"], LEVEL)
     model = pack.model(f"local:{values[SITE]}")
     local = model.label if model else "the local model"
     local = local[0].lower() + local[1:] if local.startswith("A ") else local
     sentence = (
-        f"Federated predictive earns {_dollars(abs(worth))} "
+        f"Federated predictive earns {_dollars(abs(worth))} on average "
         f"({LEVEL:.0%}: {_dollars(low)} to {_dollars(high)}) "
         f"{'more' if worth >= 0 else 'less'} than {local}, per factory of "
         f"{values['fleet_size']:,} engines over {values['horizon']:,} cycles."
@@ -299,8 +301,11 @@ def strategy_label(pack: PredictionPack, key: str, values: dict[str, Any]) -> st
         return f"Preventive (at age {values['preventive_age']})"
     if key == "local":
         model = pack.model(f"local:{values[SITE]}")
-        return f"Local predictive ({model.label if model else values[SITE]})"
+        label = model.label if model else values[SITE]
+        return f"Local predictive ({label[0].lower() + label[1:]})"
     if key == FEDERATED:
+        if pack.meta.get("crossfit"):
+            return "Federated predictive (a simulated federation of the other folds' engines)"
         return "Federated predictive (the federation's latest model)"
     return "Centralised model (oracle: all the engines in one place)"
 
@@ -326,8 +331,8 @@ def _row(
         "oracle": key == CENTRALISED,
         "profit": round(outcome.profit),
         "profit_per_engine_cycle": round(outcome.profit / engine_cycles, 2),
-        "vs_corrective": {
-            "difference": round(outcome.profit - corrective.profit),
+        "vs_corrective": {  # mean over the paired sequences, and their interval
+            "difference": round(float(np.mean(profits[key] - profits["corrective"]))),
             "low": round(low),
             "high": round(high),
         },

@@ -208,7 +208,7 @@ def _provenance(
 ) -> list[ModelInfo]:
     labels = {
         CENTRALISED: "Centralised (the other folds' engines in one place)",
-        f"{LOCAL}:{SINGLE_SITE}": "A single site's worth of data (public engines)",
+        f"{LOCAL}:{SINGLE_SITE}": "A single site's worth of public engines",
         FEDERATED: f"Federated ({config.sites} sites of the other folds' engines, simulated)",
     }
     kinds = {CENTRALISED: CENTRALISED, f"{LOCAL}:{SINGLE_SITE}": LOCAL, FEDERATED: FEDERATED}

@@ -141,11 +141,10 @@ def test_the_bottom_line_is_one_sentence_with_an_interval_over_engine_sequences(
     body = simulate(client).json()
 
     line = body["bottom_line"]
-    rows = {row["key"]: row for row in body["strategies"]}
-    assert line["worth"] == rows["federated"]["profit"] - rows["local"]["profit"]
-    assert line["low"] <= line["worth"] <= line["high"] or body["interval"]["sequences"] >= 5
+    assert line["low"] <= line["worth"] <= line["high"]  # the mean of the paired sequences
+    assert line["worth"] > 0  # the fake pack's local model predicts 15 cycles late
     assert line["sentence"].startswith("Federated predictive earns $")
-    assert "(90%: $" in line["sentence"]
+    assert "on average (90%: $" in line["sentence"]
     assert line["sentence"].endswith("per factory of 4 engines over 5,000 cycles.")
     assert body["interval"] == {"sequences": 40, "level": 0.9}
 

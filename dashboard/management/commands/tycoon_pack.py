@@ -248,7 +248,7 @@ class Command(BaseCommand):
                 ModelInfo(
                     f"{LOCAL}:{SINGLE_SITE}",
                     LOCAL,
-                    f"A single site's worth of data ({size} public engines)",
+                    f"A single site's worth of public engines ({size})",
                     "trained here on public engines, as many as a typical member has",
                     local.hash,
                     site=SINGLE_SITE,

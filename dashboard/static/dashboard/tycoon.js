@@ -113,7 +113,7 @@
         self.showError(null);
         self.data = answer.body;
         self.draw();
-        self.status.textContent = "Replayed " + answer.body.pool.engines + " held-out " +
+        self.status.textContent = "Replayed " + answer.body.pool.engines + " " +
           answer.body.pool.subset + " engines in " + Math.round(performance.now() - started) + " ms.";
       })
       .catch(function (error) {

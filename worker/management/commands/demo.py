@@ -116,9 +116,12 @@ class Command(BaseCommand):
             federation = demo.follow(federation, stop)
             if federation.status == Federation.Status.FAILED:
                 raise DemoError(f"the federation stopped: {federation.reason}")
-            # The Tycoon replays the held-out engines with this federation's latest model.
-            say("Building the Turbofan Tycoon's prediction pack ...")
-            call_command("tycoon_pack", sites_dir=config.root / "sites", federation=federation.name)
+            # The Tycoon replays every run-to-failure engine of the subset, each predicted
+            # by fold models that never saw it, trained as this federation trains.
+            say("Building the Turbofan Tycoon's prediction pack (cross-fitted) ...")
+            call_command(
+                "tycoon_pack", crossfit=True, subset=config.subset, federation=federation.name
+            )
             say(self.style.SUCCESS(f"Done: {config.rounds} rounds. Browse {config.url}"))
             if not options["headless"]:
                 say("Press Ctrl-C to stop.")

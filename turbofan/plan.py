@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from turbofan.tycoon import Economics, predictive_triggers, simulate
+from turbofan.tycoon import Economics, difference_interval, predictive_triggers, simulate
 
 LEVEL = 0.9  # the intervals' nominal coverage
 # Bands of predicted RUL with errors of their own: near the end of life a model errs less
@@ -239,7 +239,7 @@ def replay_worth(
     base = simulate(lives, triggers, economics, curve_points=2)
     profit = {n: base.strategies[n].profit for n in names}
     rng = np.random.default_rng(economics.seed)
-    differences = np.empty(replicates)
+    first, second = np.empty(replicates), np.empty(replicates)
     for i in range(replicates):
         pool = rng.integers(0, len(lives), len(lives))
         result = simulate(
@@ -248,14 +248,14 @@ def replay_worth(
             replace(economics, seed=economics.seed + 1 + i),
             curve_points=2,
         )
-        differences[i] = result.strategies[names[0]].profit - result.strategies[names[1]].profit
-    alpha = (1 - level) / 2
-    low, high = np.quantile(differences, [alpha, 1 - alpha])
+        first[i] = result.strategies[names[0]].profit
+        second[i] = result.strategies[names[1]].profit
+    low, high = difference_interval(first, second, level)
     return Worth(
         profit=profit,
         difference=profit[names[0]] - profit[names[1]],
-        low=float(low),
-        high=float(high),
+        low=low,
+        high=high,
         level=level,
         engines=len(lives),
     )

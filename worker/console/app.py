@@ -36,7 +36,7 @@ from worker.console.state import (
 )
 from worker.ledger import PrivacyLedger
 from worker.peers import PeerBook
-from worker.site_runtime import PUBLISH, SENT_WORDS, read_outbox, what_was_sent
+from worker.site_runtime import PUBLISH, read_outbox, what_was_sent
 
 DEFAULT_THRESHOLD = 10  # the replay's, unless the owner gives one: the original Tycoon's
 # The fleet table's sortable columns: key, heading, numeric.
@@ -169,6 +169,7 @@ def fleet_rows(state: SiteState, form: SettingsForm) -> dict[str, Any]:
                 "fail_chance": plan.fail_chance,
                 "plan_cost": plan.plan_cost,
                 "run_cost": plan.run_cost,
+                "run_fail_chance": plan.run_fail_chance,
                 "life_left": plan.life_left_at_pull,
                 "sparks": [(s, _spark(v)) for s, v in engine.sparks.items()],
             }
@@ -185,14 +186,10 @@ def fleet_rows(state: SiteState, form: SettingsForm) -> dict[str, Any]:
             "plan_cost": sum(r["plan_cost"] for r in rows),
             "run_cost": sum(r["run_cost"] for r in rows),
             "plan_failures": sum(r["fail_chance"] for r in rows),
-            "run_failures": sum(_run_fail(r, calibration, horizon) for r in rows),
+            "run_failures": sum(r["run_fail_chance"] for r in rows),
             "life_left": sum(r["life_left"] for r in pulled if not math.isnan(r["life_left"])),
         },
     }
-
-
-def _run_fail(row: dict[str, Any], calibration: Any, horizon: int) -> float:
-    return float(calibration.failure_chance(row["predicted"], horizon))
 
 
 def _spark(values: list[float], width: int = 90, height: int = 22) -> str:
@@ -434,7 +431,6 @@ def outbox_by_round(state: SiteState) -> dict[str, Any]:
         "refused": refused[::-1],
         "other": [o for o in other if o.get("method") != "GET"][::-1],
         "requests": sum(1 for o in other if o.get("method") == "GET"),
-        "kinds": SENT_WORDS,
     }
 
 

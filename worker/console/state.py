@@ -182,11 +182,9 @@ class SiteState:
         return sorted(self.data_dir.glob(FLEET_PATTERN))
 
     def validation_frame(self) -> pd.DataFrame:
-        """The site's run-to-failure engines that no model of the site trained on."""
-        choice = self.choice() or {}
-        units = choice.get("val_units") or []
-        frame = training_rows(self.data_dir)
-        return frame[frame["unit"].isin(units)].reset_index(drop=True)
+        """The site's run-to-failure engines that no model of the site trained on (read
+        once per change of its files, though the intervals, drivers and replay use it)."""
+        return _validation_frame(self, self.models_stamp())
 
     def fleet(self) -> list[FleetEngine]:
         return _fleet(self, self.fleet_stamp())
@@ -212,6 +210,13 @@ def _models(state_dir: Path, stamp: tuple[tuple[str, float], ...]) -> dict[str, 
         for role, name in MODEL_FILES.items()
         if (state_dir / name).is_file()
     }
+
+
+@functools.lru_cache(maxsize=8)
+def _validation_frame(state: SiteState, stamp: tuple[tuple[str, float], ...]) -> pd.DataFrame:
+    units = (state.choice() or {}).get("val_units") or []
+    frame = training_rows(state.data_dir)
+    return frame[frame["unit"].isin(units)].reset_index(drop=True)
 
 
 @functools.lru_cache(maxsize=8)

@@ -66,8 +66,7 @@ class Parameter:
     @property
     def initial(self) -> str:
         """The default as a form's number field takes it (300, not 300.0 nor 1,000)."""
-        value = self.default
-        return str(int(value)) if float(value).is_integer() else str(value)
+        return _plain_field(self.default)
 
     def describe(self) -> str:
         kind = "a whole number" if self.whole else "a number"
@@ -115,6 +114,11 @@ class ParameterError(ValueError):
         return JsonResponse(body, status=400)
 
 
+def _plain_field(value: float) -> str:
+    """A value as a form's number field shows it (300, not 300.0)."""
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
 def _plain(value: float) -> str:
     return f"{int(value):,}" if float(value).is_integer() else str(value)
 
@@ -129,7 +133,7 @@ def parse_parameters(query: QueryDict, sites: list[str]) -> dict[str, Any]:
             f"unknown setting {unknown[0]}: use {', '.join(allowed)}",
             {"names": allowed},
         )
-    values: dict[str, Any] = {p.name: _parse_one(p, query.get(p.name)) for p in PARAMETERS}
+    values: dict[str, Any] = {p.name: parse_one(p, query.get(p.name)) for p in PARAMETERS}
     site = query.get(SITE) or (sites[0] if sites else "")
     if sites and site not in sites:
         message = f"the local model must be one of {', '.join(sites)}, got {site!r}"
@@ -138,7 +142,7 @@ def parse_parameters(query: QueryDict, sites: list[str]) -> dict[str, Any]:
     return values
 
 
-def _parse_one(parameter: Parameter, raw: str | None) -> float | int:
+def parse_one(parameter: Parameter, raw: str | None) -> float | int:
     if raw is None or raw.strip() == "":
         return int(parameter.default) if parameter.whole else parameter.default
     allowed = {"min": parameter.minimum, "max": parameter.maximum}
@@ -184,7 +188,7 @@ def current_pack() -> PredictionPack | None:
     return pack
 
 
-def _pack_for_api() -> tuple[PredictionPack | None, JsonResponse | None]:
+def pack_for_api() -> tuple[PredictionPack | None, JsonResponse | None]:
     """The pack, or the 404 that says how to make one (none yet, or an unreadable one)."""
     try:
         pack = current_pack()
@@ -403,9 +407,22 @@ def tycoon_page(request: HttpRequest) -> HttpResponse:
         problem = ""
     except PackError as error:
         pack, problem = None, str(error)
+    # Settings may come in the address (a game's "see this run", a shared link): the form
+    # starts from them; one that does not hold is named, and the defaults stand.
+    values: dict[str, Any] = {}
+    refused = ""
+    if pack is not None and request.GET:
+        try:
+            values = parse_parameters(request.GET, pack.sites())
+        except ParameterError as error:
+            refused = f"The address's settings were not used: {error}."
+    fields = [(p, _plain_field(values.get(p.name, p.default))) for p in PARAMETERS]
     context = {
         "pack": pack,
         "problem": problem,
+        "refused": refused,
+        "fields": fields,
+        "site": values.get(SITE, ""),
         "parameters": PARAMETERS,
         "sequences": SEQUENCES,
         "sites": pack.sites() if pack else [],
@@ -418,7 +435,7 @@ def tycoon_page(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def simulate_api(request: HttpRequest) -> JsonResponse:
-    pack, refusal = _pack_for_api()
+    pack, refusal = pack_for_api()
     if pack is None:
         return refusal  # type: ignore[return-value]
     try:
@@ -442,7 +459,7 @@ def models_page(request: HttpRequest) -> HttpResponse:
 @require_GET
 def models_api(request: HttpRequest) -> JsonResponse:
     """Predicted vs true RUL of the test engines per model, and the replayed engines."""
-    pack, refusal = _pack_for_api()
+    pack, refusal = pack_for_api()
     if pack is None:
         return refusal  # type: ignore[return-value]
     models = []
@@ -489,7 +506,7 @@ def _test_scores(pack: PredictionPack, key: str) -> dict[str, Any]:
 @require_GET
 def trajectory_api(request: HttpRequest) -> JsonResponse:
     """One engine's predicted RUL after each cycle, per model, with the true RUL."""
-    pack, refusal = _pack_for_api()
+    pack, refusal = pack_for_api()
     if pack is None:
         return refusal  # type: ignore[return-value]
     sets = {HOLDOUT: pack.holdout, TEST: pack.test}

@@ -34,6 +34,15 @@ CENTRALISED = "centralised"
 FEDERATED = "federated"
 LOCAL = "local"
 KINDS = (CENTRALISED, LOCAL, FEDERATED)
+# The sensors a turbofan shows in the game, as the original Tycoon showed them: the two
+# operating settings that vary and the fourteen sensors that move with wear (C-MAPSS
+# column, then the name in the C-MAPSS documentation).
+SHOWN_SENSORS = (
+    ("setting_1", "altitude"), ("setting_2", "Mach"), ("s_2", "T24"), ("s_3", "T30"),
+    ("s_4", "T50"), ("s_7", "P30"), ("s_8", "Nf"), ("s_9", "Nc"), ("s_11", "Ps30"),
+    ("s_12", "phi"), ("s_13", "NRf"), ("s_14", "NRc"), ("s_15", "BPR"), ("s_17", "htBleed"),
+    ("s_20", "W31"), ("s_21", "W32"),
+)  # fmt: skip
 
 
 class PackError(ValueError):
@@ -69,12 +78,15 @@ class EngineSet:
     cycles : (n,) cycles recorded per engine (its life, for a run-to-failure engine)
     final_rul : (n,) true RUL after the last recorded cycle (0 for run-to-failure)
     predicted : model key -> (n, max cycles) float32, NaN past each engine's last cycle
+    sensors : (n, max cycles, len(SHOWN_SENSORS)) uint8 or None: each shown sensor
+        scaled to 0-255 over the set (0 past each engine's last cycle), for sparklines
     """
 
     units: np.ndarray
     cycles: np.ndarray
     final_rul: np.ndarray
     predicted: dict[str, np.ndarray] = field(default_factory=dict)
+    sensors: np.ndarray | None = None
 
     def true_rul(self, engine: int) -> np.ndarray:
         """True (uncapped) RUL after each cycle of one engine."""
@@ -142,6 +154,8 @@ class PredictionPack:
             arrays[f"{name}/final_rul"] = engines.final_rul
             for i, model in enumerate(self.models):
                 arrays[f"{name}/predicted/{i}"] = engines.predicted[model.key]
+            if engines.sensors is not None:
+                arrays[f"{name}/sensors"] = engines.sensors
         return arrays
 
     @classmethod
@@ -175,6 +189,7 @@ def _engine_set(arrays: dict[str, np.ndarray], name: str, models: list[ModelInfo
         cycles=arrays[f"{name}/cycles"],
         final_rul=arrays[f"{name}/final_rul"],
         predicted={m.key: arrays[f"{name}/predicted/{i}"] for i, m in enumerate(models)},
+        sensors=arrays.get(f"{name}/sensors"),  # packs built before the game have none
     )
 
 
@@ -197,6 +212,27 @@ def engine_set(frame: pd.DataFrame, final_rul: np.ndarray | None = None) -> Engi
         cycles=counts.to_numpy(dtype=np.int64),
         final_rul=final,
     )
+
+
+def add_sensors(engines: EngineSet, frame: pd.DataFrame) -> None:
+    """Keep the shown sensors of ``frame``'s engines (in file order), scaled to 0-255.
+
+    Each sensor is scaled over the whole set; a sensor that never moves is 128.
+    """
+    columns = [column for column, _ in SHOWN_SENSORS]
+    values = frame[columns].to_numpy(dtype=np.float64)
+    low, high = values.min(axis=0), values.max(axis=0)
+    span = np.where(high > low, high - low, 1.0)
+    scaled = np.where(high > low, np.rint(255 * (values - low) / span), 128).astype(np.uint8)
+    units = frame["unit"].to_numpy()
+    new_unit = np.r_[True, units[1:] != units[:-1]]
+    row = np.cumsum(new_unit) - 1
+    column = np.arange(len(units)) - np.flatnonzero(new_unit)[row]
+    if row[-1] + 1 != len(engines.cycles):
+        raise ValueError(f"{row[-1] + 1} engines in the frame, {len(engines.cycles)} in the set")
+    out = np.zeros((len(engines.cycles), int(column.max()) + 1, len(columns)), dtype=np.uint8)
+    out[row, column] = scaled
+    engines.sensors = out
 
 
 def trajectories(model: RulModel, frame: pd.DataFrame) -> np.ndarray:

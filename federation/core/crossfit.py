@@ -40,6 +40,7 @@ from turbofan.tycoon_pack import (
     LOCAL,
     EngineSet,
     ModelInfo,
+    add_sensors,
     engine_set,
     trajectories,
 )
@@ -146,6 +147,7 @@ def crossfit(
     ``processes`` processes (default: one per core). Returns the models' provenance, the
     engines with their predictions, and the test engines' (each fold's model, averaged)."""
     engines = engine_set(frame)
+    add_sensors(engines, frame)  # what the game's turbofans show
     units = engines.units
     folds = fold_of(units, config.folds, config.seed)
     job = functools.partial(

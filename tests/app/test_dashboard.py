@@ -39,7 +39,7 @@ def test_healthz_reports_the_database(client):
 def test_every_page_links_to_the_tycoon_and_lets_the_keyboard_skip_the_links(client):
     page = client.get("/federations/").content.decode()
 
-    assert '<a href="/tycoon/"' in page and ">Tycoon</a>" in page
+    assert '<a href="/tycoon/play/"' in page and ">Tycoon</a>" in page
     assert '<a class="skip-link" href="#content">' in page and '<main id="content"' in page
     assert 'href="/federations/" aria-current="page"' in page
 

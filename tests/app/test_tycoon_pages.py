@@ -37,7 +37,11 @@ def fake_pack(*, federated: bool = True) -> PredictionPack:
         final_rul=np.array([80.0, 20.0]),
         predicted={k: np.full((2, 60), 50.0, dtype=np.float32) for k in predicted},
     )
-    holdout = EngineSet(np.arange(1, 6), LIVES, np.zeros(5), predicted)
+    # Sensors that drift with wear, as the game's sparklines show them.
+    wear = np.arange(LIVES.max())[None, :, None] / LIVES[:, None, None]
+    noise = np.random.default_rng(0).normal(0, 0.05, (len(LIVES), LIVES.max(), 16))
+    sensors = np.clip(255 * (0.3 + 0.5 * wear + noise), 0, 255).astype(np.uint8)
+    holdout = EngineSet(np.arange(1, 6), LIVES, np.zeros(5), predicted, sensors=sensors)
     return PredictionPack(subset="FD001", models=models, holdout=holdout, test=test)
 
 

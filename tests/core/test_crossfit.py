@@ -12,6 +12,7 @@ from federation.core.engine.training import FederatedTraining
 from turbofan.data.files import read_engine_file
 from turbofan.models.fit import NetworkRecipe
 from turbofan.models.training import TrainConfig
+from turbofan.tycoon_pack import SHOWN_SENSORS
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +110,10 @@ def test_a_small_real_cross_fit_predicts_every_cycle(engines, cmapss_dir):
         for row, life in enumerate(pooled.cycles):
             assert np.isfinite(pooled.predicted[key][row, :life]).all()
         assert np.isfinite(tested.last_predictions(key)).all()
+    # The game's sparklines: every engine's shown sensors, hour by hour, scaled to 0-255.
+    assert pooled.sensors is not None
+    assert pooled.sensors.shape == (16, int(pooled.cycles.max()), len(SHOWN_SENSORS))
+    first = engines[engines["unit"] == pooled.units[0]]
+    t30 = first["s_3"].to_numpy()
+    shown = pooled.sensors[0, : len(first), 3].astype(float)  # T30
+    assert np.corrcoef(t30, shown)[0, 1] > 0.99

@@ -41,6 +41,7 @@ from turbofan.tycoon_pack import (
     ModelInfo,
     PredictionPack,
     add_predictions,
+    add_sensors,
     engine_set,
 )
 
@@ -140,6 +141,7 @@ class Command(BaseCommand):
             federation = _federation(options["federation"], subset)
         models = self._models(sites_dir, manifest, subset, federation, options)
         holdout = engine_set(holdout_frame)
+        add_sensors(holdout, holdout_frame)  # what the game's turbofans show
         # Units in the holdout file are renumbered 1..N in source order: show the source ids.
         holdout.units = np.asarray(manifest["holdout"]["engines"][subset], dtype=np.int64)
         test = engine_set(test_frame, test_rul)

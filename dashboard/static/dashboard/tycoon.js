@@ -81,8 +81,9 @@
       self.refresh();
     });
     document.getElementById("reset").addEventListener("click", function () {
+      // The original's settings, whatever the address brought.
       Array.prototype.forEach.call(self.form.querySelectorAll("input"), function (input) {
-        input.value = input.defaultValue;
+        input.value = input.dataset.default !== undefined ? input.dataset.default : input.defaultValue;
       });
       Array.prototype.forEach.call(self.form.querySelectorAll("select"), function (select) {
         select.selectedIndex = 0;

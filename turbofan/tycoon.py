@@ -46,6 +46,8 @@ NEVER = np.int32(2**30)
 # Rows of draws per block: bounds the memory of a block.
 _MAX_BLOCK = 1024
 _BLOCK_ELEMENTS = 8_000_000
+# Elements of one array of a group of slots replayed together (about 1 MB of int64).
+_CACHE_ELEMENTS = 131_072
 # Bits per field of the packed per-engine outcome (see _Replay).
 _FIELD_BITS = 20
 _FIELD = (1 << _FIELD_BITS) - 1
@@ -195,12 +197,15 @@ class _Draws:
 
     def next(self, rows: int) -> np.ndarray:
         needed = rows * self.fleet_size
-        passes = [self.dealt]
         have = len(self.dealt)
-        while have < needed:  # the stream does not depend on the block sizes
-            passes.append(self.rng.permutation(self.n_pool))
-            have += self.n_pool
-        stream = np.concatenate(passes)
+        stream = self.dealt
+        if have < needed:
+            # Every new pass at once: shuffling the rows of a (passes, pool) table one after
+            # another draws exactly what as many calls of ``permutation`` would, so the
+            # stream does not depend on the block sizes.
+            passes = -(-(needed - have) // self.n_pool)
+            table = np.broadcast_to(np.arange(self.n_pool), (passes, self.n_pool))
+            stream = np.concatenate([self.dealt, self.rng.permuted(table, axis=1).ravel()])
         self.dealt = stream[needed:]
         return stream[:needed].reshape(rows, self.fleet_size)
 
@@ -349,21 +354,27 @@ class _Replay:
         """Add a block of draws: ``engines`` is (rows, fleet), the next engine of each slot.
 
         Only slots still short of the horizon in some strategy are replayed; the
-        others' draws are skipped, which leaves every slot's sequence as it was.
+        others' draws are skipped, which leaves every slot's sequence as it was. The
+        slots go through in groups small enough for the processor's cache: every pass
+        over a group's arrays then reads memory once.
         """
+        busy = np.flatnonzero((self.clock[:, 0, :] < self.h).any(axis=0))
+        group = max(64, _CACHE_ELEMENTS // (len(self.clock) * len(engines)))
+        for first in range(0, len(busy), group):
+            slots = busy[first : first + group]
+            self._step(engines[:, slots], slots)
+
+    def _step(self, engines: np.ndarray, slots: np.ndarray) -> None:
         h = self.h
-        busy = np.flatnonzero((self.clock[:, 0, :] < h).any(axis=0))
-        every = len(busy) == self.clock.shape[2]
-        engines = engines if every else engines[:, busy]
         code = np.take(self.packed, engines, axis=1)  # (strategies, rows, slots)
         ends = code & _FIELD
-        ends[:, 0] += self.clock[:, 0] if every else self.clock[:, 0, busy]
+        ends[:, 0] += self.clock[:, 0, slots]
         for row in range(1, len(engines)):  # faster than cumsum along a middle axis
             np.add(ends[:, row - 1], ends[:, row], out=ends[:, row])
         stops = (code >> _FIELD_BITS) & _FIELD
         np.subtract(ends, stops, out=stops)  # an engine stops a downtime before its slot's end
         if self.trace_slots:
-            self._keep_trace(engines, code, ends, stops, busy)
+            self._keep_trace(engines, code, ends, stops, slots)
         self._add_wasted(engines, code, stops)
         np.minimum(stops, h + 1, out=stops)
         stops += self.offset
@@ -371,10 +382,7 @@ class _Replay:
         code *= self.bins
         stops += code
         self.stops += np.bincount(stops.ravel(), minlength=2 * self.bins)
-        if every:
-            self.clock = ends[:, -1:, :]
-        else:
-            self.clock[:, :, busy] = ends[:, -1:, :]
+        self.clock[:, 0, slots] = ends[:, -1, :]
 
     def _add_wasted(self, engines: np.ndarray, code: np.ndarray, stops: np.ndarray) -> None:
         """Life wasted by the block's maintenances that happen within the horizon.
@@ -383,12 +391,11 @@ class _Replay:
         the few engines that stop after the horizon.
         """
         drawn = np.bincount(engines.ravel(), minlength=self.wasted.shape[1])
-        late = (code[stops > self.h] >> 2 * _FIELD_BITS) & _FIELD
-        late_by_strategy = np.broadcast_to(np.arange(len(code))[:, None, None], code.shape)
-        late_sum = np.bincount(
-            late_by_strategy[stops > self.h], weights=late, minlength=len(code)
-        ).astype(np.int64)
-        self.life_wasted += self.wasted @ drawn - late_sum
+        self.life_wasted += self.wasted @ drawn
+        late = stops > self.h  # each slot's last engines, in the last blocks only
+        if late.any():
+            wasted = (code >> 2 * _FIELD_BITS) & _FIELD
+            self.life_wasted -= np.sum(wasted, axis=(1, 2), where=late)
 
     def _keep_trace(
         self,
@@ -396,9 +403,8 @@ class _Replay:
         code: np.ndarray,
         ends: np.ndarray,
         stops: np.ndarray,
-        busy: np.ndarray,
+        slots: np.ndarray,
     ) -> None:
-        slots = np.arange(engines.shape[1]) if len(busy) == self.clock.shape[2] else busy
         columns = np.flatnonzero(slots < self.trace_slots)
         if not len(columns):
             return

@@ -18,6 +18,7 @@ import numpy as np
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import render
 from django.urls import reverse
+from django.views.decorators.gzip import gzip_page
 from django.views.decorators.http import require_GET
 
 from dashboard.tycoon import (
@@ -165,10 +166,8 @@ def game_answer(pack: PredictionPack, values: dict[str, Any]) -> dict[str, Any]:
         CENTRALISED: CENTRALISED,
     }
     holdout = pack.holdout
-    inside = np.arange(holdout.predicted[next(iter(holdout.predicted))].shape[1])[None, :]
-    alive = inside < lives[:, None]  # each engine's hours, flattened engine after engine
     predicted = {
-        kind: _b64(holdout.predicted[key][alive], "<f4")
+        kind: _b64(_hours(holdout.predicted[key], lives), "<f4")
         for kind, key in models.items()
         if key in holdout.predicted
     }
@@ -176,7 +175,7 @@ def game_answer(pack: PredictionPack, values: dict[str, Any]) -> dict[str, Any]:
     if holdout.sensors is not None:
         sensors = {
             "names": [name for _, name in SHOWN_SENSORS],
-            "data": _b64(holdout.sensors[alive], "u1"),
+            "data": _b64(_hours(holdout.sensors, lives), "u1"),
         }
     rows = _rows_needed(pack, values, models)
     fleet = int(values["fleet_size"])
@@ -207,6 +206,13 @@ def game_answer(pack: PredictionPack, values: dict[str, Any]) -> dict[str, Any]:
         "max_hours": GAME_HOURS,
         "analyst": reverse("tycoon:tycoon") + "?" + urlencode(analyst),
     }
+
+
+def _hours(values: np.ndarray, lives: np.ndarray) -> np.ndarray:
+    """Each engine's hours of a (engines, hours, ...) array, engine after engine."""
+    if values.shape[1] < lives.max():
+        raise PackError("the pack's arrays are shorter than its engines' lives")
+    return values[np.arange(values.shape[1])[None, :] < lives[:, None]]
 
 
 def _rows_needed(pack: PredictionPack, values: dict[str, Any], models: dict[str, str]) -> int:
@@ -255,11 +261,14 @@ def game_page(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
+@gzip_page  # the engines' hours are a few hundred kB to a few MB
 def game_api(request: HttpRequest) -> JsonResponse:
     pack, refusal = pack_for_api()
     if pack is None:
         return refusal  # type: ignore[return-value]
     try:
         return JsonResponse(game_answer(pack, parse_game(request.GET, pack)))
+    except PackError as error:
+        return JsonResponse({"error": f"{error}: run `{BUILD_COMMAND}` again"}, status=404)
     except ParameterError as error:
         return error.response()

@@ -172,3 +172,25 @@ def test_a_pack_without_sensors_still_plays(client, settings, tmp_path):
     pack.holdout.sensors = None
     pack.save(settings.TYCOON_PACK)
     assert game(client).json()["pool"]["sensors"] is None
+
+
+def test_the_answer_is_compressed_for_a_browser_that_asks(client, pack):
+    response = client.get("/tycoon/api/game", headers={"accept-encoding": "gzip"})
+    assert response.status_code == 200
+    assert response["Content-Encoding"] == "gzip"
+
+
+def test_a_pack_whose_arrays_are_shorter_than_its_lives_says_to_build_it_again(
+    client, settings, tmp_path
+):
+    settings.TYCOON_PACK = tmp_path / "pack.npz"
+    pack = fake_pack()
+    assert pack.holdout.sensors is not None
+    pack.holdout.sensors = pack.holdout.sensors[:, :100]
+    pack.save(settings.TYCOON_PACK)
+    response = game(client)
+    assert response.status_code == 404
+    assert (
+        "shorter than its engines' lives: run `python manage.py tycoon_pack` again"
+        in (response.json()["error"])
+    )

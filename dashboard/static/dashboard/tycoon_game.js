@@ -942,7 +942,9 @@
       tr.appendChild(element("td", "number", whole(row.failures)));
       body.appendChild(tr);
     });
-    document.getElementById("end-analyst").href = game.answer.analyst + "&horizon=" + game.hour;
+    // The analyst replays at least 10 hours.
+    document.getElementById("end-analyst").href = game.answer.analyst + "&horizon=" +
+      Math.max(10, game.hour);
     document.getElementById("end-dialog").showModal();
   };
 

@@ -251,7 +251,8 @@ def replay(pack: PredictionPack, values: dict[str, Any]) -> dict[str, Any]:
     result = simulate(pack.lives, rules, economics, curve_points=CURVE_POINTS, trace_slots=slots)
     shown = [k for k in ("corrective", "preventive", "local", FEDERATED, CENTRALISED) if k in rules]
     count = int(max(5, min(SEQUENCES, SEQUENCE_ENGINES // max(engines, 1))))
-    profits = sequence_profits(pack.lives, {k: rules[k] for k in shown}, economics, sequences=count)
+    # Every strategy, the other sites' local ones too: each difference gets its interval.
+    profits = sequence_profits(pack.lives, rules, economics, sequences=count)
     return {
         "parameters": values,
         "pool": {"engines": len(pack.lives), "subset": pack.subset},
@@ -263,7 +264,7 @@ def replay(pack: PredictionPack, values: dict[str, Any]) -> dict[str, Any]:
             "profit": {k: np.round(result.strategies[k].curve).tolist() for k in shown},
         },
         "fleet": _fleet(pack, result, shown, slots, economics),
-        "joining": _joining(pack, values, result),
+        "joining": _joining(pack, values, result, profits),
         "missing": [k for k in ("local", FEDERATED, CENTRALISED) if k not in rules],
     }
 
@@ -382,8 +383,14 @@ def _fleet(
     }
 
 
-def _joining(pack: PredictionPack, values: dict[str, Any], result: SimulationResult) -> Any:
-    """Federated minus local profit, for the chosen site and for every site."""
+def _joining(
+    pack: PredictionPack,
+    values: dict[str, Any],
+    result: SimulationResult,
+    profits: dict[str, np.ndarray],
+) -> Any:
+    """Federated minus local profit, for the chosen site and for every site, each with
+    its mean and interval over the paired sequences."""
     strategies = result.strategies
     if FEDERATED not in strategies or "local" not in strategies:
         return None
@@ -392,7 +399,17 @@ def _joining(pack: PredictionPack, values: dict[str, Any], result: SimulationRes
     for site in pack.sites():
         key = "local" if site == values[SITE] else f"local:{site}"
         local = strategies[key].profit
-        rows.append({"site": site, "local": round(local), "worth": round(federated - local)})
+        low, high = difference_interval(profits[FEDERATED], profits[key], LEVEL)
+        rows.append(
+            {
+                "site": site,
+                "local": round(local),
+                "worth": round(federated - local),
+                "mean": round(float(np.mean(profits[FEDERATED] - profits[key]))),
+                "low": round(low),
+                "high": round(high),
+            }
+        )
     chosen = next(r for r in rows if r["site"] == values[SITE])
     return {"site": values[SITE], "federated": round(federated), **chosen, "sites": rows}
 

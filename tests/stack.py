@@ -23,6 +23,9 @@ from django.db import connection
 from tests.helpers import ROOT
 from worker.celery import app
 
+# Seconds every process of a stack gets, together, to stop before it is killed.
+STOP_SECONDS = 5
+
 
 def database_url() -> str:
     """The URL of the database the tests run on, for child processes."""
@@ -63,9 +66,12 @@ class Stack:
         for process in self.processes.values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
+        # One grace period for all: a worker still training finishes its task on SIGTERM
+        # (a warm shutdown), which a test that is over does not need to wait for.
+        deadline = time.monotonic() + STOP_SECONDS
         for process in self.processes.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=20)
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
 

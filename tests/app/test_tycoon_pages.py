@@ -183,6 +183,15 @@ def test_what_joining_is_worth_is_federated_minus_the_sites_local_profit(client,
     assert joining["site"] == "site-2"
     assert joining["worth"] == rows["federated"]["profit"] - rows["local"]["profit"]
     assert [s["site"] for s in joining["sites"]] == SITES
+    # Every site's worth comes with its interval over the paired engine sequences; the
+    # chosen site's is the bottom line's.
+    for row in joining["sites"]:
+        assert row["low"] <= row["mean"] <= row["high"]
+    assert (joining["mean"], joining["low"], joining["high"]) == (
+        body["bottom_line"]["worth"],
+        body["bottom_line"]["low"],
+        body["bottom_line"]["high"],
+    )
 
 
 def test_a_higher_maintenance_cost_lowers_the_preventive_profit_by_its_count(client, pack):

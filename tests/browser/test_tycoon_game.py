@@ -134,7 +134,11 @@ def test_a_whole_race_at_top_speed_ends_in_the_standings_and_matches_the_analyst
     browser.screenshots("tycoon-game-unlock")
     browser.find("#unlock-auto").click()
     browser.find("#unlock-switch").click()
-    assert js(browser, "return window.tycoonGame.game.factories[0].strategy") == "preventive"
+    browser.wait(  # a dialog's close event comes in a task of its own
+        lambda: js(browser, "return window.tycoonGame.game.factories[0].strategy")
+        == "preventive",
+        "the player did not switch to preventive",
+    )
 
     WebDriverWait(browser.driver, GAME_SECONDS, poll_frequency=0.2).until(
         lambda _: dialog_open(browser, "end"), "the race did not end"

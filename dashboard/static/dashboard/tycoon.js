@@ -221,6 +221,8 @@
       cell(tr, row.site);
       cell(tr, money(row.local), "number");
       cell(tr, money(row.worth), "number worth");
+      cell(tr, money(row.mean) + " (" + money(row.low) + " to " + money(row.high) + ")",
+        "number worth-interval");
       body.appendChild(tr);
     });
   };

@@ -59,6 +59,10 @@ def open_game(browser: Browser) -> None:
     browser.wait(lambda: dialog_open(browser, "intro"), "the welcome dialog did not open")
 
 
+def strategy(browser: Browser) -> str:
+    return str(js(browser, "return window.tycoonGame.game.factories[0].strategy"))
+
+
 def hour(browser: Browser) -> int:
     return int(js(browser, "return window.tycoonGame.game.hour"))
 
@@ -123,7 +127,7 @@ def test_a_whole_race_at_top_speed_ends_in_the_standings_and_matches_the_analyst
         "the new game did not start with the chosen rivals",
     )
     Select(browser.find("#speed")).select_by_index(7)
-    js(browser, "window.tycoonGame.recording = true")
+    js(browser, "window.tycoonGame.recording = window.tycoonGame.game.recordEpisodes = true")
     browser.click_button("Play")
 
     # The first unlock: its dialog, its advice, and the player's choice.
@@ -135,9 +139,7 @@ def test_a_whole_race_at_top_speed_ends_in_the_standings_and_matches_the_analyst
     browser.find("#unlock-auto").click()
     browser.find("#unlock-switch").click()
     browser.wait(  # a dialog's close event comes in a task of its own
-        lambda: js(browser, "return window.tycoonGame.game.factories[0].strategy")
-        == "preventive",
-        "the player did not switch to preventive",
+        lambda: strategy(browser) == "preventive", "the player did not switch to preventive"
     )
 
     WebDriverWait(browser.driver, GAME_SECONDS, poll_frequency=0.2).until(
@@ -237,3 +239,47 @@ def test_the_game_fits_a_phone_and_the_solo_view_shows_only_your_factory(browser
     assert [r.get_attribute("data-factory") for r in visible] == ["0"]
     browser.driver.set_window_size(*PHONE)
     browser.screenshots("tycoon-game")
+
+
+def test_unlocks_with_no_wait_come_at_hour_0_and_esc_never_repeats_an_earlier_click(
+    browser: Browser, pack
+):
+    open_game(browser)
+    press(browser, Keys.ESCAPE)
+    browser.find("#setup summary").click()
+    browser.fill(
+        {
+            "Failures before preventive maintenance unlocks": "0",
+            "Hours from preventive to the data scientist (local predictive)": "0",
+            "Hours from the data scientist to the federation's offer (federated predictive)": "0",
+            "Profit that wins the race ($)": "10000",
+        }
+    )
+    browser.click_button("New game with these settings")
+
+    # Every unlock is due at hour 0: one dialog each, before the first hour.
+    browser.wait(lambda: dialog_open(browser, "unlock"), "no unlock at hour 0")
+    assert browser.text("#unlock-title") == "Preventive maintenance unlocked"
+    browser.find("#unlock-switch").click()
+    browser.wait(lambda: strategy(browser) == "preventive", "the switch did not happen")
+    browser.wait(lambda: "data scientist" in browser.text("#unlock-title"), "no second unlock")
+    press(browser, Keys.ESCAPE)  # "not now", although the last click here was "switch"
+    browser.wait(lambda: "federation" in browser.text("#unlock-title"), "no third unlock")
+    assert strategy(browser) == "preventive"
+    browser.find("#unlock-keep").click()
+    browser.wait(lambda: not dialog_open(browser, "unlock"))
+    assert strategy(browser) == "preventive" and hour(browser) == 0
+
+    # A race to $10,000: it ends on the hour the target is reached, not an hour later.
+    browser.find("#play").click()
+    browser.wait(lambda: dialog_open(browser, "end"), "the race did not end")
+    finished = js(browser, "return window.tycoonGame.game.finished.hour")
+    assert finished == hour(browser)
+
+    # "New game" from the end: a fresh game, and the old one's end does not come back.
+    js(browser, "window.tycoonGame.game.marked = true")
+    browser.find("#end-dialog button[value=new]").click()
+    browser.wait(lambda: not js(browser, "return window.tycoonGame.game.marked"), "no new game")
+    browser.wait(lambda: dialog_open(browser, "unlock"), "the new game's unlocks are not offered")
+    assert not dialog_open(browser, "end")
+    assert hour(browser) == 0

@@ -77,6 +77,8 @@
     this.labels = {};
     var self = this;
     answer.strategies.forEach(function (row) { self.labels[row.key] = row.label; });
+    // Predictions are float32, and the analyst replay compares them in float32 too.
+    this.threshold = Math.fround(s.rul_threshold);
     this.hour = 0;
     this.finished = null;      // {hour, winner} once a factory reaches the target
     this.keepPlaying = false;  // after the end: play on
@@ -89,7 +91,11 @@
     answer.rivals.forEach(function (rival) {
       self.factories.push(self.factory(rival.name, rival.strategy, false));
     });
-    this.episodes = this.factories.map(function () { return []; });  // [slot, row, engine, start, run, maintained]
+    // Every engine's run, [slot, row, engine, start, run, maintained], kept only when
+    // asked (the browser tests compare them with the analyst replay's rules).
+    this.recordEpisodes = false;
+    this.episodes = this.factories.map(function () { return []; });
+    this.unlock();  // what needs no failure and no wait is there from the first hour
   }
 
   Game.prototype.factory = function (name, strategy, you) {
@@ -119,7 +125,7 @@
   Game.prototype.maintains = function (strategy, engine, age) {
     if (strategy === "corrective") { return false; }
     if (strategy === "preventive") { return age >= this.settings.preventive_age; }
-    return this.pool.prediction(strategy, engine, age) < this.settings.rul_threshold;
+    return this.pool.prediction(strategy, engine, age) < this.threshold;
   };
 
   Game.prototype.setStrategy = function (fi, strategy) {
@@ -160,6 +166,7 @@
         } else {
           if (slot.strategy !== f.strategy) {  // back from downtime: the factory's strategy
             slot.strategy = f.strategy;
+            slot.changes.push(this.hour);
           }
           slot.age += 1;
           f.cycles += 1;
@@ -183,7 +190,9 @@
   Game.prototype.stop = function (fi, f, slot, si, hour, maintained) {
     var run = slot.age;
     var life = this.pool.lives[slot.engine];
-    this.episodes[fi].push([si, slot.row, slot.engine, slot.start, run, maintained ? 1 : 0]);
+    if (this.recordEpisodes) {
+      this.episodes[fi].push([si, slot.row, slot.engine, slot.start, run, maintained ? 1 : 0]);
+    }
     slot.lastEvent = { maintained: maintained, age: run, engine: slot.engine, strategy: slot.strategy };
     var unit = this.pool.units[slot.engine];
     if (maintained) {
@@ -219,11 +228,11 @@
   // The player's unlocks: preventive after some failures, then the data scientist, then
   // the federation's offer, each some hours after the one before.
   Game.prototype.unlock = function () {
-    var next = this.nextUnlock();
-    if (!next || next.failures > 0 || next.hours > 0) { return; }
-    this.unlocked[next.key] = this.hour;
-    this.event(this.labels[next.key] + " maintenance is unlocked.");
-    if (this.autoUpgrade) { this.setStrategy(0, next.key); } else { this.pending.push(next.key); }
+    for (var next = this.nextUnlock(); next && !next.failures && !next.hours; next = this.nextUnlock()) {
+      this.unlocked[next.key] = this.hour;
+      this.event(this.labels[next.key] + " maintenance is unlocked.");
+      if (this.autoUpgrade) { this.setStrategy(0, next.key); } else { this.pending.push(next.key); }
+    }
   };
 
   // The next strategy to unlock, with the failures or the hours it still waits for;
@@ -308,11 +317,12 @@
   TurbofanView.prototype.layout = function (names) {
     var style = getComputedStyle(this.root);
     var inner = this.root.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
-    var width = Math.max(60, Math.floor(inner));
+    var width = Math.max(24, Math.floor(inner));
     this.width = width;
     this.stripContext = sizeCanvas(this.strip, width, this.compact ? 5 : 8);
     var sensorHeight = this.compact ? 56 : 96;
     this.sensorContext = sizeCanvas(this.sensors, width, sensorHeight);
+    this.sensors.hidden = !names.length;
     this.chartContext = sizeCanvas(this.chart, width, this.compact ? 30 : 56);
     // The sensor grid's frame and labels are drawn once, and copied in every frame.
     this.background = document.createElement("canvas");
@@ -378,10 +388,10 @@
   };
 
   TurbofanView.prototype.drawSensors = function (pool, slot) {
+    if (!pool.sensors) { return; }  // a pack built before the game: no sparklines
     var c = this.sensorContext;
     var w = this.width, h = this.compact ? 56 : 96;
     c.drawImage(this.background, 0, 0, w, h);
-    if (!pool.sensors) { return; }
     var age = Math.min(slot.age, pool.lives[slot.engine]);
     if (age < 2) { return; }
     var first = Math.max(1, age - SPARK_HOURS + 1);
@@ -494,6 +504,13 @@
     }
   };
 
+  // A dialog closed with Esc keeps the answer of its last click: clear it first.
+  function openDialog(id) {
+    var dialog = document.getElementById(id);
+    dialog.returnValue = "";
+    dialog.showModal();
+  }
+
   function setText(node, text) {
     if (node.textContent !== text) { node.textContent = text; }
   }
@@ -579,6 +596,7 @@
     this.latest = document.getElementById("latest-event");
     this.solo = document.getElementById("solo");
     this.auto = document.getElementById("auto-upgrade");
+    this.shortcuts = document.getElementById("shortcuts");
     this.chart = new LeaderChart(document.getElementById("leader-chart"));
     this.standingsBody = document.querySelector("#standings tbody");
     this.playing = false;
@@ -630,6 +648,14 @@
         self.layout();
       }
     }).observe(document.getElementById("game"));
+    // Moved to a screen of another pixel density: draw the canvases sharp again.
+    (function watchRatio() {
+      var query = window.matchMedia("(resolution: " + (window.devicePixelRatio || 1) + "dppx)");
+      query.addEventListener("change", function () {
+        self.layout();
+        watchRatio();
+      }, { once: true });
+    })();
     var intro = document.getElementById("intro-dialog");
     intro.addEventListener("close", function () {
       if (intro.returnValue === "start") { self.setPlaying(true); }
@@ -640,14 +666,20 @@
     end.addEventListener("close", function () { self.endClosed(end.returnValue); });
   };
 
+  // Space plays or pauses, 1-8 set the speed: unless the player turned the shortcuts
+  // off, a dialog is open (Esc closes it: the browser's own), a modifier is held, or the
+  // key belongs to the focused control (Space on a button or a checkbox, digits in a field).
   Page.prototype.key = function (event) {
-    var target = event.target;
-    var typing = target && /^(INPUT|SELECT|TEXTAREA|BUTTON|SUMMARY|A)$/.test(target.tagName);
-    if (document.querySelector("dialog[open]")) { return; }  // Esc closes it (the browser's own)
-    if (event.key === " " && !typing) {
+    if (!this.shortcuts.checked || document.querySelector("dialog[open]")) { return; }
+    if (event.altKey || event.ctrlKey || event.metaKey) { return; }
+    var target = event.target || document.body;
+    var control = /^(INPUT|SELECT|TEXTAREA|BUTTON|SUMMARY|A)$/.test(target.tagName);
+    var entry = /^(SELECT|TEXTAREA)$/.test(target.tagName) ||
+      (target.tagName === "INPUT" && !/^(checkbox|radio|button|submit|reset)$/.test(target.type));
+    if (event.key === " " && !control) {
       event.preventDefault();
-      this.toggle();
-    } else if (/^[1-8]$/.test(event.key) && !(typing && target.tagName !== "BUTTON")) {
+      if (!event.repeat) { this.toggle(); }
+    } else if (/^[1-8]$/.test(event.key) && !entry) {
       this.speed.value = String(Number(event.key) - 1);
     }
   };
@@ -661,7 +693,9 @@
   Page.prototype.start = function (first) {
     var self = this;
     this.setPlaying(false);
-    document.getElementById("game").setAttribute("aria-busy", "true");
+    this.loading = true;  // the old game stands still, and offers nothing, until the new one
+    var busy = document.getElementById("game");
+    busy.setAttribute("aria-busy", "true");
     fetch(this.form.action + "?" + this.query())
       .then(function (response) {
         return response.json().then(function (body) { return { ok: response.ok, body: body }; });
@@ -674,7 +708,11 @@
           self.intro();
         }
       })
-      .catch(function (error) { self.showError({ error: "The game could not start: " + error }); });
+      .catch(function (error) { self.showError({ error: "The game could not start: " + error }); })
+      .then(function () {
+        self.loading = false;
+        busy.setAttribute("aria-busy", "false");
+      });
   };
 
   Page.prototype.showError = function (body) {
@@ -695,7 +733,11 @@
   Page.prototype.load = function (answer) {
     var game = new Game(answer);
     game.autoUpgrade = this.auto.checked;
+    game.recordEpisodes = this.recording;
+    while (game.autoUpgrade && game.pending.length) { game.setStrategy(0, game.pending.shift()); }
     this.game = game;
+    this.endShown = false;
+    this.setPlaying(false);
     window.tycoonGame = this;  // for the browser tests (and the curious)
     this.you = new FactoryView(document.getElementById("your-factory"), 0, false);
     this.you.build(game);
@@ -727,7 +769,6 @@
     this.buildStandings();
     this.layout();
     this.latest.textContent = "";
-    document.getElementById("game").setAttribute("aria-busy", "false");
     this.render(true);
     if (!this.running) {
       this.running = true;
@@ -799,11 +840,13 @@
       "Turbofans don't run forever. A broken one costs " + money(s.failure_cost) + " to repair and " +
         "is down " + s.failure_downtime + " hours; maintained before it breaks, it costs " +
         money(s.maintenance_cost) + " and " + s.maintenance_downtime + " hours.",
-      "Better strategies unlock as you go, up to the federation's model. Three rivals race you " +
+      "Better strategies unlock as you go, up to " +
+        this.game.labels[this.game.ladder[this.game.ladder.length - 1]].toLowerCase() +
+        " maintenance. Three rivals race you " +
         "to " + money(s.target) + ", each with one strategy, on the same engines.",
       "Space plays or pauses; 1 to 8 set the speed; Esc closes a dialog."
     ].forEach(function (text) { body.appendChild(element("p", "", text)); });
-    document.getElementById("intro-dialog").showModal();
+    openDialog("intro-dialog");
   };
 
   Page.prototype.setPlaying = function (playing) {
@@ -815,13 +858,24 @@
   };
 
   Page.prototype.toggle = function () {
-    if (!this.game) { return; }
+    if (!this.game || this.loading) { return; }
     if (!this.playing && this.game.finished && !this.game.keepPlaying) {
       this.showEnd();
       return;
     }
-    if (!this.playing && this.game.exhausted) { return; }
+    if (!this.playing && this.game.exhausted) {
+      this.ended();
+      return;
+    }
     this.setPlaying(!this.playing);
+  };
+
+  Page.prototype.ended = function () {
+    var game = this.game;
+    var text = "The game ends at hour " + whole(game.hour) +
+      ": that is as far as its engine sequence goes. Start a new game to play on.";
+    if (game.events[game.events.length - 1] !== text) { game.events.push(text); }
+    this.render(false);
   };
 
   Page.prototype.frame = function (now) {
@@ -829,16 +883,18 @@
     if (!this.game) { return; }
     var started = performance.now();
     var advanced = 0;
-    if (this.playing && !document.querySelector("dialog[open]")) {
+    if (this.playing && !this.loading && !document.querySelector("dialog[open]")) {
       if (this.last !== null) { this.carry += (now - this.last) / 1000 * SPEEDS[Number(this.speed.value)]; }
       this.last = now;
       var hours = Math.min(MAX_HOURS_PER_FRAME, Math.floor(this.carry));
       this.carry -= hours;
       if (this.carry > MAX_HOURS_PER_FRAME) { this.carry = 0; }  // a stalled tab does not race
+      var game = this.game;
       for (var i = 0; i < hours; i++) {
-        var went = this.game.tick();
-        if (went) { advanced += 1; }
-        if (!went || this.game.pending.length || (this.game.finished && !this.game.keepPlaying)) { break; }
+        // An unlock to offer or the race's end: not an hour more before the player sees it.
+        if (game.pending.length || (game.finished && !game.keepPlaying)) { break; }
+        if (!game.tick()) { break; }
+        advanced += 1;
       }
     } else {
       this.last = null;
@@ -854,16 +910,15 @@
   // What follows an hour: an unlock's dialog, the end of the race, the end of the sequence.
   Page.prototype.afterHours = function () {
     var game = this.game;
-    if (document.querySelector("dialog[open]")) { return; }
+    if (this.loading || document.querySelector("dialog[open]")) { return; }
     if (game.pending.length) {
       this.offer(game.pending.shift());
-    } else if (game.finished && !game.keepPlaying) {
+    } else if (game.finished && !game.keepPlaying && !this.endShown) {
       this.setPlaying(false);
       this.showEnd();
     } else if (game.exhausted && this.playing) {
       this.setPlaying(false);
-      this.latest.textContent = "The game ends at hour " + whole(game.hour) +
-        ": that is as far as the engine sequence goes.";
+      this.ended();
     }
   };
 
@@ -903,7 +958,7 @@
     if (long) { body.appendChild(element("p", "note", "In this game: " + long.long + ".")); }
     document.getElementById("unlock-switch").textContent = "Switch to " + game.labels[key].toLowerCase();
     document.getElementById("unlock-auto").checked = game.autoUpgrade;
-    document.getElementById("unlock-dialog").showModal();
+    openDialog("unlock-dialog");
   };
 
   Page.prototype.unlockClosed = function (value) {
@@ -912,7 +967,7 @@
     var auto = document.getElementById("unlock-auto").checked;
     game.autoUpgrade = auto;
     this.auto.checked = auto;
-    if (value === "switch" || auto) { game.setStrategy(0, this.offered); }
+    if (value === "switch") { game.setStrategy(0, this.offered); }
     this.render(true);
     // Later unlocks that came while the dialog was open, taken as the player now says.
     while (auto && game.pending.length) { game.setStrategy(0, game.pending.shift()); }
@@ -945,23 +1000,20 @@
     // The analyst replays at least 10 hours.
     document.getElementById("end-analyst").href = game.answer.analyst + "&horizon=" +
       Math.max(10, game.hour);
-    document.getElementById("end-dialog").showModal();
+    this.endShown = true;  // once per race: play on, skip or a new game follow
+    openDialog("end-dialog");
   };
 
   Page.prototype.endClosed = function (value) {
     var game = this.game;
     if (!game) { return; }
+    game.keepPlaying = true;  // whatever comes next, this race's end is over
     if (value === "new") { this.start(false); return; }
-    game.keepPlaying = true;
     if (value === "skip") {
-      for (var i = 0; i < SKIP_HOURS && game.tick(); i++) {
-        while (game.pending.length) {  // no dialogs while skipping: the player decides later
-          var key = game.pending.shift();
-          if (game.autoUpgrade) { game.setStrategy(0, key); }
-        }
-      }
+      // Unlocks on the way are offered, one dialog each, once the skip is done.
+      for (var i = 0; i < SKIP_HOURS && game.tick(); i++) { /* hour after hour */ }
+      game.event("skipped " + whole(SKIP_HOURS) + " hours.");
       this.render(true);
-      this.latest.textContent = "Skipped to hour " + whole(game.hour) + ".";
       return;
     }
     if (value === "on") { this.setPlaying(true); }

@@ -72,38 +72,32 @@ def pack_pool(path: Path) -> tuple[np.ndarray, list[np.ndarray]]:
     return pack.lives, predicted[:3]
 
 
-def replay(lives: np.ndarray, predictions: list[np.ndarray], economics: Economics) -> None:
-    """Five strategies from scratch, as a request after a slider change computes them."""
-    rules = {
+def rules_of(lives: np.ndarray, predictions: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """The five strategies at the page's defaults, from scratch (a slider change does so)."""
+    return {
         "corrective": corrective_triggers(lives),
         "preventive": preventive_triggers(lives, 193),
         "local": predictive_triggers(predictions[0], 10),
         "federated": predictive_triggers(predictions[1], 10),
         "centralised": predictive_triggers(predictions[2], 10),
     }
-    simulate(lives, rules, economics, curve_points=400, trace_slots=8)
+
+
+def replay(lives: np.ndarray, predictions: list[np.ndarray], economics: Economics) -> None:
+    """Five strategies from scratch, as a request after a slider change computes them."""
+    simulate(lives, rules_of(lives, predictions), economics, curve_points=400, trace_slots=8)
 
 
 def with_intervals(lives: np.ndarray, predictions: list[np.ndarray], economics: Economics) -> None:
     """The replay and the paired sequences behind its intervals, as the page's API does."""
-    rules = {
-        "corrective": corrective_triggers(lives),
-        "preventive": preventive_triggers(lives, 193),
-        "local": predictive_triggers(predictions[0], 10),
-        "federated": predictive_triggers(predictions[1], 10),
-        "centralised": predictive_triggers(predictions[2], 10),
-    }
+    rules = rules_of(lives, predictions)
     simulate(lives, rules, economics, curve_points=400, trace_slots=8)
     sequence_profits(lives, rules, economics, sequences=SEQUENCES)
 
 
 def plain_loop(lives: np.ndarray, predictions: list[np.ndarray], economics: Economics) -> None:
     """The same five strategies, slot by slot and engine by engine in Python."""
-    rules = [
-        corrective_triggers(lives),
-        preventive_triggers(lives, 193),
-        *(predictive_triggers(p, 10) for p in predictions),
-    ]
+    rules = rules_of(lives, predictions).values()
     sequence = engine_sequence(len(lives), economics.fleet_size, 200, economics.seed)
     for rule in rules:
         run, maintained = outcomes(lives, rule)

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from benchmarks.tycoon import synthetic_pool  # noqa: E402
+from tests.browser.conftest import CHROMIUM_FLAGS  # noqa: E402  (the tests' own browser)
 from turbofan.tycoon_pack import (  # noqa: E402
     SHOWN_SENSORS,
     EngineSet,
@@ -41,17 +42,6 @@ from turbofan.tycoon_pack import (  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 GOAL_MS = 16.0
-FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--force-device-scale-factor=1",
-)
 
 
 def synthetic_pack() -> PredictionPack:
@@ -114,7 +104,7 @@ def play(url: str, seconds: float) -> dict[str, Any]:
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for flag in (*FLAGS, f"--user-data-dir={profile}"):
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
     browser = webdriver.Chrome(options=options, service=Service(executable_path=driver))
     try:

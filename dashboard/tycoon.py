@@ -188,12 +188,25 @@ def current_pack() -> PredictionPack | None:
     return pack
 
 
+def pack_for_page() -> tuple[PredictionPack | None, str]:
+    """The pack for a page, or None and why it cannot be read (empty when there is none)."""
+    try:
+        return current_pack(), ""
+    except PackError as error:
+        return None, str(error)
+
+
+def rebuild(error: PackError) -> JsonResponse:
+    """The API's 404 for a pack that cannot be used: what is wrong and how to mend it."""
+    return JsonResponse({"error": f"{error}: run `{BUILD_COMMAND}` again"}, status=404)
+
+
 def pack_for_api() -> tuple[PredictionPack | None, JsonResponse | None]:
     """The pack, or the 404 that says how to make one (none yet, or an unreadable one)."""
     try:
         pack = current_pack()
     except PackError as error:
-        return None, JsonResponse({"error": f"{error}: run `{BUILD_COMMAND}` again"}, status=404)
+        return None, rebuild(error)
     if pack is None:
         message = f"no prediction pack yet: run `{BUILD_COMMAND}` (see the Tycoon page)"
         return None, JsonResponse({"error": message}, status=404)
@@ -419,11 +432,7 @@ def _joining(
 
 @require_GET
 def tycoon_page(request: HttpRequest) -> HttpResponse:
-    try:
-        pack = current_pack()
-        problem = ""
-    except PackError as error:
-        pack, problem = None, str(error)
+    pack, problem = pack_for_page()
     # Settings may come in the address (a game's "see this run", a shared link): the form
     # starts from them; one that does not hold is named, and the defaults stand.
     values: dict[str, Any] = {}
@@ -464,11 +473,7 @@ def simulate_api(request: HttpRequest) -> JsonResponse:
 
 @require_GET
 def models_page(request: HttpRequest) -> HttpResponse:
-    try:
-        pack = current_pack()
-        problem = ""
-    except PackError as error:
-        pack, problem = None, str(error)
+    pack, problem = pack_for_page()
     context = {"pack": pack, "problem": problem, "build_command": BUILD_COMMAND}
     return render(request, "dashboard/tycoon_models.html", context)
 

@@ -27,10 +27,11 @@ from dashboard.tycoon import (
     SITE,
     Parameter,
     ParameterError,
-    current_pack,
     economics_of,
     pack_for_api,
+    pack_for_page,
     parse_one,
+    rebuild,
     strategy_label,
 )
 from turbofan.tycoon import (
@@ -238,11 +239,7 @@ def _rows_needed(pack: PredictionPack, values: dict[str, Any], models: dict[str,
 
 @require_GET
 def game_page(request: HttpRequest) -> HttpResponse:
-    try:
-        pack = current_pack()
-        problem = ""
-    except PackError as error:
-        pack, problem = None, str(error)
+    pack, problem = pack_for_page()
     rivals = []
     if pack is not None:
         choices = available_strategies(pack)
@@ -269,6 +266,6 @@ def game_api(request: HttpRequest) -> JsonResponse:
     try:
         return JsonResponse(game_answer(pack, parse_game(request.GET, pack)))
     except PackError as error:
-        return JsonResponse({"error": f"{error}: run `{BUILD_COMMAND}` again"}, status=404)
+        return rebuild(error)
     except ParameterError as error:
         return error.response()

@@ -104,8 +104,7 @@
     for (var s = 0; s < this.slots; s++) {
       slots.push({
         row: 0, engine: this.sequence[s], age: 0, start: 0, down: 0, downKind: RUNNING,
-        strategy: strategy, strip: new Uint8Array(STRIP_HOURS), changes: [],
-        lastEvent: null
+        strategy: strategy, strip: new Uint8Array(STRIP_HOURS), changes: []
       });
     }
     return {
@@ -193,26 +192,19 @@
     if (this.recordEpisodes) {
       this.episodes[fi].push([si, slot.row, slot.engine, slot.start, run, maintained ? 1 : 0]);
     }
-    slot.lastEvent = { maintained: maintained, age: run, engine: slot.engine, strategy: slot.strategy };
-    var unit = this.pool.units[slot.engine];
     if (maintained) {
       f.maintenances += 1;
       f.lastMaintenance = hour;
-      slot.down = this.settings.maintenance_downtime;
-      slot.downKind = MAINTENANCE;
-      if (f.you) {
-        this.event("your turbofan " + (si + 1) + " (engine " + unit + ") was maintained after " +
-          run + " hours, with " + (life - run) + " hours of life left.", hour);
-      }
     } else {
       f.failures += 1;
       f.lastFailure = hour;
-      slot.down = this.settings.failure_downtime;
-      slot.downKind = REPAIR;
-      if (f.you) {
-        this.event("your turbofan " + (si + 1) + " (engine " + unit + ") broke down after " +
-          run + " hours.", hour);
-      }
+    }
+    slot.down = maintained ? this.settings.maintenance_downtime : this.settings.failure_downtime;
+    slot.downKind = maintained ? MAINTENANCE : REPAIR;
+    if (f.you) {
+      this.event("your turbofan " + (si + 1) + " (engine " + this.pool.units[slot.engine] + ") " +
+        (maintained ? "was maintained after " + run + " hours, with " + (life - run) +
+          " hours of life left." : "broke down after " + run + " hours."), hour);
     }
     if (slot.down === 0) { this.nextEngine(slot, si, hour); }
   };

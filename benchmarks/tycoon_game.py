@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from benchmarks.tycoon import synthetic_pool  # noqa: E402
-from tests.browser.conftest import CHROMIUM_FLAGS  # noqa: E402  (the tests' own browser)
+from tests.browser.conftest import headless_chromium  # noqa: E402  (the tests' own browser)
 from turbofan.tycoon_pack import (  # noqa: E402
     SHOWN_SENSORS,
     EngineSet,
@@ -95,19 +95,10 @@ def serve(var_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def play(url: str, seconds: float) -> dict[str, Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not binary or not driver:
         raise SystemExit("Chromium not found: apt-get install chromium chromium-driver")
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(options=options, service=Service(executable_path=driver))
-    try:
+    with headless_chromium(binary, driver) as browser:
         browser.set_window_size(1280, 900)
         browser.get(url + "/tycoon/play/")
         for _ in range(100):
@@ -141,9 +132,6 @@ def play(url: str, seconds: float) -> dict[str, Any]:
                         hour: p.game.hour};"""
             )
         )
-    finally:
-        browser.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def main() -> int:

@@ -7,6 +7,7 @@ laptop and at a phone width.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -59,9 +60,10 @@ def _executables() -> tuple[str, str]:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
-def chromium() -> Iterator[webdriver.Chrome]:
-    binary, driver = _executables()
+@contextlib.contextmanager
+def headless_chromium(binary: str, driver: str) -> Iterator[webdriver.Chrome]:
+    """Headless Chromium with a fresh profile, removed afterwards (the benchmarks use it
+    too)."""
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     options = webdriver.ChromeOptions()
     options.binary_location = binary
@@ -74,6 +76,12 @@ def chromium() -> Iterator[webdriver.Chrome]:
     finally:
         browser.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[webdriver.Chrome]:
+    with headless_chromium(*_executables()) as browser:
+        yield browser
 
 
 class Browser:

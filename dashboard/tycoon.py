@@ -125,21 +125,37 @@ def _plain(value: float) -> str:
 
 def parse_parameters(query: QueryDict, sites: list[str]) -> dict[str, Any]:
     """Every setting from a query, defaults for those missing; ParameterError on a bad one."""
-    unknown = sorted(set(query) - set(BY_NAME) - {SITE})
-    if unknown:
-        allowed = [*BY_NAME, SITE]
-        raise ParameterError(
-            unknown[0],
-            f"unknown setting {unknown[0]}: use {', '.join(allowed)}",
-            {"names": allowed},
-        )
+    refuse_unknown(query, [*BY_NAME, SITE])
     values: dict[str, Any] = {p.name: parse_one(p, query.get(p.name)) for p in PARAMETERS}
+    values[SITE] = parse_site(query, sites)
+    return values
+
+
+def refuse_unknown(query: QueryDict, names: list[str]) -> None:
+    """ParameterError for the first setting of ``query`` not among ``names``."""
+    unknown = sorted(set(query) - set(names))
+    if unknown:
+        message = f"unknown setting {unknown[0]}: use {', '.join(names)}"
+        raise ParameterError(unknown[0], message, {"names": names})
+
+
+def parse_site(query: QueryDict, sites: list[str]) -> str:
+    """The site whose model is "local": the query's, else the pack's first."""
     site = query.get(SITE) or (sites[0] if sites else "")
     if sites and site not in sites:
         message = f"the local model must be one of {', '.join(sites)}, got {site!r}"
         raise ParameterError(SITE, message, {"choices": sites})
-    values[SITE] = site
-    return values
+    return site
+
+
+def check_threshold(parameter: Parameter, value: float, rul_cap: float) -> None:
+    """ParameterError for a threshold the pack's models cannot predict below."""
+    if value >= rul_cap:
+        raise ParameterError(
+            parameter.name,
+            f"{parameter.label} must be below {_plain(rul_cap)}: {parameter.why}",
+            {"max": rul_cap},
+        )
 
 
 def parse_one(parameter: Parameter, raw: str | None) -> float | int:
@@ -237,21 +253,11 @@ def strategy_rules(pack: PredictionPack, values: dict[str, Any]) -> dict[str, np
     return rules
 
 
-def economics_of(values: dict[str, Any]) -> Economics:
-    return Economics.of(values)
-
-
 def replay(pack: PredictionPack, values: dict[str, Any]) -> dict[str, Any]:
     """The JSON answer of the simulate API for validated settings."""
-    if values["rul_threshold"] >= pack.rul_cap:
-        parameter = BY_NAME["rul_threshold"]
-        raise ParameterError(
-            parameter.name,
-            f"{parameter.label} must be below {_plain(pack.rul_cap)}: {parameter.why}",
-            {"max": pack.rul_cap},
-        )
+    check_threshold(BY_NAME["rul_threshold"], values["rul_threshold"], pack.rul_cap)
     rules = strategy_rules(pack, values)
-    economics = economics_of(values)
+    economics = Economics.of(values)
     engines = expected_engines(pack.lives, rules, economics)
     if engines > MAX_ENGINES:
         raise ParameterError(
@@ -337,7 +343,7 @@ def _row(
 ) -> dict[str, Any]:
     outcome = result.strategies[key]
     corrective = result.strategies["corrective"]
-    economics = economics_of(values)
+    economics = Economics.of(values)
     engine_cycles = economics.fleet_size * economics.horizon
     # What running to failure loses against a factory that never stops and never pays.
     losses = economics.revenue_per_cycle * engine_cycles - corrective.profit

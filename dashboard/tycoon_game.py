@@ -27,14 +27,17 @@ from dashboard.tycoon import (
     SITE,
     Parameter,
     ParameterError,
-    economics_of,
+    check_threshold,
     pack_for_api,
     pack_for_page,
     parse_one,
+    parse_site,
     rebuild,
+    refuse_unknown,
     strategy_label,
 )
 from turbofan.tycoon import (
+    Economics,
     corrective_triggers,
     engine_sequence,
     outcomes,
@@ -114,25 +117,10 @@ def parse_game(query: QueryDict, pack: PredictionPack) -> dict[str, Any]:
     """Every game setting from a query, defaults for those missing; ParameterError on a
     bad one (its message names the setting as the form does, and says what to change)."""
     choices = available_strategies(pack)
-    names = [*BY_GAME_NAME, SITE, *(key for key, _, _ in RIVALS)]
-    unknown = sorted(set(query) - set(names))
-    if unknown:
-        message = f"unknown setting {unknown[0]}: use {', '.join(names)}"
-        raise ParameterError(unknown[0], message, {"names": names})
+    refuse_unknown(query, [*BY_GAME_NAME, SITE, *(key for key, _, _ in RIVALS)])
     values: dict[str, Any] = {p.name: parse_one(p, query.get(p.name)) for p in PARAMETERS}
-    if values["rul_threshold"] >= pack.rul_cap:
-        parameter = BY_GAME_NAME["rul_threshold"]
-        raise ParameterError(
-            parameter.name,
-            f"{parameter.label} must be below {pack.rul_cap:g}: {parameter.why}",
-            {"max": pack.rul_cap},
-        )
-    sites = pack.sites()
-    site = query.get(SITE) or (sites[0] if sites else "")
-    if sites and site not in sites:
-        message = f"the local model must be one of {', '.join(sites)}, got {site!r}"
-        raise ParameterError(SITE, message, {"choices": sites})
-    values[SITE] = site
+    check_threshold(BY_GAME_NAME["rul_threshold"], values["rul_threshold"], pack.rul_cap)
+    values[SITE] = parse_site(query, pack.sites())
     for key, name, default in RIVALS:
         chosen = query.get(key) or (default if default in choices else choices[0])
         if chosen not in choices:
@@ -220,7 +208,7 @@ def _rows_needed(pack: PredictionPack, values: dict[str, Any], models: dict[str,
     """Engines per slot that last :data:`GAME_HOURS` whatever the strategy: the game
     length over the shortest run plus downtime any rule gives an engine."""
     lives = pack.lives
-    economics = economics_of(values)
+    economics = Economics.of(values)
     rules = [corrective_triggers(lives), preventive_triggers(lives, values["preventive_age"])]
     for key in models.values():
         if key in pack.holdout.predicted:

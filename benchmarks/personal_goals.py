@@ -2,6 +2,7 @@
 
     python benchmarks/personal_goals.py [--part by-subset by-subset-3 iid4 iid20 global]
         [--seeds 0 1 2] [--personal-epochs 5] [--private-head | --ditto MU]
+        [--model network|trees]
         [--out DIR] [--check DIR]
 
 by-subset:   one site per subset, FD001-FD004 (4 sites); the whole report in < 15 min
@@ -37,7 +38,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.readme import write_between_markers  # noqa: E402
-from federation.core.recipes import default_recipe, default_training  # noqa: E402
+from federation.core.recipes import (  # noqa: E402
+    default_boosting,
+    default_recipe,
+    default_training,
+)
 from federation.core.report import (  # noqa: E402
     Report,
     ReportConfig,
@@ -74,6 +79,7 @@ def run_part(
     out: Path,
     private_head: bool = False,
     ditto_mu: float = 0.0,
+    model: str = "network",
 ) -> dict[str, Any]:
     spec = PARTS[part]
     recipe = default_recipe()
@@ -85,6 +91,8 @@ def run_part(
         private_head=private_head and not spec.get("one_model"),
         ditto_mu=0.0 if spec.get("one_model") else ditto_mu,
     )
+    if model == "trees":  # no network rounds: the trees grow on their own
+        training = dataclasses.replace(training, rounds=0, boosting=default_boosting().to_dict())
     config = ReportConfig(
         spec["subsets"],
         sites=spec.get("sites", len(spec["subsets"])),
@@ -182,6 +190,9 @@ def main() -> None:
     parser.add_argument(
         "--ditto", type=float, default=0.0, metavar="MU", help="Ditto's proximal weight"
     )
+    parser.add_argument(
+        "--model", choices=("network", "trees"), default="network", help="what every setup trains"
+    )
     parser.add_argument("--out", type=Path, default=None, help="keep the reports here")
     parser.add_argument(
         "--check", type=Path, default=None, help="check the reports in this folder, no training"
@@ -197,7 +208,13 @@ def main() -> None:
             report = json.loads((args.check / part / "report.json").read_text())
         else:
             report = run_part(
-                part, args.seeds, args.personal_epochs, out, args.private_head, args.ditto
+                part,
+                args.seeds,
+                args.personal_epochs,
+                out,
+                args.private_head,
+                args.ditto,
+                args.model,
             )
         CHECKED.clear()
         results.append(goals(part, report))

@@ -74,12 +74,21 @@ def _stage_line(round_: dict[str, Any]) -> str:
 def live_summary(progress: dict[str, Any]) -> dict[str, Any]:
     """The round in progress, in words and as the numbers of two progress bars."""
     current = progress["current"]
-    overall = {"value": progress["training_done"], "max": progress["training_rounds"]}
-    overall["text"] = f"{overall['value']} of {overall['max']} training rounds done"
+    if progress.get("family") == "trees":
+        overall = {"value": progress["trees"], "max": progress["most_trees"]}
+        overall["text"] = (
+            f"{overall['value']} trees grown, of at most {overall['max']} (growing stops "
+            "earlier once the sites' validation stops improving)"
+        )
+        done = f"{progress['trees']} trees grown"
+    else:
+        overall = {"value": progress["training_done"], "max": progress["training_rounds"]}
+        overall["text"] = f"{overall['value']} of {overall['max']} training rounds done"
+        done = f"{progress['training_done']} training rounds done"
     if current is None:
         headline = {
             "draft": "Not started yet.",
-            "finished": f"Finished: {progress['training_done']} training rounds done.",
+            "finished": f"Finished: {done}.",
             "failed": f"Stopped: {progress['reason']}" if progress["reason"] else "Stopped.",
         }.get(progress["status"], "Opening the next round.")
         return {
@@ -147,7 +156,11 @@ CHOICE_WORDS = {
 def round_rows(progress: dict[str, Any]) -> list[dict[str, Any]]:
     """The rounds table, newest first: one list of cells per round."""
     rows = []
+    folded = progress.get("folded_boost_rounds")
     for r in reversed(progress["rounds"]):
+        if folded and r["id"] < folded["first_id"]:  # the folded rounds come in here
+            rows.append(_folded_row(folded))
+            folded = None
         sites = r["sites"] or {}
         status = r["status_label"]
         if r["stage"] and r["status"] in {"open", "collecting"}:
@@ -180,7 +193,28 @@ def round_rows(progress: dict[str, Any]) -> list[dict[str, Any]]:
                 ),
             }
         )
+    if folded:
+        rows.append(_folded_row(folded))
     return rows
+
+
+def _folded_row(folded: dict[str, Any]) -> dict[str, Any]:
+    """Earlier boost rounds, one line for them all."""
+    return {
+        "id": f"boost-{folded['first']}-{folded['last']}",
+        "live": False,
+        "cells": _cells(
+            ROUND_COLUMNS,
+            [
+                f"{folded['first']}-{folded['last']}",
+                "growing trees",
+                f"done: {folded['count']} earlier rounds, one tree level each",
+                "",
+                "",
+                "",
+            ],
+        ),
+    }
 
 
 def _version_status(version: dict[str, Any]) -> str:

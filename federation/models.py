@@ -49,6 +49,10 @@ class Federation(models.Model):
     regimes = models.JSONField(null=True, blank=True)
     # A server optimiser's state between rounds (FedAdam's moments), as .npz arrays.
     strategy_state = models.FileField(upload_to="strategy/", blank=True)
+    # Boosted trees between rounds (federation.services.versions.boosting_state): the
+    # trees so far, the tree being grown and the accepted trees (.npz in base64), the best
+    # validation RMSE so far, rejections in a row, and whether growing is over.
+    boosting_state = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -133,14 +137,17 @@ class Round(models.Model):
     """One collection step of a federation, as an explicit state machine.
 
     ``points`` and ``moments`` rounds fit the shared preprocessing from the sites'
-    statistics; ``train`` rounds train the model; an ``analytics`` round answers one
-    query (numbered by the query) beside them.
+    statistics (and a ``sketch`` round the bins of boosted trees); ``train`` rounds train
+    a network, ``boost`` rounds grow trees a level at a time; an ``analytics`` round
+    answers one query (numbered by the query) beside them.
     """
 
     class Kind(models.TextChoices):
         POINTS = "points", "operating points"
         MOMENTS = "moments", "sensor moments"
+        SKETCH = "sketch", "bins of the trees"
         TRAIN = "train", "training"
+        BOOST = "boost", "growing trees"
         EVALUATE = "evaluate", "evaluation"
         PERSONALISE = "personalise", "personalisation"
         ANALYTICS = "analytics", "analytics query"

@@ -317,9 +317,9 @@ class SiteRuntime:
             round_parameters = RoundParameters.from_json(parameters)
             ledger = PrivacyLedger(self.state_dir, self.policy)
             if stage in (p.ADVERTISE_KEYS, m.PLAIN_INPUT):  # a round's first stage
-                ledger.check(
-                    round_parameters.privacy, where, trains=task[m.KEY_KIND] == m.Kind.TRAIN
-                )
+                # A boost round sums gradients of the site's labels: it trains, too.
+                trains = task[m.KEY_KIND] in (m.Kind.TRAIN, m.Kind.BOOST)
+                ledger.check(round_parameters.privacy, where, trains=trains)
             secure = round_parameters.secure
             if secure is not None and stage == p.ADVERTISE_KEYS:
                 # Who this round's shares and signatures are with: noted once, at the

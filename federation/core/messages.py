@@ -25,7 +25,9 @@ class Kind(StrEnum):
 
     POINTS = "points"  # the sites' operating points, counted on a public grid
     MOMENTS = "moments"  # per-regime sensor moments under the federation's regimes
+    SKETCH = "sketch"  # the sites' window summaries counted on a public grid: the trees' bins
     TRAIN = "train"  # one round of federated training
+    BOOST = "boost"  # one level of a boosted tree, from the sum of the sites' histograms
     EVALUATE = "evaluate"  # the last candidate model scored, after the last training round
     PERSONALISE = "personalise"  # each site adapts the final model and chooses its own
     ANALYTICS = "analytics"  # one analytics query
@@ -51,6 +53,19 @@ KEY_PRIVATE_HEAD = "private_head"
 # With Ditto: the proximal weight of each site's personal model, and its line of models.
 KEY_DITTO = "ditto"
 KEY_PROXIMAL_MU = "proximal_mu"
+# Boosted trees: their settings, the model so far (an ensemble's arrays, .npz in base64),
+# the tree being grown, and, when the trees are a candidate, the last accepted ones.
+KEY_BOOSTING = "boosting"
+KEY_TREES = "trees"
+KEY_GROWING = "growing"
+KEY_ACCEPTED_TREES = "accepted_trees"
+# Which part of the model a boost or evaluation round scores (and votes on): the trees
+# or the network.
+KEY_SCORED = "scored"
+SCORED_TREES, SCORED_NETWORK = "trees", "network"
+# What the federation trains (FederatedTraining.family): the personalisation round's
+# candidates are of that family.
+KEY_FAMILY = "family"
 KEY_VAL_FRACTION = "val_fraction"
 KEY_SPLIT_SEED = "split_seed"  # seeds the split of a site's engines into training and validation
 

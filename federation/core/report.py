@@ -31,7 +31,12 @@ from turbofan.data.files import pool_engines, read_engine_file, read_rul_file
 from turbofan.data.partition import plan_by_subset, plan_iid
 from turbofan.metrics import evaluate
 from turbofan.models.artefact import RulModel
-from turbofan.models.fit import NetworkRecipe, fit_baseline_model, fit_network_model
+from turbofan.models.fit import (
+    NetworkRecipe,
+    fit_baseline_model,
+    fit_network_model,
+    fit_trees_model,
+)
 
 SETUPS = ("centralised", "local", "federated", "federated-one", "baseline")
 SCHEMES = ("iid", "by-subset")
@@ -197,7 +202,7 @@ class Report:
             seed_index,
             "centralised",
             tests,
-            lambda: self._network(pooled, template, seed, "centralised"),
+            lambda: self._central(pooled, template, seed, "centralised"),
         )
         alone = self._alone_recipe()
         for name, (frame, own_template, own_tests) in sites.items():
@@ -206,7 +211,7 @@ class Report:
                 seed_index,
                 f"local:{name}",
                 own_tests,
-                functools.partial(self._network, frame, own_template, seed, "local", alone),
+                functools.partial(self._central, frame, own_template, seed, "local", alone),
             )
         site_frames = {name: frame for name, (frame, _, _) in sites.items()}
         site_tests = {name: own for name, (_, _, own) in sites.items()}
@@ -262,7 +267,7 @@ class Report:
         )
         return dataclasses.replace(recipe, train=train)
 
-    def _network(
+    def _central(
         self,
         frame: pd.DataFrame,
         template: FeaturePipeline,
@@ -270,6 +275,17 @@ class Report:
         description: str,
         recipe: NetworkRecipe | None = None,
     ) -> RulModel:
+        """A model of the federation's family trained on ``frame`` in one place."""
+        boosting = self.config.training.boosting_settings()
+        if boosting is not None:  # a site alone may grow as many trees as the federation
+            return fit_trees_model(
+                frame,
+                template.unfitted(),
+                boosting,
+                seed=seed,
+                val_fraction=self.config.recipe.val_fraction,
+                members=self.config.recipe.ensemble,
+            )
         return fit_network_model(
             frame,
             template.unfitted(),
@@ -320,6 +336,8 @@ class Report:
                     scores = evaluate(predicted, test.rul, cap=model.pipeline.rul_cap or 125)
                     row[candidate] = scores["literature"]["rmse"]
                     row[f"{candidate}_val"] = chosen.val_rmse[candidate]
+                    if candidate != "global" and candidate in chosen.confidence:
+                        row[f"{candidate}_confidence"] = chosen.confidence[candidate]
                 row["chosen"] = row[chosen.choice]
                 self.personal.setdefault(name, []).append(row)
                 self.say(

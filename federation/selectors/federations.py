@@ -6,10 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, Prefetch, Q
+from django.db.models import Count, Max, Min, Prefetch, Q
 from django.http import FileResponse
 from django.utils import timezone
 
+from federation.core import messages as m
 from federation.core.engine.rounds import PLAIN_STAGES, SECURE_STAGES
 from federation.models import (
     Contribution,
@@ -22,8 +23,11 @@ from federation.models import (
     StageMessage,
 )
 from federation.selectors.budget import federation_budget
+from federation.specs import federation_training
+from turbofan.models.trees import Ensemble
 
 LIVE_ROUND_STATUSES = (Round.Status.OPEN, Round.Status.COLLECTING, Round.Status.AGGREGATING)
+SHOWN_BOOST_ROUNDS = 10  # the newest finished boost rounds listed one by one
 
 
 def model_version(*, federation_id: int, version: int) -> ModelVersion | None:
@@ -184,8 +188,15 @@ def federation_progress(
     (the admin).
     """
     now = timezone.now()
+    # Boosted trees take a round a tree level, hundreds of them: the page lists the newest
+    # finished ones and folds the rest into one line.
+    grown = Round.objects.filter(
+        federation=federation, kind=Round.Kind.BOOST, status=Round.Status.DONE
+    )
+    folded = list(grown.order_by("-id").values_list("id", flat=True)[SHOWN_BOOST_ROUNDS:])
     rounds_qs = (
         Round.objects.filter(federation=federation)
+        .exclude(id__in=folded)
         .prefetch_related(
             Prefetch("contributions", queryset=Contribution.objects.select_related("site"))
         )
@@ -222,7 +233,13 @@ def federation_progress(
         for v in federation.versions.order_by("version")
     ]
     live = [r for r in rounds if r["status"] in LIVE_ROUND_STATUSES]
+    training = federation_training(federation)
+    boosting = training.boosting_settings()
     return {
+        "family": training.family,
+        "folded_boost_rounds": _folded(folded),
+        "trees": _trees_grown(federation) if boosting is not None else None,
+        "most_trees": boosting.trees if boosting is not None else None,
         "id": federation.id,
         "name": federation.name,
         "status": federation.status,
@@ -238,6 +255,24 @@ def federation_progress(
         "versions": versions,
         "budget": federation_budget(federation=federation, with_ledger=show_ledger),
     }
+
+
+def _folded(ids: list[int]) -> dict[str, Any] | None:
+    """The finished boost rounds the page does not list one by one, in one line."""
+    if not ids:
+        return None
+    numbers = Round.objects.filter(id__in=ids).aggregate(
+        first=Min("number"), last=Max("number"), count=Count("id"), first_id=Min("id")
+    )
+    return dict(numbers)
+
+
+def _trees_grown(federation: Federation) -> int:
+    """How many trees the federation's model has so far."""
+    packed = (federation.boosting_state or {}).get("trees")
+    if not packed:
+        return 0
+    return Ensemble.from_arrays(m.weights_from_bytes(m.unb64(packed))).trees
 
 
 def round_timing(*, round_: Round) -> dict[str, Any]:

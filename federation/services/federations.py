@@ -10,14 +10,15 @@ from django.db import IntegrityError, transaction
 
 from federation.core.engine import admission
 from federation.core.engine.rounds import MIN_CONTRIBUTORS
-from federation.core.engine.training import MAX_DITTO_MU
+from federation.core.engine.training import MAX_DITTO_MU, TREES_FAMILY
 from federation.core.messages import Kind
 from federation.core.privacy import PrivacySettings
 from federation.core.strategies import STRATEGIES
 from federation.errors import FederationError
 from federation.models import Federation, Round
 from federation.services.rounds import round_open
-from federation.specs import default_model_spec
+from federation.specs import default_model_spec, federation_training
+from turbofan.models.trees import BoostingSettings
 
 # The most epochs a site may fine-tune the federation's model for.
 MAX_PERSONAL_EPOCHS = 50
@@ -42,6 +43,7 @@ def federation_create(
     personal_epochs: int = 0,
     private_head: bool = False,
     ditto_mu: float = 0.0,
+    boosting: BoostingSettings | None = None,
 ) -> Federation:
     """A new federation, run by ``admin``, with the tuned model recipe by default.
 
@@ -54,7 +56,9 @@ def federation_create(
     ``FederatedTraining.private_head``); it needs personalisation, where each site keeps
     its own model. ``ditto_mu`` > 0: each site trains a personal model alongside, pulled
     toward the global one (Ditto, see ``FederatedTraining.ditto_mu``); it needs
-    personalisation too.
+    personalisation too. ``boosting``: the federation grows boosted trees instead of
+    training a network, one tree level a round from the secure sum of the sites'
+    histograms (``rounds`` is then 0: there are no network rounds).
     """
     if not 0 <= personal_epochs <= MAX_PERSONAL_EPOCHS:
         raise FederationError(
@@ -87,6 +91,26 @@ def federation_create(
             status=400,
         )
     spec = model_spec if model_spec is not None else default_model_spec()
+    if boosting is not None:
+        if rounds:
+            raise FederationError(
+                "a federation of boosted trees has no network rounds: leave the rounds out "
+                "(its trees grow until the sites' validation stops improving, at most "
+                f"{boosting.trees})",
+                status=400,
+            )
+        if privacy is not None:
+            raise FederationError(
+                "boosted trees do not run with differential privacy: their histograms would "
+                "need noise of their own; train a network for a DP federation",
+                status=400,
+            )
+        if private_head or ditto_mu:
+            raise FederationError(
+                "a private head and Ditto personalise a network, not boosted trees",
+                status=400,
+            )
+        spec = {**spec, "training": {**spec.get("training", {}), "boosting": boosting.to_dict()}}
     if personal_epochs:
         spec = {
             **spec,
@@ -110,7 +134,7 @@ def federation_create(
         raise FederationError(
             f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}", status=400
         )
-    if rounds < 1 or min_sites < 1 or deadline < 1 or local_epochs < 1:
+    if (rounds < 1 and boosting is None) or min_sites < 1 or deadline < 1 or local_epochs < 1:
         raise FederationError(
             "rounds, the minimum of sites, the deadline and local epochs must be at least 1",
             status=400,
@@ -168,6 +192,12 @@ def federation_extend(*, federation: Federation, rounds: int) -> Round:
         raise FederationError(
             f"run from 1 to {MAX_MORE_ROUNDS} more rounds at a time (asked: {rounds})",
             status=400,
+        )
+    if federation_training(federation).family == TREES_FAMILY:
+        raise FederationError(
+            "a federation of boosted trees grows its trees once, until its sites' validation "
+            "stops improving: create a new federation to grow others",
+            status=409,
         )
     with transaction.atomic():
         trained = (

@@ -20,8 +20,8 @@ from django.utils import timezone
 from federation import budget, scheduling
 from federation.core import analytics
 from federation.core.engine import admission
-from federation.core.engine.coordinator import announcement, input_length, reference_max
 from federation.core.engine.rounds import Noise, Participant, RoundParameters, plan_round
+from federation.core.engine.state import announcement, input_length, reference_max
 from federation.core.messages import Kind
 from federation.core.privacy import Admission, Spend
 from federation.errors import FederationError

@@ -30,6 +30,7 @@ from federation import scheduling
 from federation.core import analytics
 from federation.core import messages as m
 from federation.core.engine import coordinator as engine
+from federation.core.engine import state as federation_engine
 from federation.core.engine.rounds import INPUT_STAGES, RoundParameters, next_round
 from federation.core.messages import Kind
 from federation.core.secagg import protocol as p
@@ -49,6 +50,7 @@ from federation.services.faults import faults_record
 from federation.services.rounds import round_fail, round_open
 from federation.services.versions import (
     NewVersion,
+    boosting_state,
     federation_state,
     latest_version,
     version_build,
@@ -127,7 +129,7 @@ def work_message(contribution: Contribution) -> dict[str, Any]:
     }
     if round_.stage in INPUT_STAGES:
         state = federation_state(round_.federation)
-        work.update(engine.task(kind, round_.number, state, _query(round_)))
+        work.update(federation_engine.task(kind, round_.number, state, _query(round_)))
     return work
 
 
@@ -337,7 +339,7 @@ def round_aggregate(*, round_: Round) -> None:
             )
         round_fail(round_=round_, reason=f"aggregation failed: {fault}")
         return
-    outcome = engine.decode(
+    outcome = federation_engine.decode(
         kind,
         summed,
         parameters,
@@ -347,12 +349,19 @@ def round_aggregate(*, round_: Round) -> None:
         votes=engine.votes(parameters, store),
     )
     version: NewVersion | None = None
+    # Boosted trees: the engine's own step gives the state the row keeps between rounds.
+    after = federation_engine.advance(state, kind, outcome, number=round_.number)
     if kind == Kind.MOMENTS:
         assert outcome.pipeline is not None and outcome.weights is not None
         version = version_build(federation, outcome.pipeline, 0, outcome.weights)
     elif kind == Kind.TRAIN and outcome.weights is not None:  # none from a rejected start
         assert state.pipeline is not None
         version = version_build(federation, state.pipeline, round_.number, outcome.weights)
+    elif kind == Kind.BOOST and (
+        outcome.new_tree or (outcome.boosted and after.version > state.version)
+    ):
+        assert state.pipeline is not None and after.trees is not None
+        version = version_build(federation, state.pipeline, after.version, after.trees, trees=True)
     timings = {**round_.timings, "aggregate_seconds": round(time.perf_counter() - started, 3)}
     with transaction.atomic():
         changed = Round.objects.filter(id=round_.id, status=Round.Status.AGGREGATING).update(
@@ -360,7 +369,7 @@ def round_aggregate(*, round_: Round) -> None:
         )
         if not changed:
             return
-        _store_outcome(federation, round_, kind, outcome, version)
+        _store_outcome(federation, round_, kind, outcome, version, state, after)
         if kind == Kind.ANALYTICS:  # a query: its answer, and nothing follows
             return
         federation.refresh_from_db()
@@ -371,6 +380,8 @@ def round_aggregate(*, round_: Round) -> None:
             federation.rounds,
             evaluate=not federation.privacy,
             personalise=state.training.personal_epochs > 0,
+            boost_rounds=state.training.boost_rounds,
+            boosted=after.boosted,
         )
         if following is None:
             Federation.objects.filter(id=federation.id).update(status=Federation.Status.FINISHED)
@@ -389,17 +400,24 @@ def _store_outcome(
     federation: Federation,
     round_: Round,
     kind: Kind,
-    outcome: engine.Outcome,
+    outcome: federation_engine.Outcome,
     version: NewVersion | None,
+    state: federation_engine.FederationState,
+    after: federation_engine.FederationState,
 ) -> None:
     fields: dict[str, Any] = {}
+    if state.grows_trees and kind in (Kind.SKETCH, Kind.BOOST, Kind.EVALUATE):
+        fields["boosting_state"] = boosting_state(after)
     if kind == Kind.POINTS:
         fields["regimes"] = outcome.regimes
     elif kind == Kind.MOMENTS:
         fields["pipeline"] = outcome.pipeline
-    elif kind in (Kind.TRAIN, Kind.EVALUATE):
+    elif kind in (Kind.TRAIN, Kind.EVALUATE, Kind.BOOST):
         incoming = latest_version(federation)  # the model the round started from
-        if incoming is not None and not math.isnan(outcome.val_rmse):
+        # A boost round part-way through a tree scores the same trees as the round that
+        # started it: their score is recorded once.
+        scored_afresh = kind != Kind.BOOST or state.growing is None
+        if incoming is not None and scored_afresh and not math.isnan(outcome.val_rmse):
             # Under DP the sites keep their validation errors home: none to record.
             version_record_validation(version=incoming, val_rmse=outcome.val_rmse)
         if incoming is not None and outcome.verdict is not None:
@@ -409,7 +427,7 @@ def _store_outcome(
                 reason=outcome.reason,
                 found_worse=outcome.found_worse,
             )
-            if outcome.verdict == engine.REJECTED:
+            if outcome.verdict == federation_engine.REJECTED:
                 log.warning(
                     "candidate rejected federation=%s version=%s suspects=%s: %s",
                     federation.id,
@@ -434,9 +452,17 @@ def _store_outcome(
         Federation.objects.filter(id=federation.id).update(**fields)
     if version is None:
         return
-    if kind != Kind.TRAIN:  # the initial model
+    if kind == Kind.BOOST and outcome.boosted:  # the best trees, kept
+        best = after.boost_best
+        reason = "the trees cut back to their best number on the sites' validation engines"
+        if best is not None:
+            reason += f" ({best[1]} trees, RMSE {best[0]:.2f})"
+        version.store(federation, round_, status=ModelVersion.Status.ACCEPTED, verdict=reason)
+    elif kind == Kind.BOOST:  # a finished tree: the next round's sites score it
+        version.store(federation, round_, status=ModelVersion.Status.CANDIDATE)
+    elif kind != Kind.TRAIN:  # the initial model
         version.store(federation, None, status=ModelVersion.Status.ACCEPTED)
-    elif federation.privacy:  # nobody scores it: see engine.advance
+    elif federation.privacy:  # nobody scores it: see federation_engine.advance
         version.store(federation, round_, status=ModelVersion.Status.ACCEPTED, verdict=NOT_SCORED)
     else:  # the next round's sites score it against the accepted model
         version.store(federation, round_, status=ModelVersion.Status.CANDIDATE)

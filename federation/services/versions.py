@@ -12,13 +12,14 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
 from federation.core import messages as m
-from federation.core.engine.coordinator import FederationState
+from federation.core.engine.state import FederationState
+from federation.core.engine.training import TREES_FAMILY
 from federation.core.secagg import protocol as p
 from federation.core.strategies import Weights
 from federation.models import Federation, ModelVersion, Round, StageMessage
 from federation.specs import evaluate_version, federation_recipe, federation_training
 from turbofan.data.features import FeaturePipeline
-from turbofan.models.artefact import RulModel
+from turbofan.models.artefact import TREES, RulModel
 from turbofan.models.fit import new_network_model
 
 
@@ -41,30 +42,76 @@ def latest_accepted(federation: Federation) -> ModelVersion | None:
 def federation_state(federation: Federation) -> FederationState:
     """What the round engine needs to know of the federation: its settings, the shared
     preprocessing, the model to start from (and the last accepted one while that is a
-    candidate) and the strategy's state."""
+    candidate), the strategy's state, and its boosted trees between rounds."""
     recipe = federation_recipe(federation)
+    training = federation_training(federation)
     current = latest_version(federation)
     accepted, accepted_version = None, 0
+    trees_family = training.family == TREES_FAMILY
     if current is not None and current.status == ModelVersion.Status.CANDIDATE:
         last_accepted = latest_accepted(federation)
         if last_accepted is not None:
-            accepted, accepted_version = version_weights(last_accepted), last_accepted.version
+            accepted_version = last_accepted.version
+            if not trees_family:
+                accepted = version_weights(last_accepted)
     strategy_state: Weights = []
     if federation.strategy_state:
         with federation.strategy_state.open("rb") as handle:
             strategy_state = m.weights_from_bytes(handle.read())
+    network = current
+    if trees_family:  # the trees' versions follow version 0, the network never trained
+        network = federation.versions.filter(version=0).first()
     return FederationState(
         template=recipe.pipeline(federation.subset),
         recipe=recipe,
-        training=federation_training(federation),
+        training=training,
         regimes=federation.regimes,
         pipeline=federation.pipeline,
-        weights=version_weights(current) if current is not None else None,
+        weights=version_weights(network) if network is not None else None,
         version=current.version if current is not None else 0,
         strategy_state=strategy_state,
         accepted=accepted,
         accepted_version=accepted_version,
+        **_boosting_fields(federation.boosting_state or {}),
     )
+
+
+# --- boosted trees between rounds -------------------------------------------------------------
+
+
+def boosting_state(state: FederationState) -> dict[str, Any]:
+    """The boosted trees' part of ``state``, as the federation's row keeps it."""
+
+    def packed(arrays: Weights | None) -> str | None:
+        return None if arrays is None else m.b64(m.weights_to_bytes(arrays))
+
+    return {
+        "trees": packed(state.trees),
+        "growing": packed(state.growing),
+        "accepted_trees": packed(state.accepted_trees),
+        "best": list(state.boost_best) if state.boost_best is not None else None,
+        "rejections": state.boost_rejections,
+        "boosted": state.boosted,
+    }
+
+
+def _boosting_fields(data: dict[str, Any]) -> dict[str, Any]:
+    if not data:
+        return {}
+
+    def unpacked(key: str) -> Weights | None:
+        text = data.get(key)
+        return None if text is None else m.weights_from_bytes(m.unb64(text))
+
+    best = data.get("best")
+    return {
+        "trees": unpacked("trees"),
+        "growing": unpacked("growing"),
+        "accepted_trees": unpacked("accepted_trees"),
+        "boost_best": (float(best[0]), int(best[1])) if best else None,
+        "boost_rejections": int(data.get("rejections", 0)),
+        "boosted": bool(data.get("boosted", False)),
+    }
 
 
 def version_weights(version: ModelVersion) -> Weights:
@@ -108,10 +155,20 @@ class NewVersion:
 
 
 def version_build(
-    federation: Federation, pipeline: dict[str, Any], number: int, weights: Weights
+    federation: Federation,
+    pipeline: dict[str, Any],
+    number: int,
+    weights: Weights,
+    *,
+    trees: bool = False,
 ) -> NewVersion:
-    """The global model file of ``weights`` and its scores on the public test engines."""
-    model = new_network_model(FeaturePipeline.from_dict(pipeline), federation_recipe(federation))
+    """The global model file of ``weights`` (a network's, or with ``trees`` a boosted
+    model's arrays) and its scores on the public test engines."""
+    fitted = FeaturePipeline.from_dict(pipeline)
+    if trees:
+        model = RulModel(kind=TREES, pipeline=fitted)
+    else:
+        model = new_network_model(fitted, federation_recipe(federation))
     model.members = [weights]
     model.meta.update(federation=federation.name, version=number, setup="federated")
     content, digest = model.to_bytes()

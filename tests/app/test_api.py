@@ -287,7 +287,9 @@ def test_the_openapi_description_lists_every_endpoint_and_needs_no_credential(cl
     assert set(spec["components"]["schemas"][kinds["$ref"].split("/")[-1]]["enum"]) == {
         "points",
         "moments",
+        "sketch",
         "train",
+        "boost",
         "evaluate",
         "personalise",
         "analytics",

@@ -19,7 +19,8 @@ import pytest
 from django.test import Client
 
 from federation.core.engine import coordinator as c
-from federation.core.engine.simulation import Simulation
+from federation.core.engine import state as fs
+from federation.core.engine.simulation import Simulation, run_simulation
 from federation.core.engine.training import FederatedTraining
 from federation.core.messages import Kind
 from federation.models import Federation, Round, StageMessage
@@ -71,10 +72,17 @@ class ClientRuntime(SiteRuntime):
         return response.status_code, response.content
 
 
-def run_live(cast, site_dirs: dict[str, Path], keys: Path) -> Federation:
-    spec = {"recipe": RECIPE.to_dict(), "training": TRAINING.to_dict()}
+def run_live(
+    cast, site_dirs: dict[str, Path], keys: Path, training: FederatedTraining = TRAINING
+) -> Federation:
+    spec = {"recipe": RECIPE.to_dict(), "training": training.to_dict()}
     federation = federations.federation_create(
-        name="parity", admin=cast.admin, rounds=2, local_epochs=1, model_spec=spec
+        name="parity",
+        admin=cast.admin,
+        rounds=training.rounds,
+        local_epochs=1,
+        model_spec=spec,
+        boosting=training.boosting_settings(),
     )
     runtimes = {}
     for name, folder in site_dirs.items():
@@ -95,7 +103,7 @@ def run_live(cast, site_dirs: dict[str, Path], keys: Path) -> Federation:
     return federation
 
 
-def run_simulated(site_dirs: dict[str, Path]) -> tuple[c.FederationState, list]:
+def run_simulated(site_dirs: dict[str, Path]) -> tuple[fs.FederationState, list]:
     frames = {name: training_rows(folder) for name, folder in site_dirs.items()}
     simulation = Simulation(
         frames, template=RECIPE.pipeline("FD001"), recipe=RECIPE, training=TRAINING
@@ -103,8 +111,8 @@ def run_simulated(site_dirs: dict[str, Path]) -> tuple[c.FederationState, list]:
     state = simulation.setup()
     for number in (1, 2):
         outcome = simulation.run_round(Kind.TRAIN, number, state)
-        state = c.advance(state, Kind.TRAIN, outcome, number=number)
-    state = c.advance(state, Kind.EVALUATE, simulation.run_round(Kind.EVALUATE, 2, state))
+        state = fs.advance(state, Kind.TRAIN, outcome, number=number)
+    state = fs.advance(state, Kind.EVALUATE, simulation.run_round(Kind.EVALUATE, 2, state))
     return state, simulation.log
 
 
@@ -157,3 +165,38 @@ def test_the_training_settings_a_live_federation_runs_are_its_spec_and_its_own_f
     from federation.specs import federation_training
 
     assert federation_training(federation) == TRAINING
+
+
+TREES = FederatedTraining(
+    rounds=0,
+    patience=0,
+    seed=4,
+    # Every row in every tree: a site samples its rows by its id, which a live site and a
+    # simulated one do not share.
+    boosting={
+        "trees": 3,
+        "depth": 2,
+        "learning_rate": 0.3,
+        "bins": 16,
+        "min_child": 10,
+        "subsample": 1.0,
+    },
+)
+
+
+def test_a_live_federation_and_the_simulation_grow_the_same_trees(
+    cast, site_dirs, tmp_path, scheduled
+):
+    live = run_live(cast, site_dirs, tmp_path / "keys", TREES)
+    frames = {name: training_rows(folder) for name, folder in site_dirs.items()}
+    simulated = run_simulation(frames, RECIPE.pipeline("FD001"), RECIPE, TREES)
+
+    assert live.status == Federation.Status.FINISHED, live.reason
+    accepted = latest_accepted(live)
+    assert accepted is not None and accepted.version == 3  # a version a tree
+    grown = version_weights(accepted)
+    for live_array, simulated_array in zip(grown, simulated.model.members[0], strict=True):
+        assert np.array_equal(live_array, simulated_array)  # bit for bit
+    kinds = Round.objects.filter(federation=live).values_list("kind", flat=True)
+    assert list(kinds).count("boost") == 3 * 2 + 1  # a round a level, then one that stops
+    assert live_messages(live) == sorted((e.site, e.stage, e.kind, e.bytes) for e in simulated.log)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from federation.core import messages as m
 from federation.core.engine import admission
 from federation.core.engine import coordinator as c
+from federation.core.engine import state as fs
 from federation.core.engine.rounds import (
     Noise,
     Participant,
@@ -442,20 +443,20 @@ def test_a_member_that_sends_a_poisoned_model_gets_it_rejected_by_the_others_val
         frames, template=recipe.pipeline("FD001"), recipe=recipe, training=training
     )
     state = simulation.setup()
-    state = c.advance(state, Kind.TRAIN, simulation.run_round(Kind.TRAIN, 1, state), number=1)
+    state = fs.advance(state, Kind.TRAIN, simulation.run_round(Kind.TRAIN, 1, state), number=1)
     honest = simulation.members[4].compute
     # Site 4 lies in round 2: it puts a model of zeros under its (public) weight, so the
     # candidate that round makes is the honest average shrunk by a quarter.
     simulation.members[4].compute = lambda work, parameters: (np.zeros(parameters.length), {})
     outcome = simulation.run_round(Kind.TRAIN, 2, state)
-    poisoned = c.advance(state, Kind.TRAIN, outcome, number=2)
+    poisoned = fs.advance(state, Kind.TRAIN, outcome, number=2)
     simulation.members[4].compute = honest
     assert poisoned.accepted is not None and poisoned.version == 2
 
     judged = simulation.run_round(Kind.EVALUATE, 2, poisoned)
 
-    assert judged.verdict == c.REJECTED and judged.worse >= 3  # the honest sites saw it
-    rolled_back = c.advance(poisoned, Kind.EVALUATE, judged)
+    assert judged.verdict == fs.REJECTED and judged.worse >= 3  # the honest sites saw it
+    rolled_back = fs.advance(poisoned, Kind.EVALUATE, judged)
     assert rolled_back.accepted is None and rolled_back.version == 1
     assert rolled_back.weights is not None and state.weights is not None
     assert all(

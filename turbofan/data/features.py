@@ -256,6 +256,17 @@ class FeaturePipeline:
         x, ends = windows(features, frame["unit"].to_numpy(), self.window, pad=self.pad_training)
         return x, rul_labels(frame, self.rul_cap)[ends]
 
+    def window_units(self, frame: pd.DataFrame) -> np.ndarray:
+        """The unit of each of :meth:`training_windows`' windows, in the same order."""
+        units = frame["unit"].to_numpy()
+        n = len(units)
+        if self.pad_training or not n:
+            return units
+        new_unit = np.r_[True, units[1:] != units[:-1]]
+        start = np.maximum.accumulate(np.where(new_unit, np.arange(n), 0))
+        ends = np.arange(n)
+        return units[ends[ends - start + 1 >= self.window]]
+
     def last_windows(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """One window per unit, ending at its last cycle, padded if the unit is short.
 

@@ -2,8 +2,8 @@
 
 The file is a zip of ``manifest.json`` (format version, kind, the fitted feature
 pipeline, the network's architecture, free-form metadata and a SHA-256 over all
-of it) and one payload: ``weights.npz`` for networks (plain arrays, loaded
-without pickle, so a model from another party cannot run code) or
+of it) and one payload: ``weights.npz`` for networks and boosted trees (plain arrays,
+loaded without pickle, so a model from another party cannot run code) or
 ``estimator.pkl`` for the scikit-learn baseline (pickle: load only your own).
 """
 
@@ -28,11 +28,14 @@ from turbofan.data.features import FeaturePipeline
 from turbofan.models.baseline import window_features
 from turbofan.models.nets import build_net
 from turbofan.models.training import Weights, predict, set_weights
+from turbofan.models.trees import Ensemble, summaries
 
 FORMAT = "turbofan-rul-model"
 VERSION = 1
 NETWORK = "network"
+TREES = "trees"  # boosted trees (turbofan.models.trees), each member an ensemble's arrays
 BASELINE = "baseline"
+ARRAY_KINDS = (NETWORK, TREES)  # kinds whose members are plain arrays
 
 
 class ArtefactError(ValueError):
@@ -44,8 +47,9 @@ class RulModel:
     """Predicts remaining useful life from raw C-MAPSS rows.
 
     A ``network`` model averages the predictions of its ``members`` (one or more
-    weight sets of the same architecture); a ``baseline`` model holds a fitted
-    scikit-learn ``estimator``.
+    weight sets of the same architecture); a ``trees`` model those of its members'
+    boosted-tree ensembles (:meth:`turbofan.models.trees.Ensemble.to_arrays`); a
+    ``baseline`` model holds a fitted scikit-learn ``estimator``.
     """
 
     kind: str
@@ -74,6 +78,9 @@ class RulModel:
                 set_weights(net, weights)
                 outputs.append(predict(net, windows))
             raw = np.mean(outputs, axis=0)
+        elif self.kind == TREES:
+            features = summaries(windows)
+            raw = np.mean([Ensemble.from_arrays(m).predict(features) for m in self.members], 0)
         else:
             raw = self.estimator.predict(window_features(windows))
         upper = self.pipeline.rul_cap if self.pipeline.rul_cap is not None else np.inf
@@ -99,7 +106,7 @@ class RulModel:
         }
 
     def _payload(self) -> tuple[str, bytes]:
-        if self.kind == NETWORK:
+        if self.kind in ARRAY_KINDS:
             buffer = io.BytesIO()
             arrays = {
                 f"m{i}_{j:03d}": a for i, w in enumerate(self.members) for j, a in enumerate(w)
@@ -170,7 +177,7 @@ class RulModel:
             net_options=manifest["net_options"],
             meta=manifest["meta"],
         )
-        if model.kind == NETWORK:
+        if model.kind in ARRAY_KINDS:
             with np.load(io.BytesIO(payload), allow_pickle=False) as arrays:
                 model.members = _members(dict(arrays), manifest["members"])
         else:

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 
 from turbofan.data.features import DEFAULT_WINDOW, REGIMES_BY_SUBSET, FeaturePipeline
-from turbofan.models.artefact import BASELINE, NETWORK, RulModel
+from turbofan.models.artefact import BASELINE, NETWORK, TREES, RulModel
 from turbofan.models.baseline import fit_baseline
 from turbofan.models.training import TrainConfig, seed_everything, train_network
+from turbofan.models.trees import BoostingSettings, fit_trees, summaries
 
 
 @dataclass
@@ -148,3 +149,48 @@ def fit_baseline_model(
         estimator=estimator,
         meta={"seed": seed, "iterations": int(estimator.n_iter_)},
     )
+
+
+def fit_trees_model(
+    frame: pd.DataFrame,
+    pipeline: FeaturePipeline,
+    settings: BoostingSettings,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    members: int = 1,
+) -> RulModel:
+    """Boosted trees on window summaries of ``frame``, in one place: ``members`` models,
+    each sampling its rows with its own seed, each kept at its best number of trees on the
+    same validation engines (split by engine); predictions average the members."""
+    train_rows, val_rows = split_engines(frame, val_fraction, seed)
+    if pipeline.regimes is None:
+        pipeline.fit(train_rows)
+    x, y = pipeline.training_windows(train_rows)
+    x_val, y_val = pipeline.training_windows(val_rows) if len(val_rows) else (None, None)
+    features = summaries(x)
+    val_features = summaries(x_val) if x_val is not None else None
+    model = RulModel(kind=TREES, pipeline=pipeline)
+    grown = []
+    for member in range(members):
+        member_settings = BoostingSettings.from_dict(
+            {**settings.to_dict(), "seed": seed * 1000 + member}
+        )
+        result = fit_trees(
+            features,
+            y,
+            member_settings,
+            limit=float(pipeline.rul_cap or 125),
+            x_val=val_features,
+            y_val=y_val,
+        )
+        model.members.append(result.ensemble.to_arrays())
+        grown.append(result.best_trees)
+    model.meta.update(
+        boosting=settings.to_dict(),
+        seed=seed,
+        trees=grown,
+        train_engines=int(train_rows["unit"].nunique()),
+        val_engines=int(val_rows["unit"].nunique()),
+    )
+    return model

@@ -42,6 +42,13 @@ MIN_CONTRIBUTORS = 3
 WEIGHT_SPREAD = 4.0
 
 
+# The kinds of round whose inputs carry each site's public weight (and its vote).
+WEIGHTED = (Kind.TRAIN, Kind.EVALUATE, Kind.BOOST)
+# The kinds whose inputs are each site's share of the rows: their range is bounded by the
+# largest public weight (see rows_range).
+ROW_SHARES = (Kind.SKETCH, Kind.BOOST)
+
+
 def stages(secure: bool) -> tuple[str, ...]:
     return SECURE_STAGES if secure else PLAIN_STAGES
 
@@ -62,17 +69,27 @@ def next_round(
     *,
     evaluate: bool = True,
     personalise: bool = False,
+    boost_rounds: int = 0,
+    boosted: bool = False,
 ) -> tuple[Kind, int] | None:
-    """What follows a finished round: the setup rounds, then training up to the last, then
-    (with ``evaluate``) a round that scores the last candidate model, then (with
-    ``personalise``, after an evaluation) a round in which each site chooses its model."""
+    """What follows a finished round: the setup rounds (with boosted trees, the sketch of
+    their bins), then training up to the last, then the boost rounds until growing is over
+    (``boosted``) or ``boost_rounds`` have run, then (with ``evaluate``) a round that scores
+    the last candidate model, then (with ``personalise``, after an evaluation) a round in
+    which each site chooses its model."""
     if kind == Kind.POINTS:
         return Kind.MOMENTS, 0
     if kind == Kind.MOMENTS:
-        return Kind.TRAIN, 1
+        return (Kind.SKETCH, 0) if boost_rounds else (Kind.TRAIN, 1)
+    if kind == Kind.SKETCH:
+        return (Kind.TRAIN, 1) if training_rounds else (Kind.BOOST, 1)
     if kind == Kind.TRAIN and number < training_rounds:
         return Kind.TRAIN, number + 1
-    if kind == Kind.TRAIN and evaluate:
+    if kind == Kind.TRAIN and boost_rounds:
+        return Kind.BOOST, 1
+    if kind == Kind.BOOST and not boosted and number < boost_rounds:
+        return Kind.BOOST, number + 1
+    if kind in (Kind.TRAIN, Kind.BOOST) and evaluate:
         return Kind.EVALUATE, number
     if kind == Kind.EVALUATE and personalise:
         return Kind.PERSONALISE, number
@@ -238,14 +255,22 @@ class RoundParameters:
         return sum(self.weights[s] for s in sites)
 
 
+# What a round's task may hand the sites, each announced by its digest: the network to
+# train or score and the accepted one to compare with; the trees so far, the tree being
+# grown and the accepted trees.
+ANNOUNCED = ("model", "accepted", "trees", "growing", "accepted_trees")
+
+
 def _announcement_from_json(data: Any) -> dict[str, str] | None:
     if data is None:
         return None
     if not isinstance(data, dict) or not all(
-        key in ("model", "accepted") and isinstance(value, str) and len(value) == 64
+        key in ANNOUNCED and isinstance(value, str) and len(value) == 64
         for key, value in data.items()
     ):
-        raise ValueError("'announcement' must map 'model' and 'accepted' to SHA-256 digests")
+        raise ValueError(
+            f"'announcement' must map some of {', '.join(ANNOUNCED)} to SHA-256 digests"
+        )
     return dict(data)
 
 
@@ -282,6 +307,26 @@ def weight_scale(kind: Kind, participants: list[Participant], noise: Noise | Non
     return float(max(sum(max(0, s.rows) for s in participants), 1))
 
 
+# A sketch or boost input is a site's share of the rows at most: the round's range is this
+# many times the largest public share, so that a lying site adds little more than its own
+# share to any value of the sum (an honest site's rows may have grown a little since it
+# reported them).
+SHARE_RANGE = 2.0
+
+
+def row_shares(participants: list[Participant]) -> tuple[float, float]:
+    """The public number a sketch or boost round's sites divide their counts by (the sum of
+    their reported rows, each held within WEIGHT_SPREAD of the median site's, so that no
+    claim can shrink everyone else's values), and the round's fixed-point range."""
+    rows = [max(0, s.rows) for s in participants]
+    median = statistics.median(rows) if rows else 0
+    if median <= 0:  # nobody reported rows: nothing to bound by
+        return float(max(sum(rows), 1)), CLIP
+    held = [min(max(r, median / WEIGHT_SPREAD), median * WEIGHT_SPREAD) for r in rows]
+    total = sum(held)
+    return float(total), min(CLIP, SHARE_RANGE * max(held) / total)
+
+
 def plan_round(
     *,
     kind: Kind,
@@ -301,13 +346,15 @@ def plan_round(
     round_id = round_id or secrets.token_hex(16)
     ids = tuple(sorted(s.id for s in participants))
     scale = weight_scale(kind, participants, noise)
-    weights = public_weights(participants, noise) if kind in (Kind.TRAIN, Kind.EVALUATE) else None
+    weights = public_weights(participants, noise) if kind in WEIGHTED else None
+    if kind in ROW_SHARES:
+        scale, share_range = row_shares(participants)
     if not secure:
         return RoundParameters(
             round_id,
             ids,
             length,
-            CLIP,
+            share_range if kind in ROW_SHARES else CLIP,
             scale,
             weights=weights,
             min_contributors=minimum,
@@ -322,6 +369,8 @@ def plan_round(
         n_sites=len(ids),
         reference_max=reference_max,
     )
+    if kind in ROW_SHARES:
+        clip = share_range
     quantiser = Quantiser(clip=clip, levels=LEVELS, n_sites=len(ids), modulus_bits=MODULUS_BITS)
     identities = {s.id: s.identity for s in participants if s.identity is not None}
     if set(identities) != set(ids):

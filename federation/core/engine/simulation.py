@@ -33,6 +33,7 @@ from tqdm import tqdm
 from federation.core import messages as m
 from federation.core.engine import admission
 from federation.core.engine import coordinator as c
+from federation.core.engine import state as fs
 from federation.core.engine.rounds import (
     INPUT_STAGES,
     MIN_CONTRIBUTORS,
@@ -42,13 +43,18 @@ from federation.core.engine.rounds import (
     plan_round,
 )
 from federation.core.engine.site import Input, SiteData, site_input, site_step
-from federation.core.engine.training import FederatedTraining, PersonalChoice, initial_weights
+from federation.core.engine.training import (
+    TREES_FAMILY,
+    FederatedTraining,
+    PersonalChoice,
+    initial_weights,
+)
 from federation.core.messages import Kind
 from federation.core.privacy import PrivacyError, Spend, admit, epsilon_spent
 from federation.core.secagg.primitives import Misbehaviour, SecAggError, SigningKey
 from federation.core.strategies import Weights
 from turbofan.data.features import FeaturePipeline
-from turbofan.models.artefact import RulModel
+from turbofan.models.artefact import TREES, RulModel
 from turbofan.models.fit import NetworkRecipe, new_network_model
 
 
@@ -245,21 +251,23 @@ class Simulation:
             self.data[site] = data
             self.members[site] = Member(site, name, SigningKey.generate(), _from_rows(data, rng))
 
-    def state(self) -> c.FederationState:
-        return c.FederationState(template=self.template, recipe=self.recipe, training=self.training)
+    def state(self) -> fs.FederationState:
+        return fs.FederationState(
+            template=self.template, recipe=self.recipe, training=self.training
+        )
 
     def run_round(
         self,
         kind: Kind,
         number: int,
-        state: c.FederationState,
+        state: fs.FederationState,
         *,
         sites: Sequence[int] | None = None,
         query: Any = None,
         noise: Noise | None = None,
         member: int = 0,
         drop: Mapping[str, set[int]] | None = None,
-    ) -> c.Outcome:
+    ) -> fs.Outcome:
         """One round of ``kind`` over ``sites`` (all by default); its outcome."""
         chosen = sorted(sites) if sites is not None else sorted(self.members)
         refusal = admission.needs_secure_aggregation(
@@ -273,14 +281,14 @@ class Simulation:
         parameters = plan_round(
             kind=kind,
             participants=participants,
-            length=c.input_length(kind, state, query),
+            length=fs.input_length(kind, state, query),
             secure=self.training.secure,
             minimum=self.minimum,
             noise=noise,
-            reference_max=c.reference_max(kind, state),
-            announcement=c.announcement(kind, state),
+            reference_max=fs.reference_max(kind, state),
+            announcement=fs.announcement(kind, state),
         )
-        task = c.task(kind, number, state, query, member=member)
+        task = fs.task(kind, number, state, query, member=member)
 
         def work_for(site: int, stage: str, part: dict[str, Any]) -> dict[str, Any]:
             work = {m.KEY_KIND: kind, m.KEY_PROTOCOL: part}
@@ -294,16 +302,20 @@ class Simulation:
             log=self.log,
             kind=kind,
         )
-        return c.decode(
+        return fs.decode(
             kind, summed, parameters, state, query, summed_sites=summed_sites, votes=votes
         )
 
-    def setup(self) -> c.FederationState:
+    def setup(self) -> fs.FederationState:
         """The setup rounds: the regimes from the sites' operating points, then the shared
-        pipeline (and the initial weights) from their per-regime sensor moments."""
+        pipeline (and the initial weights) from their per-regime sensor moments, then,
+        with boosted trees, their bins from the sketch of the sites' window summaries."""
         state = self.state()
-        for kind in (Kind.POINTS, Kind.MOMENTS):
-            state = c.advance(state, kind, self.run_round(kind, 0, state))
+        kinds = [Kind.POINTS, Kind.MOMENTS]
+        if self.training.boosting is not None:
+            kinds.append(Kind.SKETCH)
+        for kind in kinds:
+            state = fs.advance(state, kind, self.run_round(kind, 0, state))
         return state
 
 
@@ -379,7 +391,11 @@ def run_simulation(
     state = simulation.setup()
     assert state.pipeline is not None
     pipeline = FeaturePipeline.from_dict(state.pipeline)
-    model = new_network_model(pipeline, recipe)
+    model = (
+        RulModel(kind=TREES, pipeline=pipeline)
+        if config.family == TREES_FAMILY
+        else new_network_model(pipeline, recipe)
+    )
     spent: list[Spend] = []
     history: list[dict[str, float]] = []
     log = list(simulation.log)
@@ -463,7 +479,7 @@ def _member_in_process(
 
 def _run_member(
     simulation: Simulation,
-    state: c.FederationState,
+    state: fs.FederationState,
     pipeline: FeaturePipeline,
     member: int,
     spent: list[Spend],
@@ -478,17 +494,18 @@ def _run_member(
         weights=initial_weights(pipeline, recipe, config.member_seed(member)),
         strategy_state=[],
     )
-    weights, records = _train_member(
-        simulation,
-        member_state,
-        member,
-        spent,
-        progress,
-        f"federated {member + 1}/{recipe.ensemble}",
-    )
-    run = MemberRun(weights, records)
-    if records and member == 0 and config.personal_epochs and not config.privacy:
+    description = f"federated {member + 1}/{recipe.ensemble}"
+    if config.family == TREES_FAMILY:
+        trees, records = _boost_member(simulation, member_state, member, progress, description)
+        run = MemberRun(trees, records)
+        final = replace(member_state, trees=trees, accepted_trees=None, growing=None)
+    else:
+        weights, records = _train_member(
+            simulation, member_state, member, spent, progress, description
+        )
+        run = MemberRun(weights, records)
         final = replace(member_state, weights=weights, accepted=None)
+    if records and member == 0 and config.personal_epochs and not config.privacy:
         outcome = simulation.run_round(Kind.PERSONALISE, config.rounds, final)
         run.choice_counts = outcome.choices
         for site, member_ in simulation.members.items():
@@ -498,9 +515,47 @@ def _run_member(
     return run
 
 
+def _boost_member(
+    simulation: Simulation,
+    state: fs.FederationState,
+    member: int,
+    progress: bool,
+    description: str,
+) -> tuple[list[np.ndarray], list[dict[str, float]]]:
+    """Member ``member``'s boosted trees: boost rounds, one tree level each, until the
+    sites' pooled validation RMSE has stalled or the most trees have grown, then a round
+    that scores the model, as a live federation runs them. A record per tree:
+    the round that finished it, the trees and the validation RMSE of the model before it."""
+    config = simulation.training
+    records: list[dict[str, float]] = []
+    bar = tqdm(total=state.boosting().trees, desc=description, disable=not progress, leave=False)
+    number = 0
+    while not state.boosted and number < config.boost_rounds:
+        number += 1
+        starts_tree = state.growing is None
+        outcome = simulation.run_round(Kind.BOOST, number, state, member=member)
+        if starts_tree:
+            record: dict[str, float] = {"round": number, "val_rmse": outcome.val_rmse}
+            if outcome.verdict is not None:
+                record["accepted"] = float(outcome.verdict == fs.ACCEPTED)
+            record["trees"] = float(state.ensemble().trees)
+            records.append(record)
+            bar.set_postfix(val_rmse=round(outcome.val_rmse, 2))
+        state = fs.advance(state, Kind.BOOST, outcome, number=number)
+        if outcome.new_tree:
+            bar.update(1)
+    bar.close()
+    # As a live federation: a last round scores the model (and its last candidate, if the
+    # rounds ran out before a round could).
+    outcome = simulation.run_round(Kind.EVALUATE, number, state, member=member)
+    state = fs.advance(state, Kind.EVALUATE, outcome, number=number)
+    assert state.trees is not None
+    return state.trees, records
+
+
 def _train_member(
     simulation: Simulation,
-    state: c.FederationState,
+    state: fs.FederationState,
     member: int,
     spent: list[Spend],
     progress: bool,
@@ -537,10 +592,10 @@ def _train_member(
         outcome = simulation.run_round(
             Kind.TRAIN, number, state, sites=sites, noise=noise, member=member
         )
-        state = c.advance(state, Kind.TRAIN, outcome, number=number)
+        state = fs.advance(state, Kind.TRAIN, outcome, number=number)
         record["val_rmse"] = outcome.val_rmse
         if outcome.verdict is not None:
-            record["accepted"] = float(outcome.verdict == c.ACCEPTED)
+            record["accepted"] = float(outcome.verdict == fs.ACCEPTED)
         records.append(record)
         bar.set_postfix(val_rmse=round(outcome.val_rmse, 2))
         if settings is not None or not config.patience:
@@ -554,6 +609,6 @@ def _train_member(
         # As a live federation: a last round scores the last candidate; a rejected one
         # leaves the last accepted model (not under DP, where validation errors stay home).
         outcome = simulation.run_round(Kind.EVALUATE, config.rounds, state)
-        state = c.advance(state, Kind.EVALUATE, outcome, number=config.rounds)
+        state = fs.advance(state, Kind.EVALUATE, outcome, number=config.rounds)
     assert state.weights is not None
     return state.weights, records

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -26,10 +27,12 @@ import pandas as pd
 
 from federation.core import analytics
 from federation.core import messages as m
+from federation.core.engine import boosting
 from federation.core.engine.rounds import RoundParameters
 from federation.core.engine.training import (
     HEAD_TENSORS,
     MAX_DITTO_MU,
+    TREES_FAMILY,
     LocalData,
     LocalResult,
     PersonalChoice,
@@ -53,9 +56,10 @@ from federation.core.secagg.client import SecAggClient
 from federation.core.secagg.primitives import SecAggError, SigningKey
 from federation.core.strategies import Weights
 from turbofan.data.features import SETTING_COLUMNS, FeaturePipeline, RegimeModel
-from turbofan.models.artefact import RulModel
+from turbofan.models.artefact import TREES, RulModel
 from turbofan.models.fit import NetworkRecipe, new_network_model, split_engines
 from turbofan.models.training import TrainConfig
+from turbofan.models.trees import BoostingSettings, Ensemble, GrowingTree
 
 # Keys of a site's state of one round (kept in its keystore, never sent).
 SENT = "sent"  # what the site sent, by stage
@@ -78,6 +82,7 @@ class SiteData:
         # goes on with it.
         self._private: dict[tuple[str, str], Weights] = {}
         self.private_dir = private_dir
+        self.trees = boosting.SiteTrees()  # its bins and the trees' predictions so far
 
     def _private_path(self, kind: str, key: str) -> Path | None:
         if self.private_dir is None:
@@ -137,7 +142,18 @@ def site_input(
     nothing: dict[str, Any] = {m.KEY_EXAMPLES: 0, m.KEY_METRICS: {}}
     frame = data.frame
     if kind == Kind.PERSONALISE:
+        if work.get(m.KEY_FAMILY) == TREES_FAMILY:
+            return _personal_trees_input(work, data, parameters)
         return _personal_input(work, data, parameters)
+    if kind == Kind.SKETCH:
+        _, local = data.local(
+            work[m.KEY_PIPELINE], work[m.KEY_VAL_FRACTION], work[m.KEY_SPLIT_SEED]
+        )
+        return boosting.encode_sketch(local, scale), nothing
+    if kind == Kind.BOOST:
+        return _boost_input(work, data, parameters)
+    if kind == Kind.EVALUATE and work.get(m.KEY_SCORED) == m.SCORED_TREES:
+        return _trees_scores(work, data, parameters)
     if kind in (Kind.TRAIN, Kind.EVALUATE):
         return _training_input(work, data, parameters, rng)
     if kind == Kind.POINTS:
@@ -187,6 +203,86 @@ def _personal_input(work: dict[str, Any], data: SiteData, parameters: RoundParam
     }
 
 
+def _boost_task(
+    work: dict[str, Any], parameters: RoundParameters, pipeline: FeaturePipeline
+) -> boosting.BoostTask:
+    """The trees a boost (or scoring) round hands this site, each checked against the
+    digest the round announces, and checked to fit the federation's pipeline."""
+    try:
+        settings = BoostingSettings.from_dict(work[m.KEY_BOOSTING])
+        model = Ensemble.from_arrays(announced_model(work, parameters, m.KEY_TREES, "trees"))
+        growing = None
+        if m.KEY_GROWING in work:
+            arrays = announced_model(work, parameters, m.KEY_GROWING, "growing")
+            growing = GrowingTree.from_arrays(arrays, settings)
+        accepted = None
+        if m.KEY_ACCEPTED_TREES in work:
+            arrays = announced_model(work, parameters, m.KEY_ACCEPTED_TREES, "accepted_trees")
+            accepted = Ensemble.from_arrays(arrays)
+    except (ValueError, TypeError, KeyError) as error:
+        raise SecAggError(f"the round's trees are unusable: {error}") from None
+    expected = boosting.summary_count(pipeline.n_features)
+    if model.edges.shape[0] != expected or model.feature.shape[1] != settings.nodes:
+        raise SecAggError("the round's trees do not fit the federation's pipeline and settings")
+    return boosting.BoostTask(settings, model, growing, accepted, float(pipeline.rul_cap or 125))
+
+
+def _boost_input(work: dict[str, Any], data: SiteData, parameters: RoundParameters) -> Input:
+    """This site's histograms of the tree being grown (and, in the round after the last
+    network round, its scores of the network's last candidate)."""
+    pipeline, local = data.local(
+        work[m.KEY_PIPELINE], work[m.KEY_VAL_FRACTION], work[m.KEY_SPLIT_SEED]
+    )
+    site = work[m.KEY_PROTOCOL][m.SITE]
+    judged = None
+    if work.get(m.KEY_SCORED) == m.SCORED_NETWORK and m.KEY_ACCEPTED in work:
+        model = new_network_model(pipeline, NetworkRecipe.from_dict(work[m.KEY_RECIPE]))
+        judged = train_locally(
+            model,
+            announced_model(work, parameters, m.KEY_WEIGHTS, "model"),
+            local,
+            None,
+            accepted=announced_model(work, parameters, m.KEY_ACCEPTED, "accepted"),
+        )
+    started = time.perf_counter()
+    vector, result = boosting.boost_input(
+        _boost_task(work, parameters, pipeline),
+        local,
+        data.trees,
+        site=site,
+        weight=parameters.weight_of((site,)),
+        scale=parameters.weight_scale,
+        judged=judged,
+    )
+    result = replace(result, seconds=round(time.perf_counter() - started, 3))
+    return vector, beside_input(result)
+
+
+def _trees_scores(work: dict[str, Any], data: SiteData, parameters: RoundParameters) -> Input:
+    pipeline, local = data.local(
+        work[m.KEY_PIPELINE], work[m.KEY_VAL_FRACTION], work[m.KEY_SPLIT_SEED]
+    )
+    task = _boost_task(work, parameters, pipeline)
+    result = boosting.score_trees(task.model, task.accepted, local, data.trees)
+    site = work[m.KEY_PROTOCOL][m.SITE]
+    return encode_scores(result, parameters.weight_of((site,))), beside_input(result)
+
+
+def _personal_trees_input(
+    work: dict[str, Any], data: SiteData, parameters: RoundParameters
+) -> Input:
+    """The trees' counterpart of :func:`_personal_input`."""
+    pipeline, local = data.local(
+        work[m.KEY_PIPELINE], work[m.KEY_VAL_FRACTION], work[m.KEY_SPLIT_SEED]
+    )
+    task = _boost_task(work, parameters, pipeline)
+    data.choice = boosting.personalise_trees(task.model, local, task.settings, cap=task.cap)
+    return encode_choice(data.choice.choice), {
+        m.KEY_EXAMPLES: 0,
+        m.KEY_METRICS: {"seconds": data.choice.seconds},
+    }
+
+
 def kept_models(work: dict[str, Any], data: SiteData) -> dict[str, RulModel]:
     """What a site keeps of a personalisation round (``work``), as model files its
     predictions can use: ``chosen`` (with its choice and validation figures in the
@@ -196,10 +292,15 @@ def kept_models(work: dict[str, Any], data: SiteData) -> dict[str, RulModel]:
         return {}
     recipe = NetworkRecipe.from_dict(work[m.KEY_RECIPE])
     pipeline, _ = data.local(work[m.KEY_PIPELINE], work[m.KEY_VAL_FRACTION], work[m.KEY_SPLIT_SEED])
+    trees = work.get(m.KEY_FAMILY) == TREES_FAMILY
     models = {}
     roles = (("chosen", data.choice.choice), ("local", "alone"), ("federation", "global"))
     for role, name in roles:
-        model = new_network_model(pipeline, recipe)
+        model = (
+            RulModel(kind=TREES, pipeline=pipeline)
+            if trees
+            else new_network_model(pipeline, recipe)
+        )
         model.members = data.choice.candidates[name]
         model.meta.update(setup=f"{role}: {name}", choice=name, val_rmse=data.choice.val_rmse)
         models[role] = model

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -38,11 +38,18 @@ from turbofan.models.training import (
     set_weights,
     train_network,
 )
+from turbofan.models.trees import BoostingSettings
 
 # Validation errors travel in the sum as mean squared errors in this unit, so that they
 # fit the fixed-point range (an RMSE of up to 280 cycles).
 VAL_UNIT = 1e4
 TRAINING_EXTRAS = 2  # w * mse / VAL_UNIT and w * has_validation, after the model
+# The share of a site's training engines its own models (fine-tuned, alone) stop on: the
+# validation engines choose between the models, so they must not have made them.
+STOP_FRACTION = 0.15
+
+
+NETWORK_FAMILY, TREES_FAMILY, HYBRID_FAMILY = "network", "trees", "hybrid"
 
 
 @dataclass
@@ -75,6 +82,9 @@ class FederatedTraining:
         where it left it, pulled toward the round's global model with this proximal
         weight; it stays at the site and is a candidate in the personalisation round
         (0: none)
+    boosting : :meth:`BoostingSettings.to_dict` to grow boosted trees after the network's
+        rounds (``rounds`` 0: trees only), one tree level a round from the secure sum of
+        the sites' histograms; None: a network only
     """
 
     rounds: int = 40
@@ -93,6 +103,50 @@ class FederatedTraining:
     personal_epochs: int = 0
     private_head: bool = False
     ditto_mu: float = 0.0
+    boosting: dict[str, Any] | None = None
+
+    def boosting_settings(self) -> BoostingSettings | None:
+        """The trees' settings, seeded by the federation's seed; None without trees."""
+        if self.boosting is None:
+            return None
+        return BoostingSettings.from_dict({**self.boosting, "seed": self.seed})
+
+    @property
+    def family(self) -> str:
+        """What the federation's model is: "network", or boosted "trees" (no network
+        rounds before them)."""
+        if self.boosting is None:
+            return NETWORK_FAMILY
+        return TREES_FAMILY if self.rounds == 0 else HYBRID_FAMILY
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings together, in the words a user reads."""
+        found = []
+        if self.boosting is not None:
+            try:
+                self.boosting_settings()
+            except ValueError as error:
+                found.append(str(error))
+            if self.privacy:
+                found.append(
+                    "boosted trees do not run with differential privacy: their histograms "
+                    "would need noise of their own; use a network for a DP federation"
+                )
+            if self.private_head or self.ditto_mu:
+                found.append("a private head and Ditto are ways to personalise a network")
+            if self.rounds:
+                found.append("boosted trees grow on their own: set the network's rounds to 0")
+        elif self.rounds < 1:
+            found.append("a network federation needs at least one training round")
+        return found
+
+    @property
+    def boost_rounds(self) -> int:
+        """The most tree-growing rounds: twice one per level of every tree. Growing ends
+        well before, in the round after the most trees (or once validation stalls); the
+        margin is for trees grown again after a rejection."""
+        settings = self.boosting_settings()
+        return 0 if settings is None else 2 * settings.trees * settings.depth + 1
 
     def personal_settings(self) -> dict[str, Any]:
         """What each site needs to personalise (the task of the personalisation round)."""
@@ -175,6 +229,23 @@ class LocalData:
     x_val: np.ndarray
     y_val: np.ndarray
     val_engines: int = 0  # how many engines the validation windows come from
+    val_units: np.ndarray | None = None  # the engine of each validation window
+    units: np.ndarray | None = None  # the engine of each training window
+
+    def stopping_split(self, seed: int) -> tuple[LocalData, LocalData]:
+        """The training windows split by engine into the ones a site's own models train on
+        and the ones that say when to stop (:data:`STOP_FRACTION` of its training engines,
+        at least one), so that the validation engines that choose between its models
+        played no part in making them. With one training engine, both are all of them."""
+        units = self.units if self.units is not None else np.arange(len(self.y))
+        engines = np.unique(units)
+        if len(engines) < 2:
+            return self, replace(self, x_val=self.x, y_val=self.y, val_units=units)
+        rng = np.random.default_rng([seed, len(engines)])
+        count = min(len(engines) - 1, max(1, round(STOP_FRACTION * len(engines))))
+        stop = np.isin(units, rng.choice(engines, size=count, replace=False))
+        fit = replace(self, x=self.x[~stop], y=self.y[~stop], units=units[~stop])
+        return fit, replace(self, x_val=self.x[stop], y_val=self.y[stop], val_units=units[stop])
 
 
 def prepare_local_data(
@@ -185,7 +256,9 @@ def prepare_local_data(
     train_rows, val_rows = split_engines(frame, val_fraction, seed)
     x, y = pipeline.training_windows(train_rows)
     x_val, y_val = pipeline.training_windows(val_rows)
-    return LocalData(x, y, x_val, y_val, int(val_rows["unit"].nunique()))
+    val_units = pipeline.window_units(val_rows)
+    units = pipeline.window_units(train_rows)
+    return LocalData(x, y, x_val, y_val, int(val_rows["unit"].nunique()), val_units, units)
 
 
 @dataclass(frozen=True)
@@ -261,6 +334,20 @@ def local_evaluate(model: RulModel, weights: Weights, data: LocalData) -> tuple[
     return ensemble_evaluate(model, [weights], data)
 
 
+def ensemble_predictions(
+    model: RulModel, members: Sequence[Weights], data: LocalData
+) -> np.ndarray:
+    """The mean prediction of ``members`` on this site's validation windows."""
+    if len(data.x_val) == 0:
+        return np.zeros(0)
+    net = model.new_net()
+    predictions = []
+    for weights in members:
+        set_weights(net, weights)
+        predictions.append(predict(net, data.x_val))
+    return np.mean(predictions, axis=0)
+
+
 def ensemble_evaluate(
     model: RulModel, members: Sequence[Weights], data: LocalData
 ) -> tuple[float, int]:
@@ -268,12 +355,7 @@ def ensemble_evaluate(
     validation windows, and count."""
     if len(data.x_val) == 0:
         return 0.0, 0
-    net = model.new_net()
-    predictions = []
-    for weights in members:
-        set_weights(net, weights)
-        predictions.append(predict(net, data.x_val))
-    error = np.mean(predictions, axis=0) - data.y_val
+    error = ensemble_predictions(model, members, data) - data.y_val
     return float(np.sum(error.astype(np.float64) ** 2)), len(data.x_val)
 
 
@@ -312,6 +394,61 @@ ALONE_PATIENCE = 10
 # The fewest validation engines on which a site may judge models: on fewer, one engine's
 # luck decides (a 20-site split of FD001 leaves one each), so it keeps the federation's.
 MIN_JUDGING_ENGINES = 3
+# A site leaves the federation's model for one of its own only when that one is better on
+# its validation engines with this confidence: the share of resamplings of the engines
+# (with replacement, the windows of an engine kept together) in which it has the lower
+# RMSE. On a handful of engines a candidate that merely looks better is often luck (on
+# an IID split, where the federation's model is the best there is, sites chose their own
+# in half the choices on four engines each, and did worse on their test engines).
+CHOICE_CONFIDENCE = 0.9
+CHOICE_RESAMPLES = 2000
+
+
+def choose_model(
+    predictions: dict[str, np.ndarray],
+    data: LocalData,
+    *,
+    seed: int,
+) -> tuple[str, dict[str, float], dict[str, float]]:
+    """Which candidate a site uses, from their predictions on its validation windows: the
+    one with the lowest RMSE among those better than ``global`` with
+    :data:`CHOICE_CONFIDENCE` over the resampled engines, else ``global`` (always, on fewer
+    than :data:`MIN_JUDGING_ENGINES` engines). Also each candidate's RMSE (NaN without
+    validation windows) and its confidence of beating ``global``.
+
+    The resampling is seeded: the same site, data and candidates choose the same."""
+    names = list(predictions)
+    count = len(data.y_val)
+    if not count:
+        nothing = {name: math.nan for name in names}
+        return "global", nothing, dict(nothing)
+    units = data.val_units if data.val_units is not None else np.arange(count)
+    engines, engine = np.unique(units, return_inverse=True)
+    windows = np.bincount(engine, minlength=len(engines)).astype(np.float64)
+    sse = np.stack(
+        [
+            np.bincount(
+                engine,
+                weights=(np.asarray(predictions[n], np.float64) - data.y_val) ** 2,
+                minlength=len(engines),
+            )
+            for n in names
+        ]
+    )
+    rmse = {n: float(math.sqrt(sse[i].sum() / count)) for i, n in enumerate(names)}
+    rng = np.random.default_rng([seed, len(engines), count])
+    draws = rng.integers(0, len(engines), size=(CHOICE_RESAMPLES, len(engines)))
+    taken = np.stack([np.bincount(d, minlength=len(engines)) for d in draws]).astype(float)
+    resampled = (taken @ sse.T) / (taken @ windows)[:, None]  # (resamples, candidates) MSE
+    reference = resampled[:, names.index("global")]
+    confidence = {n: float(np.mean(resampled[:, i] < reference)) for i, n in enumerate(names)}
+    confidence["global"] = math.nan
+    if len(engines) < MIN_JUDGING_ENGINES:
+        return "global", rmse, confidence
+    sure = [n for n in names if n != "global" and confidence[n] >= CHOICE_CONFIDENCE]
+    if not sure:
+        return "global", rmse, confidence
+    return min(sure, key=lambda n: (rmse[n], CHOICES.index(n))), rmse, confidence
 
 
 @dataclass(frozen=True)
@@ -325,6 +462,8 @@ class PersonalChoice:
     val_rmse: dict[str, float]
     candidates: dict[str, list[Weights]]
     seconds: float
+    # Each candidate's confidence of beating the federation's model (see choose_model).
+    confidence: dict[str, float] = field(default_factory=dict)
 
     @property
     def members(self) -> list[Weights]:
@@ -342,12 +481,13 @@ def personalise_locally(
 ) -> PersonalChoice:
     """Fine-tune the federation's model on this site's windows, train a model alone from
     ``start`` (the federation's initial weights) for as many epochs as the federation
-    trained, mix the two, and choose whichever of the :data:`CHOICES` (with ``ditto``, the
-    site's Ditto model) scores best on the validation windows (the federation's model
-    when they come from fewer than :data:`MIN_JUDGING_ENGINES` engines). Fine-tuning and
-    training alone keep their best epoch on the validation windows."""
+    trained, mix the two, and choose between the :data:`CHOICES` (with ``ditto``, the
+    site's Ditto model) on the validation windows (:func:`choose_model`). Fine-tuning and
+    training alone keep their best epoch on training engines held back for it
+    (:meth:`LocalData.stopping_split`), never on the validation engines that choose."""
     started = time.perf_counter()
     has_validation = len(data.x_val) > 0
+    fit, stop = data.stopping_split(int(settings["seed"]))
     candidates = {"global": [global_weights]}
     for name, initial, epochs, lr, patience in (
         ("personal", global_weights, settings["epochs"], settings["lr_final"], settings["epochs"]),
@@ -368,25 +508,22 @@ def personalise_locally(
         candidates[name] = [
             train_network(
                 net,
-                data.x,
-                data.y,
+                fit.x,
+                fit.y,
                 config,
-                x_val=data.x_val if has_validation else None,
-                y_val=data.y_val if has_validation else None,
+                x_val=stop.x_val if has_validation else None,
+                y_val=stop.y_val if has_validation else None,
             ).weights
         ]
     candidates["mixture"] = candidates["personal"] + candidates["alone"]
     if ditto is not None:
         candidates["ditto"] = [ditto]
-    rmse = {}
-    for name, members in candidates.items():
-        sse, count = ensemble_evaluate(model, members, data)
-        rmse[name] = math.sqrt(sse / count) if count else math.nan
-    choice = "global"
-    if has_validation and data.val_engines >= MIN_JUDGING_ENGINES:
-        choice = min(candidates, key=lambda name: (rmse[name], CHOICES.index(name)))
+    predictions = {
+        name: ensemble_predictions(model, members, data) for name, members in candidates.items()
+    }
+    choice, rmse, confidence = choose_model(predictions, data, seed=int(settings["seed"]))
     seconds = round(time.perf_counter() - started, 3)
-    return PersonalChoice(choice, rmse, candidates, seconds)
+    return PersonalChoice(choice, rmse, candidates, seconds, confidence)
 
 
 def encode_choice(choice: str) -> np.ndarray:

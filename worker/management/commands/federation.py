@@ -8,6 +8,7 @@ privacy cap, start, and show progress.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -16,11 +17,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from federation import budget
 from federation.core.privacy import PrivacyError, PrivacySettings, budget_preview
+from federation.core.recipes import default_boosting
 from federation.errors import FederationError
 from federation.models import AnalyticsQuery, Federation, Membership, Round, Site
 from federation.selectors.federations import federation_progress
 from federation.selectors.sites import worker_command
 from federation.services import federations, rounds, sites
+from turbofan.models.trees import BoostingSettings
 
 
 class Command(BaseCommand):
@@ -32,7 +35,31 @@ class Command(BaseCommand):
         create.add_argument("name")
         create.add_argument("--admin", required=True, help="user name of its admin")
         create.add_argument("--subset", default="FD001")
-        create.add_argument("--rounds", type=int, default=10)
+        create.add_argument(
+            "--rounds", type=int, help="the network's training rounds (default 10; trees: none)"
+        )
+        create.add_argument(
+            "--model",
+            choices=("network", "trees"),
+            default="network",
+            help="what the federation trains: a network (FedAvg over the secure sum of the "
+            "sites' weights) or boosted trees (grown a level a round from the secure sum of "
+            "the sites' gradient histograms: the trees a model of all the rows in one place "
+            "would grow)",
+        )
+        trees = create.add_argument_group("boosted trees (with --model trees)")
+        defaults = default_boosting()
+        trees.add_argument(
+            "--trees",
+            type=int,
+            default=defaults.trees,
+            help=f"the most trees (default {defaults.trees}; growing stops earlier once "
+            "the sites' validation stops improving)",
+        )
+        trees.add_argument("--depth", type=int, default=defaults.depth, help="levels a tree")
+        trees.add_argument(
+            "--learning-rate", type=float, default=defaults.learning_rate, help="per tree"
+        )
         create.add_argument(
             "--min-sites",
             type=int,
@@ -153,11 +180,16 @@ class Command(BaseCommand):
         return user
 
     def _create(self, options: dict[str, Any]) -> None:
+        boosting = self._boosting(options)
+        rounds = options["rounds"]
+        if rounds is None:
+            rounds = 0 if boosting is not None else 10
         federation = federations.federation_create(
             name=options["name"],
             admin=self._user(options["admin"]),
             subset=options["subset"],
-            rounds=options["rounds"],
+            rounds=rounds,
+            boosting=boosting,
             min_sites=options["min_sites"],
             deadline=options["deadline"],
             secure=not options["plain"],
@@ -175,6 +207,19 @@ class Command(BaseCommand):
                 PrivacySettings.from_dict(federation.privacy), federation.rounds
             )
             self.stdout.write(("WARNING: " if "only" in preview else "") + preview)
+
+    def _boosting(self, options: dict[str, Any]) -> BoostingSettings | None:
+        if options["model"] != "trees":
+            return None
+        try:
+            return dataclasses.replace(
+                default_boosting(),
+                trees=options["trees"],
+                depth=options["depth"],
+                learning_rate=options["learning_rate"],
+            )
+        except ValueError as error:
+            raise CommandError(str(error)) from None
 
     def _privacy(self, options: dict[str, Any]) -> PrivacySettings | None:
         if options["dp_noise"] is None:

@@ -9,7 +9,14 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from federation.core.engine.training import MAX_DITTO_MU
-from federation.core.recipes import DP_CLIP, QUICK, default_recipe, default_training
+from federation.core.recipes import (
+    DP_CLIP,
+    QUICK,
+    QUICK_BOOSTING,
+    default_boosting,
+    default_recipe,
+    default_training,
+)
 from federation.core.report import SCHEMES, PrivacyPlan, Report, ReportConfig, markdown_table
 from turbofan.data.files import DataFileError
 from turbofan.data.source import DataSourceError, find_data_dir
@@ -42,6 +49,13 @@ class Command(BaseCommand):
             help="a few epochs and rounds only: checks the pipeline, not accuracy",
         )
         parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+        parser.add_argument(
+            "--model",
+            choices=("network", "trees"),
+            default="network",
+            help="the family every setup trains: networks, or boosted trees (the federation "
+            "grows them from the secure sum of the sites' gradient histograms)",
+        )
         parser.add_argument(
             "--personal-epochs",
             type=int,
@@ -108,6 +122,14 @@ class Command(BaseCommand):
             raise CommandError(f"--ditto must be from 0 (none) to {MAX_DITTO_MU:g}")
         if options["scheme"] == "by-subset" and len(options["subsets"]) < 2:
             raise CommandError("--scheme by-subset needs at least two --subsets (one site each)")
+        if options["model"] == "trees" and (options["private_head"] or options["ditto"]):
+            raise CommandError("--private-head and --ditto personalise a network: drop them")
+        if options["model"] == "trees" and options["dp_epsilon"]:
+            raise CommandError("boosted trees do not run with differential privacy: drop one")
+        training = QUICK.training if options["quick"] else default_training()
+        if options["model"] == "trees":  # no network rounds: the trees grow on their own
+            boosting = QUICK_BOOSTING if options["quick"] else default_boosting()
+            training = dataclasses.replace(training, rounds=0, boosting=boosting.to_dict())
         config = ReportConfig(
             subsets=options["subsets"],
             sites=options["sites"] if options["scheme"] == "iid" else len(options["subsets"]),
@@ -115,7 +137,7 @@ class Command(BaseCommand):
             scheme=options["scheme"],
             recipe=QUICK.recipe if options["quick"] else default_recipe(),
             training=dataclasses.replace(
-                QUICK.training if options["quick"] else default_training(),
+                training,
                 personal_epochs=options["personal_epochs"],
                 private_head=options["private_head"],
                 ditto_mu=options["ditto"],

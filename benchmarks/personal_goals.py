@@ -2,7 +2,7 @@
 
     python benchmarks/personal_goals.py [--part by-subset by-subset-3 iid4 iid20 global]
         [--seeds 0 1 2] [--personal-epochs 5] [--private-head | --ditto MU]
-        [--model network|trees]
+        [--model network|trees|hybrid]
         [--out DIR] [--check DIR]
 
 by-subset:   one site per subset, FD001-FD004 (4 sites); the whole report in < 15 min
@@ -91,8 +91,10 @@ def run_part(
         private_head=private_head and not spec.get("one_model"),
         ditto_mu=0.0 if spec.get("one_model") else ditto_mu,
     )
+    if model != "network":
+        training = dataclasses.replace(training, boosting=default_boosting().to_dict())
     if model == "trees":  # no network rounds: the trees grow on their own
-        training = dataclasses.replace(training, rounds=0, boosting=default_boosting().to_dict())
+        training = dataclasses.replace(training, rounds=0)
     config = ReportConfig(
         spec["subsets"],
         sites=spec.get("sites", len(spec["subsets"])),
@@ -191,7 +193,10 @@ def main() -> None:
         "--ditto", type=float, default=0.0, metavar="MU", help="Ditto's proximal weight"
     )
     parser.add_argument(
-        "--model", choices=("network", "trees"), default="network", help="what every setup trains"
+        "--model",
+        choices=("network", "trees", "hybrid"),
+        default="network",
+        help="what every setup trains",
     )
     parser.add_argument("--out", type=Path, default=None, help="keep the reports here")
     parser.add_argument(

@@ -2,14 +2,17 @@
 
     python benchmarks/tune.py [--subset FD001] [--sites 4] [--seed 0] [--readme README.md]
 
-Two small grids, each scored on validation engines that no model trains on:
+Three small grids, each scored on validation engines that no model trains on:
 
 - the centralised network (15 % of the training engines held back, split by engine):
   learning rate x epochs, scored by the best epoch's validation RMSE; its default is
   judged among the rows of its own epochs (the compute of one site in the federation);
 - the federation (4 sites, one model, as a live federation trains): local learning
   rate x local epochs per round, scored by the best pooled validation RMSE the sites
-  report inside the secure sum (their own validation engines).
+  report inside the secure sum (their own validation engines);
+- boosted trees (on the same 15 % held back): depth x learning rate x the share of rows
+  each tree samples, scored by the validation RMSE at the best number of trees. A
+  federation grows the very trees of its pooled rows, so this grid is the federation's.
 
 The test set is not read. It prints both tables with the choice of each grid and the
 recipes' current defaults beside it; ``--readme`` writes them between the ``tuning``
@@ -30,14 +33,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.readme import write_between_markers  # noqa: E402
 from federation.core.engine.simulation import run_simulation  # noqa: E402
-from federation.core.recipes import default_recipe, default_training  # noqa: E402
+from federation.core.recipes import (  # noqa: E402
+    default_boosting,
+    default_recipe,
+    default_training,
+)
 from turbofan.data.files import read_engine_file  # noqa: E402
 from turbofan.data.partition import plan_iid  # noqa: E402
 from turbofan.data.source import find_data_dir  # noqa: E402
-from turbofan.models.fit import fit_network_model  # noqa: E402
+from turbofan.models.fit import fit_network_model, fit_trees_model  # noqa: E402
 
 CENTRAL_GRID = [(lr, epochs) for lr in (1e-3, 3e-3, 1e-2) for epochs in (15, 30)]
 FEDERATED_GRID = [(lr, local) for lr in (1e-3, 3e-3, 1e-2) for local in (1, 2)]
+TREES_GRID = [
+    (depth, lr, subsample) for depth in (4, 5, 6) for lr in (0.05, 0.1) for subsample in (0.5, 1.0)
+]
 # A grid's best must beat the default by more than this (relative validation RMSE) to
 # count as a different choice: one seed on a few validation engines is noisy.
 MARGIN = 0.03
@@ -98,6 +108,36 @@ def federated(train: Any, subset: str, sites: int, seed: int) -> list[dict[str, 
     return rows
 
 
+def trees(train: Any, subset: str, seed: int) -> list[dict[str, Any]]:
+    recipe = default_recipe()
+    rows = []
+    for depth, lr, subsample in TREES_GRID:
+        settings = dataclasses.replace(
+            default_boosting(), depth=depth, learning_rate=lr, subsample=subsample
+        )
+        started = time.perf_counter()
+        model = fit_trees_model(
+            train, recipe.pipeline(subset), settings, seed=seed, val_fraction=recipe.val_fraction
+        )
+        best = min(record["val_rmse"] for record in model.meta["history"][0])
+        rows.append(
+            {
+                "depth": depth,
+                "learning_rate": lr,
+                "subsample": subsample,
+                "trees": model.meta["trees"][0],
+                "val_rmse": best,
+                "seconds": time.perf_counter() - started,
+            }
+        )
+        print(
+            f"  trees depth {depth}, learning rate {lr:g}, subsample {subsample:g}: "
+            f"validation RMSE {best:.2f} at {model.meta['trees'][0]} trees",
+            flush=True,
+        )
+    return rows
+
+
 def table(title: str, rows: list[dict[str, Any]], keys: list[str], default: dict[str, Any]) -> str:
     best = min(rows, key=lambda r: r["val_rmse"])
     lines = [
@@ -152,7 +192,10 @@ def main() -> None:
     train = read_engine_file(find_data_dir() / f"train_{args.subset}.txt")
     central_rows = central(train, args.subset, args.seed)
     federated_rows = federated(train, args.subset, args.sites, args.seed)
-    recipe, training = default_recipe(), default_training()
+    trees_rows = trees(train, args.subset, args.seed)
+    recipe, training, boosting = default_recipe(), default_training(), default_boosting()
+    trees_keys = ["depth", "learning_rate", "subsample"]
+    trees_default = {key: getattr(boosting, key) for key in trees_keys}
     central_default = {"lr": recipe.train.lr, "epochs": recipe.train.epochs}
     federated_default = {"lr": training.lr, "local_epochs": training.local_epochs}
     text = "\n\n".join(
@@ -172,6 +215,15 @@ def main() -> None:
                 ["lr", "local_epochs"],
                 federated_default,
             ),
+            table(
+                f"Boosted trees, {args.subset}, seed {args.seed}: RMSE on the same 15 % of "
+                "the training engines at the best number of trees (at most "
+                f"{boosting.trees}, stopping {boosting.patience} after the best; a "
+                "federation grows the trees of its pooled rows, so this is its choice too):",
+                trees_rows,
+                trees_keys,
+                trees_default,
+            ),
         ]
     )
     print(text)
@@ -180,6 +232,7 @@ def main() -> None:
         # federation: 15 epochs. More epochs are another budget, not another choice.
         supported(central_rows, ["lr", "epochs"], central_default, budget="epochs"),
         supported(federated_rows, ["lr", "local_epochs"], federated_default),
+        supported(trees_rows, trees_keys, trees_default),
     ]
     if args.readme is not None:
         write_between_markers(args.readme, MARKER, text)

@@ -125,7 +125,7 @@ def _time_cell(round_: dict[str, Any]) -> str:
         return f"{duration(round_['seconds'])} so far"
     text = duration(round_["seconds"])
     timing = round_["timing"]
-    if round_["kind"] == "train" and round_["status"] == "done":
+    if round_["kind"] in ("train", "boost") and round_["status"] == "done":
         text += (
             f" (training {duration(timing['training_slowest_site'])}, "
             f"aggregation {duration(timing['aggregating'])})"

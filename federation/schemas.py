@@ -245,7 +245,9 @@ class WorkOut(Schema):
         "the living and dropped sites); in the stage that sends the site's input, the task: "
         "regimes, query, or pipeline, recipe, base64 .npz weights and local training "
         "settings (and, when the weights are a candidate, 'accepted_weights': the last "
-        "accepted model, to score it against)"
+        "accepted model, to score it against); with boosted trees, 'boosting' settings, "
+        "'trees' (the model so far), 'growing' (the tree being grown) and "
+        "'accepted_trees', each base64 .npz, and 'scored': which part the round scores"
     )
 
 

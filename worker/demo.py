@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
@@ -30,6 +30,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q
 
 from federation.core.private_files import private_folder, write_private
+from federation.core.recipes import default_boosting
 from federation.models import Federation, ModelVersion, Site
 from federation.selectors.federations import round_timing
 from federation.services import federations, sites
@@ -94,6 +95,11 @@ class DemoError(RuntimeError):
     """The demo could not start or finish; the message says which part and why."""
 
 
+# The demo's trees stop at this many (the tuned default grows up to 300): every tree is a
+# round per level, and the demo should finish in minutes.
+DEMO_TREES = 100
+
+
 @dataclass
 class DemoConfig:
     subset: str = "FD001"
@@ -102,10 +108,21 @@ class DemoConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     rounds: int = 10
+    model: str = "network"  # or "trees", "hybrid" (see federation create --model)
+    trees: int = DEMO_TREES  # the most trees, with trees
     deadline: int = 120
     timeout: float = 180.0
     secure: bool = True
     root: Path = field(default_factory=lambda: Path(settings.VAR_DIR) / "demo")
+
+    @property
+    def plan(self) -> str:
+        """What the federation trains, in words."""
+        trees = f"boosted trees (at most {self.trees})"
+        if self.model == "trees":
+            return trees
+        network = f"{self.rounds} rounds of a network"
+        return network if self.model == "network" else f"{network}, then {trees}, blended"
 
     @property
     def url(self) -> str:
@@ -392,11 +409,15 @@ def setup_federation(
     admin, _ = User.objects.get_or_create(username=DEMO_ADMIN)
     admin.set_password(demo_admin_password()[0])  # the admin signs in to approve requests
     admin.save(update_fields=["password"])
+    boosting = None
+    if config.model != "network":
+        boosting = replace(default_boosting(), trees=config.trees)
     federation = federations.federation_create(
         name=DEMO_FEDERATION,
         admin=admin,
         subset=config.subset,
-        rounds=config.rounds,
+        rounds=0 if config.model == "trees" else config.rounds,
+        boosting=boosting,
         min_sites=min(3, config.sites),
         deadline=config.deadline,
         secure=config.secure,

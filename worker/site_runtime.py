@@ -185,6 +185,9 @@ class SiteRuntime:
             "federation": {"id": federation.get("id"), "name": federation.get("name")},
             "choice": choice.choice,
             "val_rmse": choice.val_rmse,
+            # Each candidate's confidence of beating the federation's model on the
+            # resampled validation engines: a site leaves it only at 90 % or more.
+            "confidence": {k: v for k, v in choice.confidence.items() if k != "global"},
             "val_units": validation_units(task, self._data),
         }
         self._data.choice = None

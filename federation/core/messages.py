@@ -63,6 +63,9 @@ KEY_ACCEPTED_TREES = "accepted_trees"
 # or the network.
 KEY_SCORED = "scored"
 SCORED_TREES, SCORED_NETWORK = "trees", "network"
+# A hybrid's evaluation scores its trees and the blend of network and trees at each share.
+SCORED_BLEND = "blend"
+KEY_SHARE = "share"  # a hybrid's weight of its trees, in its personalisation round
 # What the federation trains (FederatedTraining.family): the personalisation round's
 # candidates are of that family.
 KEY_FAMILY = "family"

@@ -23,7 +23,12 @@ import numpy as np
 import pandas as pd
 
 from federation.core.engine.simulation import run_simulation
-from federation.core.engine.training import ALONE_PATIENCE, FederatedTraining, PersonalChoice
+from federation.core.engine.training import (
+    ALONE_PATIENCE,
+    HYBRID_FAMILY,
+    FederatedTraining,
+    PersonalChoice,
+)
 from federation.core.privacy import PrivacySettings, noise_for_budget
 from federation.core.recipes import DP_CLIP
 from turbofan.data.features import REGIMES_BY_SUBSET, FeaturePipeline
@@ -34,6 +39,7 @@ from turbofan.models.artefact import RulModel
 from turbofan.models.fit import (
     NetworkRecipe,
     fit_baseline_model,
+    fit_hybrid_model,
     fit_network_model,
     fit_trees_model,
 )
@@ -235,7 +241,7 @@ class Report:
                 seed_index,
                 "federated-one",
                 tests,
-                lambda: RulModel(**{**federated[0].__dict__, "members": federated[0].members[:1]}),
+                lambda: one_model(federated[0]),
             )
         for setup, settings in self.private.items():
             self._step(
@@ -277,6 +283,16 @@ class Report:
     ) -> RulModel:
         """A model of the federation's family trained on ``frame`` in one place."""
         boosting = self.config.training.boosting_settings()
+        if boosting is not None and self.config.training.family == HYBRID_FAMILY:
+            return fit_hybrid_model(
+                frame,
+                template.unfitted(),
+                recipe or self.config.recipe,
+                boosting,
+                seed=seed,
+                progress=self.progress,
+                description=description,
+            )
         if boosting is not None:  # a site alone may grow as many trees as the federation
             return fit_trees_model(
                 frame,
@@ -332,6 +348,8 @@ class Report:
                 row: dict[str, Any] = {"seed": seed, "subset": subset, "choice": chosen.choice}
                 for candidate, members in chosen.candidates.items():
                     model = RulModel(**{**federated.__dict__, "members": members, "meta": {}})
+                    if chosen.share is not None:  # a hybrid's candidate: its trees too
+                        model.trees, model.share = chosen.tree_candidates[candidate], chosen.share
                     predicted = model.predict_frame(test.frame)["predicted_rul"].to_numpy()
                     scores = evaluate(predicted, test.rul, cap=model.pipeline.rul_cap or 125)
                     row[candidate] = scores["literature"]["rmse"]
@@ -413,6 +431,16 @@ class Report:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (self.out_dir / "report.md").write_text(markdown_table(report))
+
+
+def one_model(model: RulModel) -> RulModel:
+    """An ensemble's first member alone (a hybrid's first network and trees, blended at
+    that member's share): the one model a live federation trains."""
+    first = RulModel(**{**model.__dict__, "members": model.members[:1], "trees": model.trees[:1]})
+    shares = model.meta.get("shares")
+    if shares:
+        first.share = float(shares[0])
+    return first
 
 
 def _mean_scores(entries: list[dict[str, Any]]) -> dict[str, Any]:

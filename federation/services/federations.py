@@ -56,9 +56,10 @@ def federation_create(
     ``FederatedTraining.private_head``); it needs personalisation, where each site keeps
     its own model. ``ditto_mu`` > 0: each site trains a personal model alongside, pulled
     toward the global one (Ditto, see ``FederatedTraining.ditto_mu``); it needs
-    personalisation too. ``boosting``: the federation grows boosted trees instead of
-    training a network, one tree level a round from the secure sum of the sites'
-    histograms (``rounds`` is then 0: there are no network rounds).
+    personalisation too. ``boosting``: the federation grows boosted trees, one tree level
+    a round from the secure sum of the sites' histograms: instead of a network (``rounds``
+    0), or after its network's rounds, the two blended at the share the sites' validation
+    prefers (a hybrid).
     """
     if not 0 <= personal_epochs <= MAX_PERSONAL_EPOCHS:
         raise FederationError(
@@ -92,13 +93,6 @@ def federation_create(
         )
     spec = model_spec if model_spec is not None else default_model_spec()
     if boosting is not None:
-        if rounds:
-            raise FederationError(
-                "a federation of boosted trees has no network rounds: leave the rounds out "
-                "(its trees grow until the sites' validation stops improving, at most "
-                f"{boosting.trees})",
-                status=400,
-            )
         if privacy is not None:
             raise FederationError(
                 "boosted trees do not run with differential privacy: their histograms would "

@@ -362,6 +362,15 @@ def round_aggregate(*, round_: Round) -> None:
     ):
         assert state.pipeline is not None and after.trees is not None
         version = version_build(federation, state.pipeline, after.version, after.trees, trees=True)
+    elif kind == Kind.EVALUATE and outcome.share is not None:  # a hybrid's blend
+        assert state.pipeline is not None and after.trees is not None and after.weights
+        version = version_build(
+            federation,
+            state.pipeline,
+            after.version,
+            after.weights,
+            blend=(after.trees, outcome.share),
+        )
     timings = {**round_.timings, "aggregate_seconds": round(time.perf_counter() - started, 3)}
     with transaction.atomic():
         changed = Round.objects.filter(id=round_.id, status=Round.Status.AGGREGATING).update(
@@ -460,6 +469,12 @@ def _store_outcome(
         version.store(federation, round_, status=ModelVersion.Status.ACCEPTED, verdict=reason)
     elif kind == Kind.BOOST:  # a finished tree: the next round's sites score it
         version.store(federation, round_, status=ModelVersion.Status.CANDIDATE)
+    elif kind == Kind.EVALUATE:  # a hybrid's network and trees, blended
+        reason = (
+            f"the network and the trees blended, {outcome.share:.0%} trees: the share the "
+            "sites' validation engines preferred"
+        )
+        version.store(federation, round_, status=ModelVersion.Status.ACCEPTED, verdict=reason)
     elif kind != Kind.TRAIN:  # the initial model
         version.store(federation, None, status=ModelVersion.Status.ACCEPTED)
     elif federation.privacy:  # nobody scores it: see federation_engine.advance

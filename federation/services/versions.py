@@ -10,26 +10,27 @@ from typing import Any
 import numpy as np
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.db.models import QuerySet
 
 from federation.core import messages as m
 from federation.core.engine.state import FederationState
-from federation.core.engine.training import TREES_FAMILY
+from federation.core.engine.training import NETWORK_FAMILY
 from federation.core.secagg import protocol as p
 from federation.core.strategies import Weights
 from federation.models import Federation, ModelVersion, Round, StageMessage
 from federation.specs import evaluate_version, federation_recipe, federation_training
 from turbofan.data.features import FeaturePipeline
-from turbofan.models.artefact import TREES, RulModel
+from turbofan.models.artefact import HYBRID, TREES, RulModel
 from turbofan.models.fit import new_network_model
 
 
-def latest_version(federation: Federation) -> ModelVersion | None:
-    """The newest model version not rejected: the one the next round starts from."""
-    return (
-        federation.versions.exclude(status=ModelVersion.Status.REJECTED)
-        .order_by("-version")
-        .first()
-    )
+def latest_version(
+    federation: Federation, versions: QuerySet[ModelVersion] | None = None
+) -> ModelVersion | None:
+    """The newest model version not rejected (of ``versions``, else of all): the one the
+    next round starts from."""
+    among = federation.versions.all() if versions is None else versions
+    return among.exclude(status=ModelVersion.Status.REJECTED).order_by("-version").first()
 
 
 def latest_accepted(federation: Federation) -> ModelVersion | None:
@@ -47,20 +48,22 @@ def federation_state(federation: Federation) -> FederationState:
     training = federation_training(federation)
     current = latest_version(federation)
     accepted, accepted_version = None, 0
-    trees_family = training.family == TREES_FAMILY
+    # A federation with trees: its network's versions are the first (version 0 alone for
+    # trees only); the trees' and the blend's follow.
+    networks = federation.versions.all()
+    if training.family != NETWORK_FAMILY:
+        networks = networks.filter(version__lte=training.rounds)
+    network = latest_version(federation, networks)
     if current is not None and current.status == ModelVersion.Status.CANDIDATE:
         last_accepted = latest_accepted(federation)
         if last_accepted is not None:
             accepted_version = last_accepted.version
-            if not trees_family:
+            if network is not None and current.version == network.version:
                 accepted = version_weights(last_accepted)
     strategy_state: Weights = []
     if federation.strategy_state:
         with federation.strategy_state.open("rb") as handle:
             strategy_state = m.weights_from_bytes(handle.read())
-    network = current
-    if trees_family:  # the trees' versions follow version 0, the network never trained
-        network = federation.versions.filter(version=0).first()
     return FederationState(
         template=recipe.pipeline(federation.subset),
         recipe=recipe,
@@ -92,6 +95,7 @@ def boosting_state(state: FederationState) -> dict[str, Any]:
         "best": list(state.boost_best) if state.boost_best is not None else None,
         "rejections": state.boost_rejections,
         "boosted": state.boosted,
+        "share": state.share,
     }
 
 
@@ -111,6 +115,7 @@ def _boosting_fields(data: dict[str, Any]) -> dict[str, Any]:
         "boost_best": (float(best[0]), int(best[1])) if best else None,
         "boost_rejections": int(data.get("rejections", 0)),
         "boosted": bool(data.get("boosted", False)),
+        "share": data.get("share"),
     }
 
 
@@ -161,15 +166,17 @@ def version_build(
     weights: Weights,
     *,
     trees: bool = False,
+    blend: tuple[Weights, float] | None = None,
 ) -> NewVersion:
     """The global model file of ``weights`` (a network's, or with ``trees`` a boosted
-    model's arrays) and its scores on the public test engines."""
-    fitted = FeaturePipeline.from_dict(pipeline)
-    if trees:
-        model = RulModel(kind=TREES, pipeline=fitted)
-    else:
-        model = new_network_model(fitted, federation_recipe(federation))
+    model's arrays; with ``blend``, the network blended with those trees at that share)
+    and its scores on the public test engines."""
+    model = new_network_model(FeaturePipeline.from_dict(pipeline), federation_recipe(federation))
     model.members = [weights]
+    if trees:
+        model.kind = TREES
+    if blend is not None:
+        model.kind, model.trees, model.share = HYBRID, [blend[0]], blend[1]
     model.meta.update(federation=federation.name, version=number, setup="federated")
     content, digest = model.to_bytes()
     return NewVersion(number, content, digest, evaluate_version(model, federation.subset))

@@ -4,6 +4,7 @@ from the secure sum of the sites' histograms, votes, early stopping and personal
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ import pytest
 
 from federation.core import messages as m
 from federation.core.engine import state as fs
+from federation.core.engine.boosting import SHARES
 from federation.core.engine.rounds import next_round
 from federation.core.engine.simulation import Simulation, run_simulation
 from federation.core.engine.site import site_input
@@ -18,11 +20,11 @@ from federation.core.engine.training import CHOICES, FederatedTraining, prepare_
 from federation.core.messages import Kind
 from federation.core.secagg.primitives import SecAggError
 from turbofan.data.files import read_engine_file
-from turbofan.models.artefact import TREES, RulModel
+from turbofan.models.artefact import HYBRID, TREES, RulModel
 from turbofan.models.fit import NetworkRecipe
 from turbofan.models.trees import BoostingSettings, Ensemble, fit_trees, summaries
 
-SMALL = {"trees": 6, "depth": 3, "learning_rate": 0.3, "bins": 16, "min_child": 10}
+SMALL: dict[str, Any] = {"trees": 6, "depth": 3, "learning_rate": 0.3, "bins": 16, "min_child": 10}
 RECIPE = NetworkRecipe(window=20, cycle_channel=True, pad_training=True)
 
 
@@ -231,9 +233,56 @@ def test_trees_refuse_settings_that_do_not_go_with_them():
     assert trees_training().problems() == []
     private = dataclasses.replace(trees_training(), privacy={"noise_multiplier": 1.0})
     assert "do not run with differential privacy" in private.problems()[0]
-    assert (
-        "set the network's rounds to 0"
-        in dataclasses.replace(trees_training(), rounds=3).problems()[0]
-    )
     with pytest.raises(ValueError, match="depth must be between 1 and 8"):
         BoostingSettings.from_dict({"depth": 12})
+
+
+def test_a_hybrid_trains_its_network_then_grows_trees_and_blends_them_as_validation_says(
+    sites,
+):
+    recipe = dataclasses.replace(RECIPE, net_options={"hidden": 16}, ensemble=1)
+    training = dataclasses.replace(
+        trees_training(boosting={"trees": 4}), rounds=2, local_epochs=1, personal_epochs=1
+    )
+    assert training.family == "hybrid" and training.problems() == []
+
+    result = run_simulation(sites, recipe.pipeline("FD001"), recipe, training)
+
+    model = result.model
+    assert model.kind == HYBRID and len(model.members) == len(model.trees) == 1
+    assert model.share in SHARES
+    kinds = [entry.kind for entry in result.log]
+    assert kinds.index("boost") > max(i for i, k in enumerate(kinds) if k == "train")
+    assert kinds[-12:] == ["personalise"] * 12 and kinds.count("evaluate") == 12  # one round
+    # The network's last candidate was judged by the first boost round's sites.
+    first_boost = next(r for r in result.history if r.get("trees") == 0.0)
+    assert first_boost["accepted"] == 1.0
+    # The blend is what the model predicts.
+    network = dataclasses.replace(model, kind="network", trees=[], share=0.0)
+    trees = dataclasses.replace(model, kind=TREES, members=model.trees)
+    frame = sites["site-2"]
+    blended = (1 - model.share) * network.predict_frame(frame)["predicted_rul"]
+    blended += model.share * trees.predict_frame(frame)["predicted_rul"]
+    np.testing.assert_allclose(model.predict_frame(frame)["predicted_rul"], blended, atol=1e-4)
+    for choice in result.choices.values():
+        assert choice.share == model.share and set(choice.tree_candidates) == set(choice.candidates)
+
+
+def test_a_hybrid_model_file_keeps_its_network_trees_and_share(sites, tmp_path):
+    rng = np.random.default_rng(0)
+    pipeline = RECIPE.pipeline("FD001").fit(sites["site-1"])
+    local = prepare_local_data(sites["site-1"], pipeline, val_fraction=0.2, seed=0)
+    grown = fit_trees(summaries(local.x), local.y, BoostingSettings.from_dict(SMALL), limit=125)
+    from turbofan.models.fit import new_network_model
+    from turbofan.models.training import get_weights
+
+    model = new_network_model(pipeline, RECIPE)
+    model.members = [get_weights(model.new_net())]
+    model.kind, model.trees, model.share = HYBRID, [grown.ensemble.to_arrays()], 0.7
+    model.save(tmp_path / "hybrid.rulmodel")
+
+    again = RulModel.load(tmp_path / "hybrid.rulmodel")
+
+    assert again.kind == HYBRID and again.share == 0.7
+    windows = local.x_val[rng.choice(len(local.x_val), 20)]
+    np.testing.assert_allclose(again.predict_windows(windows), model.predict_windows(windows))

@@ -250,3 +250,18 @@ def test_settings_out_of_range_are_refused_by_name():
         BoostingSettings(depth=0, subsample=0)
     with pytest.raises(ValueError, match="unknown colour"):
         BoostingSettings.from_dict({"colour": "red"})
+
+
+def test_a_hybrid_blends_half_and_half_unless_validation_clearly_prefers_another_share():
+    from turbofan.models.trees import DEFAULT_SHARE, SHARES, share_from_errors
+
+    half = SHARES.index(DEFAULT_SHARE)
+    slightly = [100.0] * len(SHARES)
+    slightly[-1] = 95.0  # 2.5 % lower RMSE: not enough to leave the equal blend
+    clearly = [100.0] * len(SHARES)
+    clearly[-1] = 81.0  # 10 % lower RMSE
+
+    assert share_from_errors(slightly) == DEFAULT_SHARE
+    assert share_from_errors(clearly) == 1.0
+    assert share_from_errors([0.0] * len(SHARES)) == DEFAULT_SHARE  # nobody could score
+    assert slightly[half] == 100.0

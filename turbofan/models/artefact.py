@@ -34,8 +34,9 @@ FORMAT = "turbofan-rul-model"
 VERSION = 1
 NETWORK = "network"
 TREES = "trees"  # boosted trees (turbofan.models.trees), each member an ensemble's arrays
+HYBRID = "hybrid"  # a network and boosted trees, their predictions blended
 BASELINE = "baseline"
-ARRAY_KINDS = (NETWORK, TREES)  # kinds whose members are plain arrays
+ARRAY_KINDS = (NETWORK, TREES, HYBRID)  # kinds whose members are plain arrays
 
 
 class ArtefactError(ValueError):
@@ -49,7 +50,9 @@ class RulModel:
     A ``network`` model averages the predictions of its ``members`` (one or more
     weight sets of the same architecture); a ``trees`` model those of its members'
     boosted-tree ensembles (:meth:`turbofan.models.trees.Ensemble.to_arrays`); a
-    ``baseline`` model holds a fitted scikit-learn ``estimator``.
+    ``baseline`` model holds a fitted scikit-learn ``estimator``. A ``hybrid`` model
+    blends the mean of its network ``members`` with the mean of its ``trees`` (ensembles'
+    arrays): ``(1 - share) * network + share * trees``.
     """
 
     kind: str
@@ -59,6 +62,8 @@ class RulModel:
     members: list[Weights] = field(default_factory=list)
     estimator: Any = None
     meta: dict[str, Any] = field(default_factory=dict)
+    trees: list[Weights] = field(default_factory=list)  # a hybrid's boosted trees
+    share: float = 0.0  # a hybrid's weight of its trees in the blend
 
     def new_net(self) -> nn.Module:
         """An untrained network of this model's architecture and input shape."""
@@ -72,19 +77,27 @@ class RulModel:
     def predict_windows(self, windows: np.ndarray) -> np.ndarray:
         """RUL in cycles for windows from this model's pipeline, clipped to [0, cap]."""
         if self.kind == NETWORK:
-            net = self.new_net()
-            outputs = []
-            for weights in self.members:
-                set_weights(net, weights)
-                outputs.append(predict(net, windows))
-            raw = np.mean(outputs, axis=0)
+            raw = self.network_predictions(windows)
         elif self.kind == TREES:
-            features = summaries(windows)
-            raw = np.mean([Ensemble.from_arrays(m).predict(features) for m in self.members], 0)
+            raw = _trees(self.members, windows)
+        elif self.kind == HYBRID:
+            zeros = np.zeros(len(windows))
+            network = self.network_predictions(windows) if self.share < 1 else zeros
+            trees = _trees(self.trees, windows) if self.share > 0 else zeros
+            raw = (1 - self.share) * network + self.share * trees  # as trees.blend
         else:
             raw = self.estimator.predict(window_features(windows))
         upper = self.pipeline.rul_cap if self.pipeline.rul_cap is not None else np.inf
         return np.clip(raw, 0, upper)
+
+    def network_predictions(self, windows: np.ndarray) -> np.ndarray:
+        """The mean of the network members' raw outputs (a hybrid blends them)."""
+        net = self.new_net()
+        outputs = []
+        for weights in self.members:
+            set_weights(net, weights)
+            outputs.append(predict(net, windows))
+        return np.mean(outputs, axis=0)
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """One prediction per unit, from its last window: columns ``unit, predicted_rul``."""
@@ -103,6 +116,7 @@ class RulModel:
             "net_options": self.net_options,
             "members": len(self.members),
             "meta": self.meta,
+            **({"trees": len(self.trees), "share": self.share} if self.kind == HYBRID else {}),
         }
 
     def _payload(self) -> tuple[str, bytes]:
@@ -111,6 +125,9 @@ class RulModel:
             arrays = {
                 f"m{i}_{j:03d}": a for i, w in enumerate(self.members) for j, a in enumerate(w)
             }
+            arrays.update(
+                {f"t{i}_{j:03d}": a for i, w in enumerate(self.trees) for j, a in enumerate(w)}
+            )
             np.savez(buffer, **arrays)  # type: ignore[arg-type]
             return "weights.npz", buffer.getvalue()
         return "estimator.pkl", pickle.dumps(self.estimator)
@@ -179,7 +196,11 @@ class RulModel:
         )
         if model.kind in ARRAY_KINDS:
             with np.load(io.BytesIO(payload), allow_pickle=False) as arrays:
-                model.members = _members(dict(arrays), manifest["members"])
+                loaded = dict(arrays)
+            model.members = _members(loaded, manifest["members"], "m")
+            if model.kind == HYBRID:
+                model.trees = _members(loaded, int(manifest["trees"]), "t")
+                model.share = float(manifest["share"])
         else:
             model.estimator = pickle.loads(payload)  # noqa: S301 - own files only, see module doc
         return model
@@ -197,9 +218,15 @@ def _digest(manifest: dict[str, Any], payload: bytes) -> str:
     return hashlib.sha256(canonical + b"\0" + payload).hexdigest()
 
 
-def _members(arrays: dict[str, np.ndarray], count: int) -> list[Weights]:
+def _members(arrays: dict[str, np.ndarray], count: int, prefix: str) -> list[Weights]:
     members: list[Weights] = [[] for _ in range(count)]
     for key in sorted(arrays):
-        member = int(key[1 : key.index("_")])
-        members[member].append(arrays[key])
+        if key.startswith(prefix):
+            members[int(key[1 : key.index("_")])].append(arrays[key])
     return members
+
+
+def _trees(members: list[Weights], windows: np.ndarray) -> np.ndarray:
+    """The mean prediction of boosted-tree ensembles on windows."""
+    features = summaries(windows)
+    return np.mean([Ensemble.from_arrays(m).predict(features) for m in members], axis=0)

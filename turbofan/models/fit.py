@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 
 from turbofan.data.features import DEFAULT_WINDOW, REGIMES_BY_SUBSET, FeaturePipeline
-from turbofan.models.artefact import BASELINE, NETWORK, TREES, RulModel
+from turbofan.models.artefact import BASELINE, HYBRID, NETWORK, TREES, RulModel
 from turbofan.models.baseline import fit_baseline
 from turbofan.models.training import TrainConfig, seed_everything, train_network
-from turbofan.models.trees import BoostingSettings, fit_trees, summaries
+from turbofan.models.trees import BoostingSettings, Ensemble, best_share, fit_trees, summaries
 
 
 @dataclass
@@ -171,7 +171,7 @@ def fit_trees_model(
     features = summaries(x)
     val_features = summaries(x_val) if x_val is not None else None
     model = RulModel(kind=TREES, pipeline=pipeline)
-    grown = []
+    grown, histories = [], []
     for member in range(members):
         member_settings = BoostingSettings.from_dict(
             {**settings.to_dict(), "seed": seed * 1000 + member}
@@ -186,11 +186,55 @@ def fit_trees_model(
         )
         model.members.append(result.ensemble.to_arrays())
         grown.append(result.best_trees)
+        histories.append(result.history)
     model.meta.update(
         boosting=settings.to_dict(),
         seed=seed,
         trees=grown,
+        history=histories,
         train_engines=int(train_rows["unit"].nunique()),
         val_engines=int(val_rows["unit"].nunique()),
+    )
+    return model
+
+
+def fit_hybrid_model(
+    frame: pd.DataFrame,
+    pipeline: FeaturePipeline,
+    recipe: NetworkRecipe,
+    settings: BoostingSettings,
+    *,
+    seed: int = 0,
+    progress: bool = False,
+    description: str = "hybrid",
+) -> RulModel:
+    """A network and boosted trees on the same engines, in one place, blended at the share
+    of trees their validation engines prefer (what a hybrid federation trains)."""
+    network = fit_network_model(
+        frame, pipeline, recipe, seed=seed, progress=progress, description=description
+    )
+    trees = fit_trees_model(
+        frame,
+        network.pipeline,
+        settings,
+        seed=seed,
+        val_fraction=recipe.val_fraction,
+        members=recipe.ensemble,
+    )
+    _, val_rows = split_engines(frame, recipe.val_fraction, seed)
+    x_val, y_val = network.pipeline.training_windows(val_rows)
+    cap = float(network.pipeline.rul_cap or 125)
+    features = summaries(x_val)
+    grown = np.mean([Ensemble.from_arrays(t).predict(features) for t in trees.members], axis=0)
+    share = best_share(network.network_predictions(x_val), grown, y_val, cap)
+    model = RulModel(
+        kind=HYBRID,
+        pipeline=network.pipeline,
+        architecture=network.architecture,
+        net_options=network.net_options,
+        members=network.members,
+        trees=trees.members,
+        share=share,
+        meta={**network.meta, "boosting": settings.to_dict(), "trees": trees.meta["trees"]},
     )
     return model

@@ -604,3 +604,41 @@ def fit_trees(
 def _rmse(predicted: np.ndarray, true: np.ndarray | None) -> float:
     assert true is not None
     return float(np.sqrt(np.mean((np.asarray(predicted) - true) ** 2)))
+
+
+# --- a network and trees, blended ---------------------------------------------------------------
+
+# The shares of the trees a hybrid model's blend is chosen from, on validation windows.
+SHARES = tuple(round(0.1 * k, 1) for k in range(11))
+DEFAULT_SHARE = 0.5  # an equal blend, unless validation clearly prefers another share
+SHARE_MARGIN = 0.05  # how much better another share must be (as a candidate must be worse)
+
+
+def blend(network: np.ndarray, trees: np.ndarray, share: float, cap: float) -> np.ndarray:
+    """A hybrid's predictions from its network's and its trees' (as a model file blends)."""
+    return np.clip((1 - share) * network + share * trees, 0, cap)
+
+
+def share_from_errors(errors: np.ndarray | list[float]) -> float:
+    """The share to blend at, from the mean squared validation error at each of
+    :data:`SHARES`: half, unless another share's RMSE is more than :data:`SHARE_MARGIN`
+    below half's. The trees' number was picked on the same validation engines, which so
+    flatter the trees; and on a handful of engines the error moves a lot from one share to
+    the next: an equal blend is the prior that only clear evidence moves."""
+    errors = np.asarray(errors, dtype=np.float64)
+    if not np.any(errors > 0):
+        return DEFAULT_SHARE
+    best = int(np.argmin(np.round(errors, 12)))
+    half = errors[SHARES.index(DEFAULT_SHARE)]
+    if np.sqrt(errors[best]) < (1 - SHARE_MARGIN) * np.sqrt(half):
+        return SHARES[best]
+    return DEFAULT_SHARE
+
+
+def best_share(network: np.ndarray, trees: np.ndarray, labels: np.ndarray, cap: float) -> float:
+    """The share for a hybrid from its validation windows (see :func:`share_from_errors`)."""
+    if not len(labels):
+        return DEFAULT_SHARE
+    return share_from_errors(
+        [float(np.mean((blend(network, trees, s, cap) - labels) ** 2)) for s in SHARES]
+    )

@@ -39,6 +39,7 @@ import numpy as np
 from federation.core import messages as m
 from federation.core.engine.training import (
     TRAINING_EXTRAS,
+    VAL_UNIT,
     LocalData,
     LocalResult,
     PersonalChoice,
@@ -48,9 +49,11 @@ from federation.core.engine.training import (
 )
 from turbofan.models.trees import (
     GRID_CELLS,
+    SHARES,
     BoostingSettings,
     Ensemble,
     GrowingTree,
+    blend,
     edges_from_counts,
     fit_trees,
     grid_counts,
@@ -58,6 +61,7 @@ from turbofan.models.trees import (
     histograms,
     rebase,
     sample,
+    share_from_errors,
     summaries,
 )
 
@@ -333,3 +337,57 @@ def score_trees(
         accepted_sse = tree_sse(cache.validation(local, accepted), local)[0]
     seconds = round(time.perf_counter() - started, 3)
     return LocalResult([], 0, val_sse, val_count, seconds, accepted_sse)
+
+
+# --- a network and trees, blended -----------------------------------------------------------------
+
+
+def encode_blend(
+    network: np.ndarray, trees: np.ndarray, local: LocalData, weight: float, cap: float
+) -> np.ndarray:
+    """Each share's validation error as a site puts it in the sum (``weight`` times its
+    mean squared error, in the training vector's unit)."""
+    if not len(local.y_val):
+        return np.zeros(len(SHARES))
+    return np.array(
+        [
+            weight * float(np.mean((blend(network, trees, s, cap) - local.y_val) ** 2)) / VAL_UNIT
+            for s in SHARES
+        ]
+    )
+
+
+def decode_share(summed: np.ndarray) -> float:
+    """A hybrid's share from the sum of the sites' errors at each share (the pooled
+    errors' rule is :func:`turbofan.models.trees.share_from_errors`)."""
+    return share_from_errors(summed)
+
+
+def personalise_hybrid(
+    network: PersonalChoice,
+    network_predictions: dict[str, np.ndarray],
+    trees: PersonalChoice,
+    local: LocalData,
+    *,
+    share: float,
+    cap: float,
+    seed: int,
+) -> PersonalChoice:
+    """A hybrid site's candidates: each of its network candidates blended with the trees
+    candidate of the same name at the federation's share, chosen between on the validation
+    windows by :func:`choose_model`."""
+    x_val = summaries(local.x_val)
+    predictions = {}
+    for name, members in trees.candidates.items():
+        grown = np.mean([Ensemble.from_arrays(a).predict(x_val) for a in members], axis=0)
+        predictions[name] = blend(network_predictions[name], grown, share, cap)
+    choice, rmse, confidence = choose_model(predictions, local, seed=seed)
+    return PersonalChoice(
+        choice,
+        rmse,
+        {name: network.candidates[name] for name in predictions},
+        round(network.seconds + trees.seconds, 3),
+        confidence,
+        tree_candidates=dict(trees.candidates),
+        share=share,
+    )

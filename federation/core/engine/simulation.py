@@ -44,6 +44,8 @@ from federation.core.engine.rounds import (
 )
 from federation.core.engine.site import Input, SiteData, site_input, site_step
 from federation.core.engine.training import (
+    HYBRID_FAMILY,
+    NETWORK_FAMILY,
     TREES_FAMILY,
     FederatedTraining,
     PersonalChoice,
@@ -54,7 +56,7 @@ from federation.core.privacy import PrivacyError, Spend, admit, epsilon_spent
 from federation.core.secagg.primitives import Misbehaviour, SecAggError, SigningKey
 from federation.core.strategies import Weights
 from turbofan.data.features import FeaturePipeline
-from turbofan.models.artefact import TREES, RulModel
+from turbofan.models.artefact import HYBRID, TREES, RulModel
 from turbofan.models.fit import NetworkRecipe, new_network_model
 
 
@@ -361,6 +363,8 @@ class MemberRun:
     choices: dict[str, PersonalChoice] = field(default_factory=dict)
     choice_counts: dict[str, int] | None = None
     log: list[SentMessage] = field(default_factory=list)
+    trees: Weights | None = None  # boosted trees (a trees or hybrid federation)
+    share: float | None = None  # a hybrid's weight of its trees
 
 
 def run_simulation(
@@ -391,11 +395,9 @@ def run_simulation(
     state = simulation.setup()
     assert state.pipeline is not None
     pipeline = FeaturePipeline.from_dict(state.pipeline)
-    model = (
-        RulModel(kind=TREES, pipeline=pipeline)
-        if config.family == TREES_FAMILY
-        else new_network_model(pipeline, recipe)
-    )
+    model = new_network_model(pipeline, recipe)
+    if config.family != NETWORK_FAMILY:
+        model.kind = TREES if config.family == TREES_FAMILY else HYBRID
     spent: list[Spend] = []
     history: list[dict[str, float]] = []
     log = list(simulation.log)
@@ -418,7 +420,14 @@ def run_simulation(
     choices: dict[str, PersonalChoice] = {}
     choice_counts: dict[str, int] | None = None
     for member, run in enumerate(runs):
-        model.members.append(run.weights)
+        if config.family == TREES_FAMILY:
+            assert run.trees is not None
+            model.members.append(run.trees)
+        else:
+            model.members.append(run.weights)
+        if config.family == HYBRID_FAMILY:
+            assert run.trees is not None
+            model.trees.append(run.trees)
         history += [{"member": member, **r} for r in run.records]
         log += run.log
         choices.update(run.choices)
@@ -426,6 +435,10 @@ def run_simulation(
         if on_round is not None:
             for record in run.records:
                 on_round(record)
+    if config.family == HYBRID_FAMILY:  # an ensemble of hybrids blends at their mean share
+        shares = [float(run.share) for run in runs if run.share is not None]
+        model.share = float(np.mean(shares))
+        model.meta["shares"] = shares
     model.meta.update(
         setup="federated",
         sites=sorted(site_frames),
@@ -495,16 +508,25 @@ def _run_member(
         strategy_state=[],
     )
     description = f"federated {member + 1}/{recipe.ensemble}"
-    if config.family == TREES_FAMILY:
-        trees, records = _boost_member(simulation, member_state, member, progress, description)
-        run = MemberRun(trees, records)
-        final = replace(member_state, trees=trees, accepted_trees=None, growing=None)
-    else:
-        weights, records = _train_member(
-            simulation, member_state, member, spent, progress, description
+    records: list[dict[str, float]] = []
+    final = member_state
+    if config.family != TREES_FAMILY:
+        # A hybrid's network is judged in its first boost round, not an evaluation.
+        final, records = _train_member(
+            simulation,
+            final,
+            member,
+            spent,
+            progress,
+            description,
+            evaluate=config.family == NETWORK_FAMILY,
         )
-        run = MemberRun(weights, records)
-        final = replace(member_state, weights=weights, accepted=None)
+    if config.family != NETWORK_FAMILY:
+        final, grown = _boost_member(simulation, final, member, progress, description)
+        records += grown
+    assert final.weights is not None
+    run = MemberRun(final.weights, records, trees=final.trees, share=final.share)
+    final = replace(final, accepted=None, accepted_trees=None, growing=None)
     if records and member == 0 and config.personal_epochs and not config.privacy:
         outcome = simulation.run_round(Kind.PERSONALISE, config.rounds, final)
         run.choice_counts = outcome.choices
@@ -521,7 +543,7 @@ def _boost_member(
     member: int,
     progress: bool,
     description: str,
-) -> tuple[list[np.ndarray], list[dict[str, float]]]:
+) -> tuple[fs.FederationState, list[dict[str, float]]]:
     """Member ``member``'s boosted trees: boost rounds, one tree level each, until the
     sites' pooled validation RMSE has stalled or the most trees have grown, then a round
     that scores the model, as a live federation runs them. A record per tree:
@@ -550,7 +572,7 @@ def _boost_member(
     outcome = simulation.run_round(Kind.EVALUATE, number, state, member=member)
     state = fs.advance(state, Kind.EVALUATE, outcome, number=number)
     assert state.trees is not None
-    return state.trees, records
+    return state, records
 
 
 def _train_member(
@@ -560,7 +582,9 @@ def _train_member(
     spent: list[Spend],
     progress: bool,
     description: str,
-) -> tuple[list[np.ndarray], list[dict[str, float]]]:
+    *,
+    evaluate: bool = True,
+) -> tuple[fs.FederationState, list[dict[str, float]]]:
     config = simulation.training
     settings = config.privacy_settings()
     rng = np.random.default_rng([config.seed, config.member_seed(member)])
@@ -604,11 +628,10 @@ def _train_member(
             best = (outcome.val_rmse, incoming, number)
         elif number - best[2] >= config.patience:
             assert best[1] is not None
-            return best[1], records
-    if records and state.accepted is not None and settings is None:
+            return replace(state, weights=best[1], accepted=None), records
+    if evaluate and records and state.accepted is not None and settings is None:
         # As a live federation: a last round scores the last candidate; a rejected one
         # leaves the last accepted model (not under DP, where validation errors stay home).
         outcome = simulation.run_round(Kind.EVALUATE, config.rounds, state)
         state = fs.advance(state, Kind.EVALUATE, outcome, number=config.rounds)
-    assert state.weights is not None
-    return state.weights, records
+    return state, records

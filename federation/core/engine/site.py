@@ -31,6 +31,7 @@ from federation.core.engine import boosting
 from federation.core.engine.rounds import RoundParameters
 from federation.core.engine.training import (
     HEAD_TENSORS,
+    HYBRID_FAMILY,
     MAX_DITTO_MU,
     TREES_FAMILY,
     LocalData,
@@ -41,6 +42,7 @@ from federation.core.engine.training import (
     encode_private_training,
     encode_scores,
     encode_training,
+    ensemble_predictions,
     head_of,
     initial_weights,
     personalise_locally,
@@ -56,7 +58,7 @@ from federation.core.secagg.client import SecAggClient
 from federation.core.secagg.primitives import SecAggError, SigningKey
 from federation.core.strategies import Weights
 from turbofan.data.features import SETTING_COLUMNS, FeaturePipeline, RegimeModel
-from turbofan.models.artefact import TREES, RulModel
+from turbofan.models.artefact import HYBRID, TREES, RulModel
 from turbofan.models.fit import NetworkRecipe, new_network_model, split_engines
 from turbofan.models.training import TrainConfig
 from turbofan.models.trees import BoostingSettings, Ensemble, GrowingTree
@@ -144,6 +146,8 @@ def site_input(
     if kind == Kind.PERSONALISE:
         if work.get(m.KEY_FAMILY) == TREES_FAMILY:
             return _personal_trees_input(work, data, parameters)
+        if work.get(m.KEY_FAMILY) == HYBRID_FAMILY:
+            return _personal_hybrid_input(work, data, parameters)
         return _personal_input(work, data, parameters)
     if kind == Kind.SKETCH:
         _, local = data.local(
@@ -154,6 +158,8 @@ def site_input(
         return _boost_input(work, data, parameters)
     if kind == Kind.EVALUATE and work.get(m.KEY_SCORED) == m.SCORED_TREES:
         return _trees_scores(work, data, parameters)
+    if kind == Kind.EVALUATE and work.get(m.KEY_SCORED) == m.SCORED_BLEND:
+        return _blend_scores(work, data, parameters)
     if kind in (Kind.TRAIN, Kind.EVALUATE):
         return _training_input(work, data, parameters, rng)
     if kind == Kind.POINTS:
@@ -268,6 +274,56 @@ def _trees_scores(work: dict[str, Any], data: SiteData, parameters: RoundParamet
     return encode_scores(result, parameters.weight_of((site,))), beside_input(result)
 
 
+def _blend_scores(work: dict[str, Any], data: SiteData, parameters: RoundParameters) -> Input:
+    """A hybrid's evaluation: its trees' scores (and vote, on a candidate), then the
+    blend of its network and trees at every share."""
+    vector, beside = _trees_scores(work, data, parameters)
+    pipeline, local = data.local(
+        work[m.KEY_PIPELINE], work[m.KEY_VAL_FRACTION], work[m.KEY_SPLIT_SEED]
+    )
+    task = _boost_task(work, parameters, pipeline)
+    model = new_network_model(pipeline, NetworkRecipe.from_dict(work[m.KEY_RECIPE]))
+    weights = announced_model(work, parameters, m.KEY_WEIGHTS, "model")
+    network = ensemble_predictions(model, [weights], local)
+    trees = data.trees.validation(local, task.model)
+    site = work[m.KEY_PROTOCOL][m.SITE]
+    weight = parameters.weight_of((site,))
+    shares = boosting.encode_blend(network, trees, local, weight, task.cap)
+    return np.concatenate([vector, shares]), beside
+
+
+def _personal_hybrid_input(
+    work: dict[str, Any], data: SiteData, parameters: RoundParameters
+) -> Input:
+    """A hybrid's personalisation: the network's candidates and the trees', each pair
+    blended at the federation's share, and the choice between the blends."""
+    recipe = NetworkRecipe.from_dict(work[m.KEY_RECIPE])
+    pipeline, local = data.local(
+        work[m.KEY_PIPELINE], work[m.KEY_VAL_FRACTION], work[m.KEY_SPLIT_SEED]
+    )
+    settings = work[m.KEY_PERSONAL]
+    weights = announced_model(work, parameters, m.KEY_WEIGHTS, "model")
+    model = new_network_model(pipeline, recipe)
+    start = initial_weights(pipeline, recipe, int(settings["seed"]))
+    network = personalise_locally(model, weights, start, local, settings)
+    predictions = {
+        name: ensemble_predictions(model, members, local)
+        for name, members in network.candidates.items()
+    }
+    task = _boost_task(work, parameters, pipeline)
+    trees = boosting.personalise_trees(task.model, local, task.settings, cap=task.cap)
+    share = float(work[m.KEY_SHARE])
+    if not 0 <= share <= 1:
+        raise SecAggError("a hybrid's share of its trees is between 0 and 1")
+    data.choice = boosting.personalise_hybrid(
+        network, predictions, trees, local, share=share, cap=task.cap, seed=int(settings["seed"])
+    )
+    return encode_choice(data.choice.choice), {
+        m.KEY_EXAMPLES: 0,
+        m.KEY_METRICS: {"seconds": data.choice.seconds},
+    }
+
+
 def _personal_trees_input(
     work: dict[str, Any], data: SiteData, parameters: RoundParameters
 ) -> Input:
@@ -293,15 +349,17 @@ def kept_models(work: dict[str, Any], data: SiteData) -> dict[str, RulModel]:
     recipe = NetworkRecipe.from_dict(work[m.KEY_RECIPE])
     pipeline, _ = data.local(work[m.KEY_PIPELINE], work[m.KEY_VAL_FRACTION], work[m.KEY_SPLIT_SEED])
     trees = work.get(m.KEY_FAMILY) == TREES_FAMILY
+    choice = data.choice
     models = {}
-    roles = (("chosen", data.choice.choice), ("local", "alone"), ("federation", "global"))
+    roles = (("chosen", choice.choice), ("local", "alone"), ("federation", "global"))
     for role, name in roles:
-        model = (
-            RulModel(kind=TREES, pipeline=pipeline)
-            if trees
-            else new_network_model(pipeline, recipe)
-        )
-        model.members = data.choice.candidates[name]
+        model = new_network_model(pipeline, recipe)
+        if trees:
+            model.kind = TREES
+        if choice.share is not None:  # a hybrid: the network and the trees, blended
+            model.kind, model.share = HYBRID, choice.share
+            model.trees = choice.tree_candidates[name]
+        model.members = choice.candidates[name]
         model.meta.update(setup=f"{role}: {name}", choice=name, val_rmse=data.choice.val_rmse)
         models[role] = model
     return models

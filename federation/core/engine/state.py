@@ -23,6 +23,7 @@ from federation.core.engine.rounds import RoundParameters
 from federation.core.engine.training import (
     CHOICES,
     HEAD_TENSORS,
+    HYBRID_FAMILY,
     REJECT_MARGIN,
     TRAINING_EXTRAS,
     FederatedTraining,
@@ -36,7 +37,7 @@ from federation.core.messages import Kind
 from federation.core.strategies import Weights, make_strategy
 from turbofan.data.features import FeaturePipeline, RegimeModel
 from turbofan.models.fit import NetworkRecipe
-from turbofan.models.trees import BoostingSettings, Ensemble, GrowingTree
+from turbofan.models.trees import DEFAULT_SHARE, BoostingSettings, Ensemble, GrowingTree
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class FederationState:
     boost_best: tuple[float, int] | None = None
     boost_rejections: int = 0  # rejections of the tree now being grown, in a row
     boosted: bool = False
+    share: float | None = None  # a hybrid's weight of its trees, once the sites chose it
 
     @property
     def n_regimes(self) -> int:
@@ -127,8 +129,8 @@ def input_length(kind: Kind, state: FederationState, query: analytics.Query | No
         return boosting.boost_length(state.channels, state.boosting(), state.growing_tree())
     if state.weights is None:
         raise ValueError("a training round needs the global model")
-    if kind == Kind.EVALUATE:
-        return TRAINING_EXTRAS  # the scores alone
+    if kind == Kind.EVALUATE:  # the scores alone (and a hybrid's, at every share)
+        return TRAINING_EXTRAS + (len(boosting.SHARES) if _blends(state) else 0)
     if kind == Kind.PERSONALISE:
         return len(CHOICES)  # one count per model a site may choose
     return training_length(state.weights)
@@ -141,6 +143,11 @@ def _judges_network(kind: Kind, state: FederationState) -> bool:
     if kind not in (Kind.TRAIN, Kind.BOOST, Kind.EVALUATE) or state.training.privacy:
         return False
     return state.accepted is not None
+
+
+def _blends(state: FederationState) -> bool:
+    """Whether the federation blends a network with its trees (and so chooses a share)."""
+    return state.training.family == HYBRID_FAMILY and state.trees is not None
 
 
 def _judges_trees(kind: Kind, state: FederationState) -> bool:
@@ -219,6 +226,10 @@ def task(
             work[m.KEY_ACCEPTED_TREES] = boosting.to_wire(state.accepted_trees)
     if kind in (Kind.BOOST, Kind.EVALUATE):
         work[m.KEY_SCORED] = m.SCORED_TREES if _scores_trees(kind, state) else m.SCORED_NETWORK
+    if kind == Kind.EVALUATE and _blends(state):
+        work[m.KEY_SCORED] = m.SCORED_BLEND
+    if kind == Kind.PERSONALISE and _blends(state):
+        work[m.KEY_SHARE] = state.share if state.share is not None else DEFAULT_SHARE
     if kind in (Kind.SKETCH, Kind.BOOST) and not _judges_network(kind, state):
         return work
     work.update({m.KEY_RECIPE: state.recipe.to_dict(), m.KEY_WEIGHTS: _wire(state.weights)})
@@ -275,6 +286,7 @@ class Outcome:
     new_tree: bool = False  # a tree was finished: ``trees`` is a new candidate version
     boost_best: tuple[float, int] | None = None
     boosted: bool = False  # growing is over: ``trees`` cut back to their best number
+    share: float | None = None  # a hybrid's evaluation: the share the sites' validation chose
 
 
 ACCEPTED, REJECTED = "accepted", "rejected"
@@ -367,7 +379,13 @@ def decode(
     if kind == Kind.BOOST:
         return _decode_boost(summed, parameters, state, judged)
     if kind == Kind.EVALUATE:
-        return replace(judged, val_rmse=decode_scores(summed))
+        scores = summed[:TRAINING_EXTRAS]
+        if not _blends(state):
+            return replace(judged, val_rmse=decode_scores(scores))
+        share = boosting.decode_share(summed[TRAINING_EXTRAS:])
+        if judged.verdict == REJECTED:  # the shares were scored with the rejected trees
+            share = DEFAULT_SHARE
+        return replace(judged, val_rmse=decode_scores(scores), share=share)
     mean, val_rmse = decode_training(summed, state.weights, parameters.weight_of(summed_sites))
     if judged.verdict == REJECTED:  # what was trained from it goes too
         return replace(judged, val_rmse=val_rmse)
@@ -444,12 +462,10 @@ def advance(
         return _advance_boost(state, outcome)
     if kind in (Kind.TRAIN, Kind.EVALUATE) and outcome.verdict == REJECTED:
         if kind == Kind.EVALUATE and _judges_trees(kind, state):
-            return replace(
-                state,
-                trees=state.accepted_trees,
-                accepted_trees=None,
-                version=state.accepted_version,
-            )
+            rolled = replace(state, trees=state.accepted_trees, accepted_trees=None, growing=None)
+            if outcome.share is None:
+                return replace(rolled, version=state.accepted_version)
+            return replace(rolled, share=outcome.share, version=state.version + 1)
         return replace(
             state,
             weights=state.accepted,
@@ -465,6 +481,15 @@ def advance(
             strategy_state=outcome.strategy_state,
             accepted=None if state.training.privacy else state.weights,
             accepted_version=state.version,
+        )
+    if kind == Kind.EVALUATE and outcome.share is not None:  # a hybrid's blend: a version
+        return replace(
+            state,
+            accepted=None,
+            accepted_trees=None,
+            growing=None,
+            share=outcome.share,
+            version=state.version + 1,
         )
     if kind == Kind.EVALUATE:
         return replace(state, accepted=None, accepted_trees=None, growing=None)

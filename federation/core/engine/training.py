@@ -113,8 +113,8 @@ class FederatedTraining:
 
     @property
     def family(self) -> str:
-        """What the federation's model is: "network", or boosted "trees" (no network
-        rounds before them)."""
+        """What the federation's model is: a "network", boosted "trees" (no network rounds
+        before them), or a "hybrid" of both, blended."""
         if self.boosting is None:
             return NETWORK_FAMILY
         return TREES_FAMILY if self.rounds == 0 else HYBRID_FAMILY
@@ -134,8 +134,6 @@ class FederatedTraining:
                 )
             if self.private_head or self.ditto_mu:
                 found.append("a private head and Ditto are ways to personalise a network")
-            if self.rounds:
-                found.append("boosted trees grow on their own: set the network's rounds to 0")
         elif self.rounds < 1:
             found.append("a network federation needs at least one training round")
         return found
@@ -464,6 +462,10 @@ class PersonalChoice:
     seconds: float
     # Each candidate's confidence of beating the federation's model (see choose_model).
     confidence: dict[str, float] = field(default_factory=dict)
+    # A hybrid's: each candidate's trees (its networks are ``candidates``), and the share
+    # of the trees in every candidate's blend.
+    tree_candidates: dict[str, list[Weights]] = field(default_factory=dict)
+    share: float | None = None
 
     @property
     def members(self) -> list[Weights]:

@@ -17,6 +17,7 @@ from turbofan.data.files import DataFileError
 from turbofan.data.source import DataSourceError
 from worker.demo import (
     DEMO_ADMIN,
+    DEMO_TREES,
     Demo,
     DemoConfig,
     DemoError,
@@ -40,7 +41,19 @@ class Command(BaseCommand):
             action="store_true",
             help="exit when the federation is done (for CI and scripts)",
         )
-        parser.add_argument("--rounds", type=int, default=10, help="training rounds")
+        parser.add_argument("--rounds", type=int, default=10, help="the network's rounds")
+        parser.add_argument(
+            "--model",
+            choices=("network", "trees", "hybrid"),
+            default="network",
+            help="what the federation trains (see federation create --model)",
+        )
+        parser.add_argument(
+            "--trees",
+            type=int,
+            default=DEMO_TREES,
+            help=f"with --model trees or hybrid, the most trees (default {DEMO_TREES})",
+        )
         parser.add_argument("--sites", type=int, default=4, help="number of demo sites")
         parser.add_argument(
             "--subset", default="FD001", choices=["FD001", "FD002", "FD003", "FD004"]
@@ -71,6 +84,8 @@ class Command(BaseCommand):
             host=options["host"],
             port=options["port"],
             rounds=options["rounds"],
+            model=options["model"],
+            trees=options["trees"],
             deadline=options["deadline"],
             timeout=options["timeout"],
             secure=not options["plain"],
@@ -110,9 +125,7 @@ class Command(BaseCommand):
                 f"{password} (kept in {kept}) to approve sites that ask to join"
             )
             federation_start(federation=federation)
-            say(
-                f"Running {config.rounds} rounds of '{federation.name}': {federation.privacy_label}"
-            )
+            say(f"Running '{federation.name}', {config.plan}: {federation.privacy_label}")
             federation = demo.follow(federation, stop)
             if federation.status == Federation.Status.FAILED:
                 raise DemoError(f"the federation stopped: {federation.reason}")
@@ -122,7 +135,7 @@ class Command(BaseCommand):
             call_command(
                 "tycoon_pack", crossfit=True, subset=config.subset, federation=federation.name
             )
-            say(self.style.SUCCESS(f"Done: {config.rounds} rounds. Browse {config.url}"))
+            say(self.style.SUCCESS(f"Done: {config.plan}. Browse {config.url}"))
             if not options["headless"]:
                 say("Press Ctrl-C to stop.")
                 while not stop.is_set():

@@ -25,6 +25,8 @@ from federation.selectors.sites import worker_command
 from federation.services import federations, rounds, sites
 from turbofan.models.trees import BoostingSettings
 
+MODEL_FAMILIES = ("network", "trees", "hybrid")
+
 
 class Command(BaseCommand):
     help = "Create and run federations and let sites join them, from the command line."
@@ -36,18 +38,21 @@ class Command(BaseCommand):
         create.add_argument("--admin", required=True, help="user name of its admin")
         create.add_argument("--subset", default="FD001")
         create.add_argument(
-            "--rounds", type=int, help="the network's training rounds (default 10; trees: none)"
+            "--rounds",
+            type=int,
+            help="the network's training rounds (default 10; none for --model trees)",
         )
         create.add_argument(
             "--model",
-            choices=("network", "trees"),
+            choices=MODEL_FAMILIES,
             default="network",
             help="what the federation trains: a network (FedAvg over the secure sum of the "
-            "sites' weights) or boosted trees (grown a level a round from the secure sum of "
+            "sites' weights), boosted trees (grown a level a round from the secure sum of "
             "the sites' gradient histograms: the trees a model of all the rows in one place "
-            "would grow)",
+            "would grow), or a hybrid: the network, then the trees, blended at the share the "
+            "sites' validation prefers",
         )
-        trees = create.add_argument_group("boosted trees (with --model trees)")
+        trees = create.add_argument_group("boosted trees (with --model trees or hybrid)")
         defaults = default_boosting()
         trees.add_argument(
             "--trees",
@@ -183,7 +188,11 @@ class Command(BaseCommand):
         boosting = self._boosting(options)
         rounds = options["rounds"]
         if rounds is None:
-            rounds = 0 if boosting is not None else 10
+            rounds = 0 if options["model"] == "trees" else 10
+        elif options["model"] == "trees" and rounds:
+            raise CommandError(
+                "--model trees trains no network: drop --rounds (or use --model hybrid)"
+            )
         federation = federations.federation_create(
             name=options["name"],
             admin=self._user(options["admin"]),
@@ -209,7 +218,7 @@ class Command(BaseCommand):
             self.stdout.write(("WARNING: " if "only" in preview else "") + preview)
 
     def _boosting(self, options: dict[str, Any]) -> BoostingSettings | None:
-        if options["model"] != "trees":
+        if options["model"] == "network":
             return None
         try:
             return dataclasses.replace(

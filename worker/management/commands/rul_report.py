@@ -51,10 +51,11 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="no progress bars")
         parser.add_argument(
             "--model",
-            choices=("network", "trees"),
+            choices=("network", "trees", "hybrid"),
             default="network",
-            help="the family every setup trains: networks, or boosted trees (the federation "
-            "grows them from the secure sum of the sites' gradient histograms)",
+            help="the family every setup trains: networks, boosted trees (the federation "
+            "grows them from the secure sum of the sites' gradient histograms), or a hybrid "
+            "of both, blended at the share validation prefers",
         )
         parser.add_argument(
             "--personal-epochs",
@@ -122,14 +123,17 @@ class Command(BaseCommand):
             raise CommandError(f"--ditto must be from 0 (none) to {MAX_DITTO_MU:g}")
         if options["scheme"] == "by-subset" and len(options["subsets"]) < 2:
             raise CommandError("--scheme by-subset needs at least two --subsets (one site each)")
-        if options["model"] == "trees" and (options["private_head"] or options["ditto"]):
+        trees = options["model"] != "network"
+        if trees and (options["private_head"] or options["ditto"]):
             raise CommandError("--private-head and --ditto personalise a network: drop them")
-        if options["model"] == "trees" and options["dp_epsilon"]:
+        if trees and options["dp_epsilon"]:
             raise CommandError("boosted trees do not run with differential privacy: drop one")
         training = QUICK.training if options["quick"] else default_training()
-        if options["model"] == "trees":  # no network rounds: the trees grow on their own
+        if trees:
             boosting = QUICK_BOOSTING if options["quick"] else default_boosting()
-            training = dataclasses.replace(training, rounds=0, boosting=boosting.to_dict())
+            training = dataclasses.replace(training, boosting=boosting.to_dict())
+        if options["model"] == "trees":  # no network rounds: the trees grow on their own
+            training = dataclasses.replace(training, rounds=0)
         config = ReportConfig(
             subsets=options["subsets"],
             sites=options["sites"] if options["scheme"] == "iid" else len(options["subsets"]),

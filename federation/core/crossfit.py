@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 
 from federation.core.engine.simulation import PROCESSES_ENV, run_simulation
-from federation.core.engine.training import FederatedTraining
+from federation.core.engine.training import TREES_FAMILY, FederatedTraining
 from turbofan.models.artefact import RulModel
-from turbofan.models.fit import NetworkRecipe, fit_network_model
+from turbofan.models.fit import NetworkRecipe, fit_model
 from turbofan.tycoon_pack import (
     CENTRALISED,
     FEDERATED,
@@ -107,11 +107,15 @@ def train_fold(
     pool = train["unit"].unique()
     size = max(2, len(pool) // config.sites)
     chosen = np.random.default_rng(seed).choice(pool, size, replace=False)
+    boosting, network = training.boosting_settings(), training.family != TREES_FAMILY
+
+    def in_one_place(rows: pd.DataFrame) -> RulModel:  # of the federation's family
+        pipeline = recipe.pipeline(subset)
+        return fit_model(rows, pipeline, recipe, boosting=boosting, network=network, seed=seed)
+
     models: dict[str, RulModel] = {
-        CENTRALISED: fit_network_model(train, recipe.pipeline(subset), recipe, seed=seed),
-        f"{LOCAL}:{SINGLE_SITE}": fit_network_model(
-            train[train["unit"].isin(chosen)], recipe.pipeline(subset), recipe, seed=seed
-        ),
+        CENTRALISED: in_one_place(train),
+        f"{LOCAL}:{SINGLE_SITE}": in_one_place(train[train["unit"].isin(chosen)]),
         FEDERATED: run_simulation(
             _split_sites(train, config.sites, seed),
             recipe.pipeline(subset),

@@ -25,7 +25,7 @@ import pandas as pd
 from federation.core.engine.simulation import run_simulation
 from federation.core.engine.training import (
     ALONE_PATIENCE,
-    HYBRID_FAMILY,
+    TREES_FAMILY,
     FederatedTraining,
     PersonalChoice,
 )
@@ -36,13 +36,7 @@ from turbofan.data.files import pool_engines, read_engine_file, read_rul_file
 from turbofan.data.partition import plan_by_subset, plan_iid
 from turbofan.metrics import evaluate
 from turbofan.models.artefact import RulModel
-from turbofan.models.fit import (
-    NetworkRecipe,
-    fit_baseline_model,
-    fit_hybrid_model,
-    fit_network_model,
-    fit_trees_model,
-)
+from turbofan.models.fit import NetworkRecipe, fit_baseline_model, fit_model
 
 SETUPS = ("centralised", "local", "federated", "federated-one", "baseline")
 SCHEMES = ("iid", "by-subset")
@@ -282,30 +276,13 @@ class Report:
         recipe: NetworkRecipe | None = None,
     ) -> RulModel:
         """A model of the federation's family trained on ``frame`` in one place."""
-        boosting = self.config.training.boosting_settings()
-        if boosting is not None and self.config.training.family == HYBRID_FAMILY:
-            return fit_hybrid_model(
-                frame,
-                template.unfitted(),
-                recipe or self.config.recipe,
-                boosting,
-                seed=seed,
-                progress=self.progress,
-                description=description,
-            )
-        if boosting is not None:  # a site alone may grow as many trees as the federation
-            return fit_trees_model(
-                frame,
-                template.unfitted(),
-                boosting,
-                seed=seed,
-                val_fraction=self.config.recipe.val_fraction,
-                members=self.config.recipe.ensemble,
-            )
-        return fit_network_model(
+        training = self.config.training
+        return fit_model(
             frame,
             template.unfitted(),
             recipe or self.config.recipe,
+            boosting=training.boosting_settings(),
+            network=training.family != TREES_FAMILY,
             seed=seed,
             progress=self.progress,
             description=description,

@@ -261,3 +261,31 @@ def test_a_model_no_better_than_the_untrained_one_is_flagged_unusable():
     assert model_warning(better, private=True) == ""
     assert model_warning(rejected, private=False) == ""
     assert model_warning([version(0, 84.5)], private=False) == ""
+
+
+def test_a_federation_of_trees_counts_its_trees_not_rounds():
+    live = live_summary(
+        progress(status="finished", family="trees", trees=42, most_trees=300, training_rounds=0)
+    )
+
+    assert live["headline"] == "Finished: 42 trees grown."
+    assert live["overall"]["value"] == 42 and live["overall"]["max"] == 300
+    assert "stops earlier once the sites' validation stops improving" in live["overall"]["text"]
+
+
+def test_earlier_boost_rounds_fold_into_one_line_where_they_belong():
+    rounds = [
+        a_round(id=1, number=0, kind="sketch", kind_label="bins of the trees", status="done"),
+        *(
+            a_round(id=i, number=i - 200, kind="boost", kind_label="growing trees", status="done")
+            for i in (250, 251)
+        ),
+        a_round(id=252, number=52, kind="boost", kind_label="growing trees"),
+    ]
+    folded = {"first": 1, "last": 49, "count": 49, "first_id": 201}
+
+    rows = round_rows(progress(rounds=rounds, folded_boost_rounds=folded))
+
+    numbers = [row["cells"][0]["text"] for row in rows]
+    assert numbers == ["52", "51", "50", "1-49", "0"]  # newest first, the fold in its place
+    assert "49 earlier rounds, one tree level each" in rows[3]["cells"][2]["text"]

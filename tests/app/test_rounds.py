@@ -116,3 +116,33 @@ def test_after_a_restart_every_unfinished_round_is_picked_up(plain, scheduled):
     half_open.refresh_from_db()
     assert half_open.status == Round.Status.FAILED
     assert "stopped while opening" in half_open.reason
+
+
+def test_the_progress_of_a_federation_of_trees_lists_its_newest_boost_rounds_and_folds_the_rest(
+    cast,
+):
+    from federation.selectors.federations import SHOWN_BOOST_ROUNDS, federation_progress
+    from federation.services import federations as federation_services
+    from turbofan.models.trees import BoostingSettings
+
+    grown = federation_services.federation_create(
+        name="trees", admin=cast.admin, rounds=0, boosting=BoostingSettings(trees=20)
+    )
+    now = timezone.now()
+    for number in range(1, 31):
+        Round.objects.create(
+            federation=grown,
+            kind=Round.Kind.BOOST,
+            number=number,
+            deadline=now,
+            status=Round.Status.DONE,
+        )
+
+    progress = federation_progress(federation=grown)
+
+    listed = [r["number"] for r in progress["rounds"] if r["kind"] == "boost"]
+    assert listed == list(range(31 - SHOWN_BOOST_ROUNDS, 31))
+    assert progress["folded_boost_rounds"]["first"] == 1
+    assert progress["folded_boost_rounds"]["last"] == 30 - SHOWN_BOOST_ROUNDS
+    assert progress["family"] == "trees" and progress["trees"] == 0
+    assert progress["most_trees"] == 20

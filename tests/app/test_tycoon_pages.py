@@ -422,7 +422,7 @@ def test_a_cross_fitted_pack_replays_every_engine_with_provenance(
         def __init__(self, frames) -> None:
             self.model = tiny_model(next(iter(frames.values())), kind_label="f")
 
-    monkeypatch.setattr(cf, "fit_network_model", fit)
+    monkeypatch.setattr(cf, "fit_model", fit)
     monkeypatch.setattr(cf, "run_simulation", lambda frames, *a, **k: Simulated(frames))
     real = tycoon_pack.crossfit
     monkeypatch.setattr(tycoon_pack, "crossfit", lambda *a, **k: real(*a, **{**k, "processes": 1}))

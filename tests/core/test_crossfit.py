@@ -64,7 +64,7 @@ def test_no_engine_is_predicted_by_a_model_that_trained_on_it(engines, monkeypat
             out[i, :n] = model.number
         return out
 
-    monkeypatch.setattr(cf, "fit_network_model", fit)
+    monkeypatch.setattr(cf, "fit_model", fit)
     monkeypatch.setattr(cf, "run_simulation", simulate)
     monkeypatch.setattr(cf, "trajectories", predict)
     config = CrossfitConfig(folds=4, sites=3, seed=1)

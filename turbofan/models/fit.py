@@ -238,3 +238,35 @@ def fit_hybrid_model(
         meta={**network.meta, "boosting": settings.to_dict(), "trees": trees.meta["trees"]},
     )
     return model
+
+
+def fit_model(
+    frame: pd.DataFrame,
+    pipeline: FeaturePipeline,
+    recipe: NetworkRecipe,
+    *,
+    boosting: BoostingSettings | None = None,
+    network: bool = True,
+    seed: int = 0,
+    progress: bool = False,
+    description: str = "model",
+) -> RulModel:
+    """A model of a federation's family trained on ``frame`` in one place: the network
+    (without ``boosting``), boosted trees (with ``boosting`` and not ``network``) or the
+    hybrid of both, ``recipe.ensemble`` members each."""
+    if boosting is None:
+        return fit_network_model(
+            frame, pipeline, recipe, seed=seed, progress=progress, description=description
+        )
+    if network:
+        return fit_hybrid_model(
+            frame, pipeline, recipe, boosting, seed=seed, progress=progress, description=description
+        )
+    return fit_trees_model(
+        frame,
+        pipeline,
+        boosting,
+        seed=seed,
+        val_fraction=recipe.val_fraction,
+        members=recipe.ensemble,
+    )

@@ -12,9 +12,10 @@ def write_between_markers(path: Path, marker: str, text: str) -> None:
     in ``path`` with ``text``; exits with the reason if the markers are missing."""
     content = path.read_text()
     pattern = re.compile(
-        rf"(<!-- {re.escape(marker)}:start -->\n).*?(\n<!-- {re.escape(marker)}:end -->)",
+        rf"(<!-- {re.escape(marker)}:start -->\n)(?:.*?\n)?(<!-- {re.escape(marker)}:end -->)",
         flags=re.DOTALL,
     )
     if not pattern.search(content):
         raise SystemExit(f"{path}: no '<!-- {marker}:start -->' ... ':end -->' markers")
-    path.write_text(pattern.sub(lambda m: m.group(1) + text + m.group(2), content))
+    body = text.rstrip("\n") + "\n"
+    path.write_text(pattern.sub(lambda m: m.group(1) + body + m.group(2), content))

@@ -491,6 +491,12 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _natural(name: str) -> tuple[str, int]:
+    """site-2 before site-10."""
+    stem, _, number = name.rpartition("-")
+    return (stem, int(number)) if number.isdigit() else (name, -1)
+
+
 def personal_table(personal: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Per site, on its own test set (means over seeds): its model alone (trained in the
     personalisation round, as many epochs as the federation trained), the federation's
@@ -513,7 +519,7 @@ def personal_table(personal: dict[str, list[dict[str, Any]]]) -> list[str]:
         f"| site | subset | {' | '.join(names[c] for c in shown)} | chosen | choices |",
         f"|---|---|{'---:|' * len(shown)}---:|---|",
     ]
-    for site, runs_of_site in sorted(personal.items()):
+    for site, runs_of_site in sorted(personal.items(), key=lambda item: _natural(item[0])):
         for subset in sorted({r["subset"] for r in runs_of_site}):
             runs = [r for r in runs_of_site if r["subset"] == subset]
             means = {k: float(np.mean([r[k] for r in runs])) for k in (*shown, "chosen")}

@@ -1,4 +1,4 @@
-"""The benchmarks write their tables into the README between markers."""
+"""The tables the benchmarks write into the README: between markers, sites in order."""
 
 from __future__ import annotations
 
@@ -32,3 +32,17 @@ def test_missing_markers_say_which(tmp_path):
     with pytest.raises(SystemExit, match="t:start"):
         write_between_markers(readme, "t", "x")
     assert readme.read_text() == "no markers\n"
+
+
+def test_the_per_site_table_lists_sites_in_number_order():
+    from federation.core.report import personal_table
+
+    def run(site: str) -> dict[str, object]:
+        return {"subset": "FD001", "alone": 20.0, "global": 11.6, "chosen": 11.6, "choice": site}
+
+    personal = {site: [run(site)] for site in ("site-10", "site-2", "site-1")}
+
+    rows = [line for line in personal_table(personal) if line.startswith("| site-")]
+
+    assert [row.split(" | ")[0] for row in rows] == ["| site-1", "| site-2", "| site-10"]
+    assert rows[0].endswith("| 20.00 | 11.60 | 11.60 | site-1 |")

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from federation.core.engine.simulation import PROCESSES_ENV, run_simulation
-from federation.core.engine.training import TREES_FAMILY, FederatedTraining
+from federation.core.engine.training import FederatedTraining
 from turbofan.models.artefact import RulModel
 from turbofan.models.fit import NetworkRecipe, fit_model
 from turbofan.tycoon_pack import (
@@ -107,11 +107,10 @@ def train_fold(
     pool = train["unit"].unique()
     size = max(2, len(pool) // config.sites)
     chosen = np.random.default_rng(seed).choice(pool, size, replace=False)
-    boosting, network = training.boosting_settings(), training.family != TREES_FAMILY
 
     def in_one_place(rows: pd.DataFrame) -> RulModel:  # of the federation's family
         pipeline = recipe.pipeline(subset)
-        return fit_model(rows, pipeline, recipe, boosting=boosting, network=network, seed=seed)
+        return fit_model(rows, pipeline, recipe, **training.family_settings(), seed=seed)
 
     models: dict[str, RulModel] = {
         CENTRALISED: in_one_place(train),

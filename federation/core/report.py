@@ -25,7 +25,6 @@ import pandas as pd
 from federation.core.engine.simulation import run_simulation
 from federation.core.engine.training import (
     ALONE_PATIENCE,
-    TREES_FAMILY,
     FederatedTraining,
     PersonalChoice,
 )
@@ -276,13 +275,11 @@ class Report:
         recipe: NetworkRecipe | None = None,
     ) -> RulModel:
         """A model of the federation's family trained on ``frame`` in one place."""
-        training = self.config.training
         return fit_model(
             frame,
             template.unfitted(),
             recipe or self.config.recipe,
-            boosting=training.boosting_settings(),
-            network=training.family != TREES_FAMILY,
+            **self.config.training.family_settings(),
             seed=seed,
             progress=self.progress,
             description=description,

@@ -111,6 +111,11 @@ class FederatedTraining:
             return None
         return BoostingSettings.from_dict({**self.boosting, "seed": self.seed})
 
+    def family_settings(self) -> dict[str, Any]:
+        """``fit_model``'s arguments for a model of this federation's family trained in one
+        place: the trees' settings (None without trees) and whether a network is in it."""
+        return {"boosting": self.boosting_settings(), "network": self.family != TREES_FAMILY}
+
     @property
     def family(self) -> str:
         """What the federation's model is: a "network", boosted "trees" (no network rounds

@@ -49,7 +49,10 @@ def test_each_site_sends_its_clipped_update_and_a_share_of_the_noise(fleet):
     result = np.concatenate([w.ravel() for w in aggregated_weights(fleet.federation, 1)])
     assert np.allclose(result, start + np.mean(clipped, axis=0), atol=1e-6)
     # The sites kept their validation errors home.
-    assert "federated_val_rmse" not in ModelVersion.objects.get(version=0).metrics
+    assert (
+        "federated_val_rmse"
+        not in ModelVersion.objects.get(federation=fleet.federation, version=0).metrics
+    )
 
 
 def test_the_noise_in_the_sum_has_the_configured_strength(fleet):

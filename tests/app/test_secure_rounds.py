@@ -456,8 +456,9 @@ def test_a_candidate_most_sites_find_worse_is_rejected_and_training_goes_on_from
     fleet,
 ):
     Federation.objects.filter(id=fleet.federation.id).update(rounds=3)
+    versions = ModelVersion.objects.filter(federation=fleet.federation)
     fleet.run(fleet.open())  # training round 1: version 1, a candidate
-    candidate = ModelVersion.objects.get(version=1)
+    candidate = versions.get(version=1)
     assert candidate.status == ModelVersion.Status.CANDIDATE
     assert Path(candidate.file.path).stat().st_mode & 0o077 == 0  # the coordinator's alone
     fleet.worse = {"alpha", "beta", "gamma"}  # three of four sites find it worse
@@ -469,16 +470,16 @@ def test_a_candidate_most_sites_find_worse_is_rejected_and_training_goes_on_from
     fleet.run(second)
 
     assert m.KEY_ACCEPTED in work  # the sites compared it with the accepted version 0
-    rejected = ModelVersion.objects.get(version=1)
+    rejected = versions.get(version=1)
     assert rejected.status == ModelVersion.Status.REJECTED
     assert rejected.verdict.startswith("3 of 4 sites found it worse than the accepted model")
     assert rejected.suspects == [fleet.sites["delta"].id]  # in its sum, and did not see it
-    assert not ModelVersion.objects.filter(version=2).exists()  # trained from the rejected
+    assert not versions.filter(version=2).exists()  # trained from the rejected
     third = Round.objects.get(federation=fleet.federation, kind="train", number=3)
     fleet.stage(third)
     fleet.stage(third)
     _, work = fleet.work("alpha")
-    start = version_weights(ModelVersion.objects.get(version=0))
+    start = version_weights(versions.get(version=0))
     assert m.weights_from_bytes(m.unb64(work[m.KEY_WEIGHTS]))[0].tolist() == start[0].tolist()
     assert m.KEY_ACCEPTED not in work  # version 0 is accepted: nothing to compare
     fleet.worse = set()
@@ -486,7 +487,7 @@ def test_a_candidate_most_sites_find_worse_is_rejected_and_training_goes_on_from
     evaluation = Round.objects.get(federation=fleet.federation, kind="evaluate")
     fleet.run(evaluation)
 
-    assert ModelVersion.objects.get(version=3).status == ModelVersion.Status.ACCEPTED
+    assert versions.get(version=3).status == ModelVersion.Status.ACCEPTED
     fleet.federation.refresh_from_db()
     assert fleet.federation.status == Federation.Status.FINISHED
 

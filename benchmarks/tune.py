@@ -8,8 +8,9 @@ Three small grids, each scored on validation engines that no model trains on:
   learning rate x epochs, scored by the best epoch's validation RMSE; its default is
   judged among the rows of its own epochs (the compute of one site in the federation);
 - the federation (4 sites, one model, as a live federation trains): local learning
-  rate x local epochs per round, scored by the best pooled validation RMSE the sites
-  report inside the secure sum (their own validation engines);
+  rate x local epochs per round x whether each site's optimiser goes on from its last
+  round, scored by the best pooled validation RMSE the sites report inside the secure
+  sum (their own validation engines);
 - boosted trees (on the same 15 % held back): depth x learning rate x the share of rows
   each tree samples, scored by the validation RMSE at the best number of trees. A
   federation grows the very trees of its pooled rows, so this grid is the federation's.
@@ -44,7 +45,10 @@ from turbofan.data.source import find_data_dir  # noqa: E402
 from turbofan.models.fit import fit_network_model, fit_trees_model  # noqa: E402
 
 CENTRAL_GRID = [(lr, epochs) for lr in (1e-3, 3e-3, 1e-2) for epochs in (15, 30)]
-FEDERATED_GRID = [(lr, local) for lr in (1e-3, 3e-3, 1e-2) for local in (1, 2)]
+FEDERATED_GRID = [
+    (lr, local, kept) for lr in (1e-3, 3e-3, 1e-2) for local in (1, 2) for kept in (False, True)
+]
+FEDERATED_KEYS = ["lr", "local_epochs", "site_optimiser"]
 TREES_GRID = [
     (depth, lr, subsample) for depth in (4, 5, 6) for lr in (0.05, 0.1) for subsample in (0.5, 1.0)
 ]
@@ -77,7 +81,7 @@ def federated(train: Any, subset: str, sites: int, seed: int) -> list[dict[str, 
     plan = plan_iid(subset, train["unit"].to_numpy(), sites, seed=seed, holdout=0)
     frames = {s.name: train[train["unit"].isin(s.engines[subset])] for s in plan.sites}
     rows = []
-    for lr, local in FEDERATED_GRID:
+    for lr, local, kept in FEDERATED_GRID:
         # The same budget of local epochs: fewer per round, more rounds.
         rounds = default_training().rounds * default_training().local_epochs // local
         training = dataclasses.replace(
@@ -87,6 +91,7 @@ def federated(train: Any, subset: str, sites: int, seed: int) -> list[dict[str, 
             local_epochs=local,
             rounds=rounds,
             seed=seed,
+            site_optimiser=kept,
         )
         started = time.perf_counter()
         result = run_simulation(frames, recipe.pipeline(subset), recipe, training)
@@ -96,13 +101,14 @@ def federated(train: Any, subset: str, sites: int, seed: int) -> list[dict[str, 
                 "lr": lr,
                 "local_epochs": local,
                 "rounds": rounds,
+                "site_optimiser": kept,
                 "val_rmse": best,
                 "seconds": time.perf_counter() - started,
             }
         )
         print(
-            f"  federated lr {lr:g}, {local} local epochs x {rounds} rounds: pooled validation "
-            f"RMSE {best:.2f}",
+            f"  federated lr {lr:g}, {local} local epochs x {rounds} rounds, "
+            f"{'kept' if kept else 'fresh'} site optimisers: pooled validation RMSE {best:.2f}",
             flush=True,
         )
     return rows
@@ -152,11 +158,15 @@ def table(title: str, rows: list[dict[str, Any]], keys: list[str], default: dict
             marks.append("best")
         if all(row[k] == default[k] for k in keys):
             marks.append("default")
-        cells = " | ".join(f"{row[k]:g}" for k in keys)
+        cells = " | ".join(_cell(row[k]) for k in keys)
         lines.append(
             f"| {cells} | {row['val_rmse']:.2f} | {row['seconds']:.0f} | {', '.join(marks)} |"
         )
     return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    return ("yes" if value else "no") if isinstance(value, bool) else f"{value:g}"
 
 
 def supported(
@@ -197,7 +207,7 @@ def main() -> None:
     trees_keys = ["depth", "learning_rate", "subsample"]
     trees_default = {key: getattr(boosting, key) for key in trees_keys}
     central_default = {"lr": recipe.train.lr, "epochs": recipe.train.epochs}
-    federated_default = {"lr": training.lr, "local_epochs": training.local_epochs}
+    federated_default = {key: getattr(training, key) for key in FEDERATED_KEYS}
     text = "\n\n".join(
         [
             table(
@@ -210,9 +220,9 @@ def main() -> None:
             table(
                 f"Federation of {args.sites} sites, one model: best pooled RMSE on the sites' "
                 "own validation engines, the same local epochs in all (fewer per round, more "
-                "rounds):",
+                "rounds); `site_optimiser`: each site's optimiser goes on from its last round:",
                 federated_rows,
-                ["lr", "local_epochs"],
+                FEDERATED_KEYS,
                 federated_default,
             ),
             table(
@@ -231,7 +241,7 @@ def main() -> None:
         # The centralised model trains as many optimizer steps as each site does in the
         # federation: 15 epochs. More epochs are another budget, not another choice.
         supported(central_rows, ["lr", "epochs"], central_default, budget="epochs"),
-        supported(federated_rows, ["lr", "local_epochs"], federated_default),
+        supported(federated_rows, FEDERATED_KEYS, federated_default),
         supported(trees_rows, trees_keys, trees_default),
     ]
     if args.readme is not None:

@@ -52,6 +52,9 @@ KEY_LOCAL = "local"  # the TrainConfig of this round's local training
 KEY_PRIVATE_HEAD = "private_head"
 # With Ditto: the proximal weight of each site's personal model, and its line of models.
 KEY_DITTO = "ditto"
+# Each site's optimiser goes on from its last round (FederatedTraining.site_optimiser):
+# which line of models its moments belong to. They stay at the site.
+KEY_OPTIMISER = "optimiser"
 KEY_PROXIMAL_MU = "proximal_mu"
 # Boosted trees: their settings, the model so far (an ensemble's arrays, .npz in base64),
 # the tree being grown, and, when the trees are a candidate, the last accepted ones.

@@ -44,6 +44,7 @@ def federation_create(
     private_head: bool = False,
     ditto_mu: float = 0.0,
     boosting: BoostingSettings | None = None,
+    site_optimiser: bool = True,
 ) -> Federation:
     """A new federation, run by ``admin``, with the tuned model recipe by default.
 
@@ -59,7 +60,8 @@ def federation_create(
     personalisation too. ``boosting``: the federation grows boosted trees, one tree level
     a round from the secure sum of the sites' histograms: instead of a network (``rounds``
     0), or after its network's rounds, the two blended at the share the sites' validation
-    prefers (a hybrid).
+    prefers (a hybrid). ``site_optimiser`` False: each site's optimiser starts afresh every
+    round instead of going on from its last one (see ``FederatedTraining.site_optimiser``).
     """
     if not 0 <= personal_epochs <= MAX_PERSONAL_EPOCHS:
         raise FederationError(
@@ -105,6 +107,8 @@ def federation_create(
                 status=400,
             )
         spec = {**spec, "training": {**spec.get("training", {}), "boosting": boosting.to_dict()}}
+    if not site_optimiser:
+        spec = {**spec, "training": {**spec.get("training", {}), "site_optimiser": False}}
     if personal_epochs:
         spec = {
             **spec,

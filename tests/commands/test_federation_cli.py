@@ -11,6 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from federation.models import AnalyticsQuery, Federation, Membership, Site
+from federation.specs import federation_training
 
 pytestmark = pytest.mark.django_db
 
@@ -132,6 +133,14 @@ def test_a_federation_that_personalises_keeps_its_settings_in_the_model_spec(use
     ditto = Federation.objects.get(name="ditto").model_spec["training"]
     assert fedper["personal_epochs"] == 5 and fedper["private_head"] is True
     assert ditto["personal_epochs"] == 5 and ditto["ditto_mu"] == 0.1
+
+
+def test_sites_optimisers_go_on_between_rounds_unless_the_federation_asks_afresh(users):
+    run("create", "kept", "--admin", "boss")
+    run("create", "fresh", "--admin", "boss", "--fresh-optimisers")
+
+    assert federation_training(Federation.objects.get(name="kept")).site_optimiser is True
+    assert federation_training(Federation.objects.get(name="fresh")).site_optimiser is False
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from federation.core.engine.training import (
     CHOICE_CONFIDENCE,
     CHOICES,
     MIN_JUDGING_ENGINES,
+    TRAINING_EXTRAS,
     FederatedTraining,
     LocalData,
     PersonalChoice,
@@ -40,7 +41,13 @@ from turbofan.models.fit import (
     split_engines,
 )
 from turbofan.models.nets import build_net
-from turbofan.models.training import TrainConfig, get_weights, seed_everything
+from turbofan.models.training import (
+    TrainConfig,
+    get_weights,
+    seed_everything,
+    set_weights,
+    train_network,
+)
 
 SMALL_NET = {"hidden": 16}
 
@@ -246,10 +253,91 @@ def test_fedprox_keeps_a_site_closer_to_the_global_model(train):
     config = TrainConfig(epochs=2, lr=1e-2, schedule="constant")
 
     def drift(mu: float) -> float:
-        weights = local_update(model, start, data, config, proximal_mu=mu)
+        weights, _ = local_update(model, start, data, config, proximal_mu=mu)
         return sum(float(((w - s) ** 2).sum()) for w, s in zip(weights, start, strict=True))
 
     assert drift(1.0) < 0.5 * drift(0.0)
+
+
+class _Linear(torch.nn.Module):
+    """A network without dropout, so that one full batch is one deterministic step."""
+
+    def __init__(self, inputs: int) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(inputs, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x.flatten(1)).squeeze(-1)
+
+
+def test_an_optimiser_started_from_its_moments_goes_on_as_if_it_never_stopped():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 3, 2)).astype(np.float32)
+    y = (x.sum(axis=(1, 2)) * 10 + 50).astype(np.float32)
+    config = TrainConfig(epochs=4, batch_size=64, lr=0.1, schedule="constant", patience=0)
+    torch.manual_seed(0)
+    net = _Linear(6)
+    start = get_weights(net)
+
+    straight = train_network(net, x, y, config).weights
+    half = dataclasses.replace(config, epochs=2)
+    set_weights(net, start)
+    first = train_network(net, x, y, half)
+    resumed = train_network(net, x, y, half, moments=first.moments).weights
+    set_weights(net, first.weights)
+    afresh = train_network(net, x, y, half).weights
+
+    assert first.moments is not None and float(first.moments[0][0]) == 2  # two steps taken
+    for a, b in zip(straight, resumed, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(straight[0], afresh[0])  # fresh moments take another path
+    # Moments of another network are left out: it starts afresh.
+    set_weights(net, first.weights)
+    other = train_network(net, x, y, half, moments=[first.moments[0]]).weights
+    np.testing.assert_array_equal(other[0], afresh[0])
+
+
+def test_each_site_keeps_its_optimiser_between_rounds_and_sends_only_its_model(train, monkeypatch):
+    sites = {f"site-{k}": train[train["unit"].between(8 * k - 7, 8 * k)] for k in (1, 2, 3)}
+    real_input = simulation_module.site_input
+    sent: list[tuple[int, int, np.ndarray, int]] = []  # round, site, vector, steps kept
+
+    def recording(work, data, parameters, rng=None):
+        vector, beside = real_input(work, data, parameters, rng)
+        if work[m.KEY_KIND] == "train":
+            given = m.weights_from_bytes(m.unb64(work[m.KEY_WEIGHTS]))
+            assert vector.size == flatten(given).size + TRAINING_EXTRAS  # the model, no more
+            kept = [data.private_weights("optimiser", key) for key in _optimiser_keys(data)]
+            steps = int(kept[0][0][0]) if kept else 0
+            site = work[m.KEY_PROTOCOL][m.SITE]
+            round_number = 1 + sum(1 for _, who, *_ in sent if who == site)
+            sent.append((round_number, site, vector, steps))
+        return vector, beside
+
+    monkeypatch.setattr(simulation_module, "site_input", recording)
+    config = FederatedTraining(rounds=3, local_epochs=1, lr=5e-3, lr_final=5e-3, patience=0)
+    recipe = NetworkRecipe(net_options=SMALL_NET)
+    template = FeaturePipeline.for_subset("FD001")
+
+    run_simulation(sites, template, recipe, config)
+    kept_runs, sent[:] = list(sent), []
+    run_simulation(sites, template, recipe, dataclasses.replace(config, site_optimiser=False))
+    fresh_runs = list(sent)
+
+    # Each round a site's optimiser takes its local steps on from where it left them.
+    for site in (1, 2, 3):
+        steps = [s for _, who, _, s in kept_runs if who == site]
+        assert len(steps) == 3 and steps[0] > 0 and steps == [steps[0] * r for r in (1, 2, 3)]
+    assert all(steps == 0 for *_, steps in fresh_runs)  # nothing kept without the setting
+    # The first round starts afresh either way; from the second the moments tell.
+    by_round = {(r, who): v for r, who, v, _ in fresh_runs}
+    for r, who, vector, _ in kept_runs:
+        same = np.array_equal(vector, by_round[r, who])
+        assert same if r == 1 else not same
+
+
+def _optimiser_keys(data) -> list[str]:
+    return [key for kind, key in data._private if kind == "optimiser"]
 
 
 def test_with_personalisation_each_site_chooses_and_the_sum_counts_the_choices(train):

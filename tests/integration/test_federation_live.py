@@ -165,6 +165,11 @@ def test_three_sites_run_three_rounds_and_the_global_model_improves(tmp_path, si
         v.verdict for v in versions
     ]
     assert versions[3].metrics["federated_val_rmse"] < val[0]
+    for name in site_names:  # each site's optimiser went on from round to round, at home
+        (kept,) = (tmp_path / "sites" / name).glob("private-optimiser-*.npz")
+        with np.load(kept) as arrays:
+            steps = int(arrays["t0"][0])
+        assert steps > 0 and steps % 3 == 0  # the same local steps in each of three rounds
     assert all(r.stage == p.UNMASK for r in rounds)  # every round went through the secure sum
     assert all(r.status == Round.Status.DONE for r in rounds)
     assert (

@@ -58,6 +58,9 @@ class TrainResult:
     best_epoch: int = 0
     seconds: float = 0.0
     examples: int = 0
+    # The optimiser's moments after the last step (see :func:`adam_moments`), for a
+    # trainer that goes on later from where this one stopped.
+    moments: Weights | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -114,13 +117,16 @@ def train_network(
     reference: Weights | None = None,
     progress: bool = False,
     description: str = "training",
+    moments: Weights | None = None,
 ) -> TrainResult:
     """Train ``net`` in place on windows ``x`` and labels ``y``; return its best weights.
 
     With validation windows the weights of the epoch with the lowest validation
     RMSE are returned (and training stops after ``config.patience`` epochs
     without improvement); without, those of the last epoch. ``reference`` is the
-    global model for FedProx's proximal term (``config.prox_mu > 0``).
+    global model for FedProx's proximal term (``config.prox_mu > 0``). ``moments``
+    (from an earlier result's ``moments``) start the optimiser where that training left
+    it, at this config's learning rate; the result's are where this one leaves it.
     """
     started = time.perf_counter()
     torch.set_num_threads(torch_threads())
@@ -128,6 +134,8 @@ def train_network(
     x_all, y_all = torch.from_numpy(x), torch.from_numpy(y.astype(np.float32))
     steps_per_epoch = max(1, math.ceil(len(x) / config.batch_size))
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if moments is not None:
+        load_adam_moments(optimiser, moments)
     scheduler = _scheduler(optimiser, config, steps_per_epoch)
     anchors = _anchors(net, reference) if config.prox_mu > 0 and reference is not None else None
     loss_fn = nn.MSELoss()
@@ -170,7 +178,40 @@ def train_network(
         best_epoch=best_epoch,
         seconds=time.perf_counter() - started,
         examples=len(x),
+        moments=adam_moments(optimiser),
     )
+
+
+def adam_moments(optimiser: torch.optim.Optimizer) -> Weights:
+    """Adam's state as arrays: its step count, then each parameter's running means of the
+    gradient and of its square, in parameter order (empty before the first step)."""
+    params = [p for group in optimiser.param_groups for p in group["params"]]
+    if not params or any(not optimiser.state.get(p) for p in params):
+        return []
+    states = [optimiser.state[p] for p in params]
+    arrays = [np.array([float(states[0]["step"])], dtype=np.float64)]
+    for state in states:
+        arrays += [state["exp_avg"].numpy().copy(), state["exp_avg_sq"].numpy().copy()]
+    return arrays
+
+
+def load_adam_moments(optimiser: torch.optim.Optimizer, moments: Weights) -> bool:
+    """Start ``optimiser`` (a fresh Adam) from :func:`adam_moments`; its learning rate and
+    other settings stay its own. Moments that do not fit its parameters (another network)
+    are left out: it starts fresh, and this says False."""
+    params = [p for group in optimiser.param_groups for p in group["params"]]
+    if len(moments) != 1 + 2 * len(params) or any(
+        moments[1 + 2 * i + k].shape != tuple(p.shape) for i, p in enumerate(params) for k in (0, 1)
+    ):
+        return False
+    step = torch.tensor(float(moments[0][0]), dtype=torch.float32)
+    for i, p in enumerate(params):
+        optimiser.state[p] = {
+            "step": step.clone(),
+            "exp_avg": torch.as_tensor(np.array(moments[1 + 2 * i]), dtype=p.dtype),
+            "exp_avg_sq": torch.as_tensor(np.array(moments[2 + 2 * i]), dtype=p.dtype),
+        }
+    return True
 
 
 def _scheduler(

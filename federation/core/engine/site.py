@@ -79,9 +79,9 @@ class SiteData:
         self.frame = frame
         self._local: dict[str, tuple[FeaturePipeline, LocalData]] = {}
         self.choice: PersonalChoice | None = None  # the model this site chose, if it did
-        # What this site trains for itself (a FedPer head, a Ditto model) by kind and line
-        # of models; kept in ``private_dir`` when given, so that a worker that restarts
-        # goes on with it.
+        # What this site trains for itself (a FedPer head, a Ditto model, its optimiser's
+        # moments) by kind and line of models; kept in ``private_dir`` when given, so that
+        # a worker that restarts goes on with it.
         self._private: dict[tuple[str, str], Weights] = {}
         self.private_dir = private_dir
         self.trees = boosting.SiteTrees()  # its bins and the trees' predictions so far
@@ -92,7 +92,8 @@ class SiteData:
         return self.private_dir / f"{PRIVATE_FILE_PREFIX}{kind}-{key}.npz"
 
     def private_weights(self, kind: str, key: str) -> Weights | None:
-        """What this site keeps of ``kind`` ("head", "ditto") for the line ``key``."""
+        """What this site keeps of ``kind`` ("head", "ditto", "optimiser") for the line
+        ``key``."""
         path = self._private_path(kind, key)
         if (kind, key) not in self._private and path is not None and path.exists():
             with np.load(path) as arrays:
@@ -385,6 +386,8 @@ def _training_input(
     model = new_network_model(pipeline, recipe)
     weights = announced_model(work, parameters, m.KEY_WEIGHTS, "model")
     accepted = work.get(m.KEY_ACCEPTED)
+    # The site's optimiser moments from its last round, when the federation keeps them.
+    moments_key = _line_key(work, m.KEY_OPTIMISER) if m.KEY_LOCAL in work else None
     result = train_locally(
         model,
         _with_own_head(work, data, weights),
@@ -396,7 +399,10 @@ def _training_input(
         )
         if accepted
         else None,
+        moments=data.private_weights("optimiser", moments_key) if moments_key else None,
     )
+    if moments_key is not None and result.moments:
+        data.keep_private("optimiser", moments_key, result.moments)
     site = work[m.KEY_PROTOCOL][m.SITE]
     if Kind(work[m.KEY_KIND]) == Kind.EVALUATE:
         return encode_scores(result, parameters.weight_of((site,))), beside_input(result)
@@ -423,8 +429,8 @@ def _training_input(
 
 def _line_key(work: dict[str, Any], field: str) -> str | None:
     """Which of its own models a task with a private part (``field``: a FedPer head, a
-    Ditto model) uses: one per line of models (the federation's pipeline and its member
-    seed); None when the task has no such part."""
+    Ditto model, the optimiser's moments) uses: one per line of models (the federation's
+    pipeline and its member seed); None when the task has no such part."""
     spec = work.get(field)
     if not spec:
         return None

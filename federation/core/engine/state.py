@@ -251,6 +251,8 @@ def task(
         strategy = make_strategy(training.strategy, **training.strategy_settings)
         work[m.KEY_LOCAL] = training.local_config(number, member).to_dict()
         work[m.KEY_PROXIMAL_MU] = strategy.proximal_mu
+        if training.site_optimiser:
+            work[m.KEY_OPTIMISER] = {"lineage": training.member_seed(member)}
     return work
 
 

@@ -85,6 +85,10 @@ class FederatedTraining:
     boosting : :meth:`BoostingSettings.to_dict` to grow boosted trees after the network's
         rounds (``rounds`` 0: trees only), one tree level a round from the secure sum of
         the sites' histograms; None: a network only
+    site_optimiser : each site's optimiser (AdamW) goes on from round to round with its own
+        running means of the gradient and of its square, as one trainer in one place
+        does, instead of starting afresh at each round's global weights; they stay at
+        the site like a private head (False: fresh every round, as in plain FedAvg)
     """
 
     rounds: int = 40
@@ -104,6 +108,7 @@ class FederatedTraining:
     private_head: bool = False
     ditto_mu: float = 0.0
     boosting: dict[str, Any] | None = None
+    site_optimiser: bool = True
 
     def boosting_settings(self) -> BoostingSettings | None:
         """The trees' settings, seeded by the federation's seed; None without trees."""
@@ -276,6 +281,9 @@ class LocalResult:
     val_count: int
     seconds: float
     accepted_sse: float | None = None
+    # The site's optimiser moments after its training: they stay at the site (nothing
+    # that encodes a result for the sum reads them).
+    moments: Weights | None = field(default=None, repr=False)
 
     def vote(self) -> int | None:
         """1 if the incoming candidate is worse than the accepted model here, 0 if not,
@@ -297,16 +305,25 @@ def candidate_worse(candidate_sse: float, accepted_sse: float) -> bool:
 
 
 def local_update(
-    model: RulModel, weights: Weights, data: LocalData, config: TrainConfig, *, proximal_mu: float
-) -> Weights:
-    """Train from the global weights for ``config.epochs`` epochs on this site's windows."""
+    model: RulModel,
+    weights: Weights,
+    data: LocalData,
+    config: TrainConfig,
+    *,
+    proximal_mu: float,
+    moments: Weights | None = None,
+) -> tuple[Weights, Weights]:
+    """Train from the global weights for ``config.epochs`` epochs on this site's windows,
+    the optimiser starting from ``moments`` (this site's from its last round) when given;
+    the trained weights and the optimiser's moments after it."""
     seed_everything(config.seed)
     net = model.new_net()
     set_weights(net, weights)
     local = TrainConfig(**{**config.to_dict(), "prox_mu": proximal_mu, "patience": 0})
-    return train_network(
-        net, data.x, data.y, local, reference=weights if proximal_mu else None
-    ).weights
+    result = train_network(
+        net, data.x, data.y, local, reference=weights if proximal_mu else None, moments=moments
+    )
+    return result.weights, result.moments or []
 
 
 # The strongest pull toward the global model a Ditto task may ask for (the proximal term
@@ -370,18 +387,21 @@ def train_locally(
     *,
     proximal_mu: float = 0.0,
     accepted: Weights | None = None,
+    moments: Weights | None = None,
 ) -> LocalResult:
     """Score the incoming global model (and, when it is a candidate, the ``accepted`` one)
     on the validation windows, then train from it (unless ``config`` is None: a round
-    that only scores)."""
+    that only scores), the optimiser starting from ``moments`` when given."""
     started = time.perf_counter()
     val_sse, val_count = local_evaluate(model, weights, data)
     accepted_sse = local_evaluate(model, accepted, data)[0] if accepted is not None else None
-    trained = weights
+    trained, kept = weights, None
     if config is not None:
-        trained = local_update(model, weights, data, config, proximal_mu=proximal_mu)
+        trained, kept = local_update(
+            model, weights, data, config, proximal_mu=proximal_mu, moments=moments
+        )
     seconds = round(time.perf_counter() - started, 3)
-    return LocalResult(trained, len(data.x), val_sse, val_count, seconds, accepted_sse)
+    return LocalResult(trained, len(data.x), val_sse, val_count, seconds, accepted_sse, kept)
 
 
 # --- personalisation: each site chooses its model ---------------------------------------------

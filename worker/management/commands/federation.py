@@ -97,6 +97,12 @@ class Command(BaseCommand):
             "--personal-epochs; default 0: none)",
         )
         create.add_argument(
+            "--fresh-optimisers",
+            action="store_true",
+            help="each site's optimiser starts afresh every round, as in plain FedAvg "
+            "(default: it goes on from the site's last round, its moments kept at the site)",
+        )
+        create.add_argument(
             "--plain",
             action="store_true",
             help="plain aggregation, for debugging only: the coordinator sees every "
@@ -206,6 +212,7 @@ class Command(BaseCommand):
             personal_epochs=options["personal_epochs"],
             private_head=options["private_head"],
             ditto_mu=options["ditto"],
+            site_optimiser=not options["fresh_optimisers"],
         )
         self.stdout.write(
             f"created federation {federation.name!r} (id {federation.id}): "

@@ -77,6 +77,21 @@ def test_it_keeps_the_trained_models_for_predict(report, cmapss_dir):
     assert result.returncode == 0 and len(result.stdout.splitlines()) == 101
 
 
+def test_sites_keep_their_optimisers_unless_the_report_asks_afresh(report, tmp_path):
+    out, _ = report
+    fresh = manage(
+        "rul_report",
+        *("--subsets", "FD001", "--sites", "2", "--out", str(tmp_path)),
+        *("--quick", "--no-progress", "--fresh-optimisers"),
+        timeout=600,
+    )
+
+    assert fresh.returncode == 0, fresh.stderr
+    kept = json.loads((out / "report.json").read_text())["config"]["training"]
+    afresh = json.loads((tmp_path / "report.json").read_text())["config"]["training"]
+    assert kept["site_optimiser"] is True and afresh["site_optimiser"] is False
+
+
 def test_by_subset_needs_two_subsets(tmp_path):
     result = manage(
         "rul_report", "--subsets", "FD001", "--scheme", "by-subset", "--out", str(tmp_path)

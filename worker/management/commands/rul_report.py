@@ -80,6 +80,12 @@ class Command(BaseCommand):
             help="Ditto: each site trains a personal model alongside the federation's, pulled "
             "toward it with this proximal weight (needs --personal-epochs)",
         )
+        parser.add_argument(
+            "--fresh-optimisers",
+            action="store_true",
+            help="each site's optimiser starts afresh every round, as in plain FedAvg "
+            "(default: it goes on from the site's last round)",
+        )
         dp = parser.add_argument_group(
             "differential privacy",
             "with --dp-epsilon, one more federated setup per target epsilon, under "
@@ -145,6 +151,7 @@ class Command(BaseCommand):
                 personal_epochs=options["personal_epochs"],
                 private_head=options["private_head"],
                 ditto_mu=options["ditto"],
+                site_optimiser=not options["fresh_optimisers"],
             ),
             privacy=PrivacyPlan(
                 epsilons=options["dp_epsilon"],

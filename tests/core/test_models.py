@@ -295,6 +295,11 @@ def test_an_optimiser_started_from_its_moments_goes_on_as_if_it_never_stopped():
     set_weights(net, first.weights)
     other = train_network(net, x, y, half, moments=[first.moments[0]]).weights
     np.testing.assert_array_equal(other[0], afresh[0])
+    # ... and so are moments that are not finite (a damaged file).
+    damaged = [np.full_like(array, np.nan) for array in first.moments]
+    set_weights(net, first.weights)
+    other = train_network(net, x, y, half, moments=damaged).weights
+    np.testing.assert_array_equal(other[0], afresh[0])
 
 
 def test_each_site_keeps_its_optimiser_between_rounds_and_sends_only_its_model(train, monkeypatch):

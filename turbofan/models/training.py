@@ -198,11 +198,13 @@ def adam_moments(optimiser: torch.optim.Optimizer) -> Weights:
 def load_adam_moments(optimiser: torch.optim.Optimizer, moments: Weights) -> bool:
     """Start ``optimiser`` (a fresh Adam) from :func:`adam_moments`; its learning rate and
     other settings stay its own. Moments that do not fit its parameters (another network)
-    are left out: it starts fresh, and this says False."""
+    or are not finite are left out: it starts fresh, and this says False."""
     params = [p for group in optimiser.param_groups for p in group["params"]]
     if len(moments) != 1 + 2 * len(params) or any(
         moments[1 + 2 * i + k].shape != tuple(p.shape) for i, p in enumerate(params) for k in (0, 1)
     ):
+        return False
+    if not all(np.isfinite(array).all() for array in moments) or moments[0][0] < 1:
         return False
     step = torch.tensor(float(moments[0][0]), dtype=torch.float32)
     for i, p in enumerate(params):

@@ -75,6 +75,7 @@ def federation_state(federation: Federation) -> FederationState:
         strategy_state=strategy_state,
         accepted=accepted,
         accepted_version=accepted_version,
+        network_rejections=networks.filter(status=ModelVersion.Status.REJECTED).count(),
         **_boosting_fields(federation.boosting_state or {}),
     )
 

@@ -436,7 +436,10 @@ def _line_key(work: dict[str, Any], field: str) -> str | None:
         return None
     if field == m.KEY_PRIVATE_HEAD and int(spec.get("tensors", -1)) != HEAD_TENSORS:
         raise SecAggError(f"a private head is the last {HEAD_TENSORS} tensors of the network")
-    text = json.dumps([work[m.KEY_PIPELINE], int(spec["lineage"])], sort_keys=True)
+    parts = [work[m.KEY_PIPELINE], int(spec["lineage"])]
+    if "restart" in spec:  # a new start of the same line (the optimiser after a rejection)
+        parts.append(int(spec["restart"]))
+    text = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

@@ -73,6 +73,9 @@ class FederationState:
     accepted_trees: Weights | None = None
     boost_best: tuple[float, int] | None = None
     boost_rejections: int = 0  # rejections of the tree now being grown, in a row
+    # Network candidates rejected so far: each rejection starts the sites' optimisers
+    # afresh, as the server's (their moments moved with the rejected model).
+    network_rejections: int = 0
     boosted: bool = False
     share: float | None = None  # a hybrid's weight of its trees, once the sites chose it
 
@@ -252,7 +255,10 @@ def task(
         work[m.KEY_LOCAL] = training.local_config(number, member).to_dict()
         work[m.KEY_PROXIMAL_MU] = strategy.proximal_mu
         if training.site_optimiser:
-            work[m.KEY_OPTIMISER] = {"lineage": training.member_seed(member)}
+            work[m.KEY_OPTIMISER] = {
+                "lineage": training.member_seed(member),
+                "restart": state.network_rejections,
+            }
     return work
 
 
@@ -474,6 +480,7 @@ def advance(
             version=state.accepted_version,
             accepted=None,
             strategy_state=[],
+            network_rejections=state.network_rejections + 1,
         )
     if kind == Kind.TRAIN:
         return replace(

@@ -172,6 +172,30 @@ def table(title: str, rows: list[dict[str, Any]], keys: list[str], default: dict
     return "\n".join(lines)
 
 
+def optimisers(
+    train: Any, subset: str, sites: int, grid_seed: int, grid_rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The federation at its default learning rate and local epochs with fresh and kept
+    site optimisers, over :data:`OPTIMISER_SEEDS` (the grid's own seed reuses its rows)."""
+    training = default_training()
+    pair = [(training.lr, training.local_epochs, kept) for kept in (False, True)]
+    rows = []
+    for seed in OPTIMISER_SEEDS:
+        if seed == grid_seed:
+            runs = [r for r in grid_rows if (r["lr"], r["local_epochs"]) == pair[0][:2]]
+        else:
+            runs = federated(train, subset, sites, seed, pair)
+        rows += [{**row, "seed": seed} for row in runs]
+    return rows
+
+
+def _optimiser_means(rows: list[dict[str, Any]]) -> dict[bool, float]:
+    return {
+        kept: float(np.mean([r["val_rmse"] for r in rows if r["site_optimiser"] == kept]))
+        for kept in (False, True)
+    }
+
+
 def optimiser_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "The same federation at its default learning rate and local epochs, each site's "
@@ -184,20 +208,15 @@ def optimiser_table(rows: list[dict[str, Any]]) -> str:
     for seed in OPTIMISER_SEEDS:
         by = {r["site_optimiser"]: r["val_rmse"] for r in rows if r["seed"] == seed}
         lines.append(f"| {seed} | {by[False]:.2f} | {by[True]:.2f} |")
-    means = {k: sum(r["val_rmse"] for r in rows if r["site_optimiser"] == k) for k in (0, 1)}
-    lines.append(
-        f"| mean | {means[0] / len(OPTIMISER_SEEDS):.2f} | {means[1] / len(OPTIMISER_SEEDS):.2f} |"
-    )
+    means = _optimiser_means(rows)
+    lines.append(f"| mean | {means[False]:.2f} | {means[True]:.2f} |")
     return "\n".join(lines)
 
 
 def optimiser_supported(rows: list[dict[str, Any]], default: bool) -> bool:
     """Whether the default's mean validation RMSE over the seeds is the lower one, or
     within the noise margin of it."""
-    means = {
-        kept: float(np.mean([r["val_rmse"] for r in rows if r["site_optimiser"] == kept]))
-        for kept in (False, True)
-    }
+    means = _optimiser_means(rows)
     ok = means[default] <= min(means.values()) * (1 + MARGIN)
     print(
         f"  [{'ok' if ok else 'MISSED'}] default site_optimiser={default}: mean "
@@ -243,19 +262,8 @@ def main() -> None:
     train = read_engine_file(find_data_dir() / f"train_{args.subset}.txt")
     central_rows = central(train, args.subset, args.seed)
     federated_rows = federated(train, args.subset, args.sites, args.seed, FEDERATED_GRID)
-    # Whether sites keep their optimisers is one yes or no at the default learning rate
-    # and epochs: the grid's seed and two more, each setting on the same sites.
-    training = default_training()
-    pair = [(training.lr, training.local_epochs, kept) for kept in (False, True)]
-    optimiser_rows = [
-        {**row, "seed": seed}
-        for seed in OPTIMISER_SEEDS
-        for row in (
-            [r for r in federated_rows if (r["lr"], r["local_epochs"]) == pair[0][:2]]
-            if seed == args.seed
-            else federated(train, args.subset, args.sites, seed, pair)
-        )
-    ]
+    # Whether sites keep their optimisers is one yes or no: more seeds than the grid's.
+    optimiser_rows = optimisers(train, args.subset, args.sites, args.seed, federated_rows)
     trees_rows = trees(train, args.subset, args.seed)
     recipe, training, boosting = default_recipe(), default_training(), default_boosting()
     trees_keys = ["depth", "learning_rate", "subsample"]

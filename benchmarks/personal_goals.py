@@ -40,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.readme import write_between_markers  # noqa: E402
-from federation.core.engine.training import FederatedTraining  # noqa: E402
+from federation.core.engine.training import CHOICES, FederatedTraining  # noqa: E402
 from federation.core.recipes import (  # noqa: E402
     default_boosting,
     default_recipe,
@@ -123,7 +123,7 @@ def site_means(report: dict[str, Any]) -> dict[str, dict[str, float]]:
     for site, rows in report.get("personalisation", {}).items():
         means[site] = {
             key: float(np.mean([r[key] for r in rows]))
-            for key in ("alone", "global", "personal", "mixture", "ditto", "chosen")
+            for key in (*CHOICES, "chosen")
             if key in rows[0]
         }
     return means

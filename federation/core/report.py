@@ -25,6 +25,7 @@ import pandas as pd
 from federation.core.engine.simulation import run_simulation
 from federation.core.engine.training import (
     ALONE_PATIENCE,
+    CHOICES,
     FederatedTraining,
     PersonalChoice,
 )
@@ -316,15 +317,19 @@ class Report:
     ) -> None:
         """Each site's candidates (its model alone, the federation's, its personalised
         one) on the site's own test sets, and what it chose on its validation engines:
-        the report can see what a real coordinator never does."""
+        the report can see what a real coordinator never does. Each candidate's
+        predictions, on the test engines and on the validation windows it was chosen on,
+        go to ``candidates/`` (:func:`save_candidates`)."""
         for name, chosen in choices.items():
             for subset, test in site_tests[name].items():
                 row: dict[str, Any] = {"seed": seed, "subset": subset, "choice": chosen.choice}
+                tested: dict[str, np.ndarray] = {}
                 for candidate, members in chosen.candidates.items():
                     model = RulModel(**{**federated.__dict__, "members": members, "meta": {}})
                     if chosen.share is not None:  # a hybrid's candidate: its trees too
                         model.trees, model.share = chosen.tree_candidates[candidate], chosen.share
                     predicted = model.predict_frame(test.frame)["predicted_rul"].to_numpy()
+                    tested[candidate] = predicted
                     scores = evaluate(predicted, test.rul, cap=model.pipeline.rul_cap or 125)
                     row[candidate] = scores["literature"]["rmse"]
                     row[f"{candidate}_val"] = chosen.val_rmse[candidate]
@@ -332,13 +337,18 @@ class Report:
                         row[f"{candidate}_confidence"] = chosen.confidence[candidate]
                 row["chosen"] = row[chosen.choice]
                 self.personal.setdefault(name, []).append(row)
+                save_candidates(
+                    self.out_dir / "candidates" / f"seed-{seed}_{name}_{subset}.npz",
+                    tested,
+                    np.asarray(test.rul, np.float64),
+                    chosen,
+                )
+                figures = ", ".join(
+                    f"{c} {row[c]:.2f}" for c in CHOICES if c in row and c != "global"
+                )
                 self.say(
-                    f"[personalised] {name} on {subset}: alone {row['alone']:.2f}, global "
-                    f"{row['global']:.2f}, personal {row['personal']:.2f}, mixture "
-                    f"{row['mixture']:.2f}"
-                    + (f", Ditto {row['ditto']:.2f}" if "ditto" in row else "")
-                    + ": chose "
-                    f"{chosen.choice} ({row['chosen']:.2f})"
+                    f"[personalised] {name} on {subset}: global {row['global']:.2f}, "
+                    f"{figures}: chose {chosen.choice} ({row['chosen']:.2f})"
                 )
 
     def _step(
@@ -405,6 +415,24 @@ class Report:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (self.out_dir / "report.md").write_text(markdown_table(report))
+
+
+def save_candidates(
+    path: Path, tested: dict[str, np.ndarray], truth: np.ndarray, chosen: PersonalChoice
+) -> None:
+    """One site's candidates for study without retraining: ``test_<candidate>`` (its
+    prediction for each test engine) beside ``test_truth``, and, where the site judged
+    them, ``val_<candidate>`` beside ``val_truth`` and ``val_units`` (each validation
+    window's engine). Written whole or not at all."""
+    arrays: dict[str, Any] = {f"test_{name}": values for name, values in tested.items()}
+    arrays["test_truth"] = truth
+    if chosen.judged is not None:
+        arrays.update({f"val_{n}": v for n, v in chosen.judged.predictions.items()})
+        arrays["val_truth"], arrays["val_units"] = chosen.judged.truth, chosen.judged.units
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.partial.npz")
+    np.savez_compressed(partial, **arrays)
+    partial.replace(path)
 
 
 def one_model(model: RulModel) -> RulModel:
@@ -507,7 +535,8 @@ def personal_table(personal: dict[str, list[dict[str, Any]]]) -> list[str]:
         "mixture": "mixture",
         "ditto": "Ditto",
     }
-    shown = [c for c in ("alone", "global", "personal", "mixture", "ditto") if c in rows[0]]
+    order = ("alone", *(c for c in CHOICES if c != "alone"))
+    shown = [c for c in order if c in rows[0]]
     lines = [
         "Personalisation: each site on its own test set (literature RMSE, means over "
         "seeds). 'alone' trained as many epochs as the federation; the site chose on its "

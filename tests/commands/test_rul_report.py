@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from federation.core.engine.training import CHOICE_CONFIDENCE, CHOICES
@@ -191,6 +192,11 @@ def test_with_personalisation_the_report_has_a_row_per_site_on_its_own_test_set(
             assert not sure
         else:  # the best of those that did
             assert row[f"{row['choice']}_val"] == min(row[f"{c}_val"] for c in sure)
+    for site in personal:  # each candidate's predictions, to study without retraining
+        with np.load(tmp_path / "candidates" / f"seed-0_{site}_FD001.npz") as saved:
+            tested = [k.removeprefix("test_") for k in saved.files if k.startswith("test_")]
+            assert set(tested) == {*trained, "truth"}
+            assert len(saved["val_truth"]) == len(saved["val_units"]) == len(saved["val_global"])
     table = (tmp_path / "report.md").read_text()
     assert "| site | subset | alone | global | personalised | mixture | chosen | choices |" in table
     assert "| site-1 | FD001 |" in table

@@ -186,7 +186,7 @@ def test_each_site_chooses_its_trees_and_the_sum_counts_the_choices(sites):
     assert len(chosen) == 3
     assert result.choice_counts == {name: chosen.count(name) for name in CHOICES}
     for choice in result.choices.values():
-        assert set(choice.candidates) == {"global", "personal", "alone", "mixture"}
+        assert set(choice.candidates) == set(CHOICES) - {"ditto"}
         assert len(choice.candidates["mixture"]) == 2  # the personal and alone trees
         model = RulModel(kind=TREES, pipeline=result.model.pipeline, members=choice.members)
         predicted = model.predict_frame(sites["site-1"])["predicted_rul"]

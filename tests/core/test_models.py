@@ -367,6 +367,13 @@ def test_with_personalisation_each_site_chooses_and_the_sum_counts_the_choices(t
     for choice in result.choices.values():  # each chose by the rule, on its validation
         assert set(choice.val_rmse) == set(CHOICES) - {"ditto"}  # no Ditto model trained
         assert_chosen_by_the_rule(choice)
+        judged = choice.judged  # the mixture averages the copy's and the alone model's
+        assert judged is not None and len(judged.truth) == len(judged.units)
+        pair = [judged.predictions[n] for n in ("personal", "alone")]
+        np.testing.assert_allclose(judged.predictions["mixture"], np.mean(pair, axis=0))
+        for name, predicted in judged.predictions.items():
+            rmse = float(np.sqrt(np.mean((predicted - judged.truth) ** 2)))
+            assert rmse == pytest.approx(choice.val_rmse[name])
     kinds = [entry.kind for entry in result.log]
     assert kinds[-3 * 4 :] == ["personalise"] * 12  # four stages of three sites, last
 
@@ -501,7 +508,7 @@ def test_a_site_with_too_few_validation_engines_to_judge_keeps_the_federations_m
 
     assert data.val_engines == 1 < MIN_JUDGING_ENGINES
     assert chosen.choice == "global"  # even where another scored better on that one engine
-    assert set(chosen.val_rmse) == {"global", "personal", "alone", "mixture"}
+    assert set(chosen.val_rmse) == set(CHOICES) - {"ditto"}
 
 
 def test_a_site_whose_personalised_model_is_worse_on_validation_keeps_another(train):
@@ -567,3 +574,4 @@ def test_the_choice_repeats_for_the_same_site_and_data():
     )
 
     assert choose_model(predictions, data, seed=3) == choose_model(predictions, data, seed=3)
+

@@ -40,10 +40,12 @@ from federation.core import messages as m
 from federation.core.engine.training import (
     TRAINING_EXTRAS,
     VAL_UNIT,
+    Judged,
     LocalData,
     LocalResult,
     PersonalChoice,
     choose_model,
+    combine,
     decode_scores,
     encode_scores,
 )
@@ -296,7 +298,7 @@ def personalise_trees(
     """A site's candidates with boosted trees, and its choice between them: the
     federation's model, that model boosted on with trees of the site's own (*personal*,
     on the federation's bins), a model grown on the site's rows alone (*alone*, on bins
-    of its own), and the mean of those two (*mixture*); each kept at its best number of
+    of its own), and the mean of those two (*mixture*, :func:`combine`); each kept at its best number of
     trees on training engines held back for it (:meth:`LocalData.stopping_split`), and
     chosen between on the validation windows by :func:`choose_model`."""
     started = time.perf_counter()
@@ -312,7 +314,7 @@ def personalise_trees(
         "personal": [personal.to_arrays()],
         "alone": [alone.to_arrays()],
     }
-    candidates["mixture"] = candidates["personal"] + candidates["alone"]
+    combine(candidates)
     predictions = {
         name: np.mean(
             [np.clip(Ensemble.from_arrays(a).predict(x_val), 0, cap) for a in members], axis=0
@@ -321,7 +323,9 @@ def personalise_trees(
     }
     choice, rmse, confidence = choose_model(predictions, local, seed=settings.seed)
     seconds = round(time.perf_counter() - started, 3)
-    return PersonalChoice(choice, rmse, candidates, seconds, confidence)
+    return PersonalChoice(
+        choice, rmse, candidates, seconds, confidence, judged=Judged.of(predictions, local)
+    )
 
 
 def score_trees(
@@ -390,4 +394,5 @@ def personalise_hybrid(
         confidence,
         tree_candidates=dict(trees.candidates),
         share=share,
+        judged=Judged.of(predictions, local),
     )

@@ -475,6 +475,21 @@ def choose_model(
 
 
 @dataclass(frozen=True)
+class Judged:
+    """What a site's choice was made on: each candidate's predictions on its validation
+    windows, their true RUL and the engine of each window."""
+
+    predictions: dict[str, np.ndarray]
+    truth: np.ndarray
+    units: np.ndarray
+
+    @classmethod
+    def of(cls, predictions: dict[str, np.ndarray], data: LocalData) -> Judged:
+        units = data.val_units if data.val_units is not None else np.arange(len(data.y_val))
+        return cls(predictions, np.asarray(data.y_val), np.asarray(units))
+
+
+@dataclass(frozen=True)
 class PersonalChoice:
     """What a site chose and why: each candidate's RMSE on its validation windows (NaN
     without any), and the candidates, each as the weight sets whose predictions it
@@ -491,6 +506,7 @@ class PersonalChoice:
     # of the trees in every candidate's blend.
     tree_candidates: dict[str, list[Weights]] = field(default_factory=dict)
     share: float | None = None
+    judged: Judged | None = None
 
     @property
     def members(self) -> list[Weights]:
@@ -542,7 +558,7 @@ def personalise_locally(
                 y_val=stop.y_val if has_validation else None,
             ).weights
         ]
-    candidates["mixture"] = candidates["personal"] + candidates["alone"]
+    combine(candidates)
     if ditto is not None:
         candidates["ditto"] = [ditto]
     predictions = {
@@ -550,7 +566,16 @@ def personalise_locally(
     }
     choice, rmse, confidence = choose_model(predictions, data, seed=int(settings["seed"]))
     seconds = round(time.perf_counter() - started, 3)
-    return PersonalChoice(choice, rmse, candidates, seconds, confidence)
+    return PersonalChoice(
+        choice, rmse, candidates, seconds, confidence, judged=Judged.of(predictions, data)
+    )
+
+
+def combine(candidates: dict[str, list[Any]]) -> None:
+    """Add the candidate that averages others' predictions (a candidate is the list of
+    members whose predictions it averages): the *mixture* of the fine-tuned copy and
+    the model alone."""
+    candidates["mixture"] = candidates["personal"] + candidates["alone"]
 
 
 def encode_choice(choice: str) -> np.ndarray:

@@ -6,12 +6,14 @@ import dataclasses
 import zipfile
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from federation.core import messages as m
 from federation.core.engine import simulation as simulation_module
 from federation.core.engine.simulation import Simulation, run_simulation
+from federation.core.engine.site import STALE_STARTS, SiteData, _line_key, earlier_starts
 from federation.core.engine.training import (
     CHOICE_CONFIDENCE,
     CHOICES,
@@ -575,3 +577,31 @@ def test_the_choice_repeats_for_the_same_site_and_data():
 
     assert choose_model(predictions, data, seed=3) == choose_model(predictions, data, seed=3)
 
+
+def test_after_a_rejection_a_site_deletes_the_moments_it_will_never_use_again(tmp_path):
+    data = SiteData(pd.DataFrame(), private_dir=tmp_path)
+    moments = [np.arange(3.0)]
+    work = {m.KEY_PIPELINE: {"subset": "FD001"}, m.KEY_LOCAL: {}}
+
+    def start(lineage: int, restart: int) -> dict:
+        return {**work, m.KEY_OPTIMISER: {"lineage": lineage, "restart": restart}}
+
+    def key(lineage: int, restart: int) -> str:
+        found = _line_key(start(lineage, restart), m.KEY_OPTIMISER)
+        assert found is not None
+        return found
+
+    for lineage in (1, 2):  # two members' lines, each started before any rejection
+        data.keep_private("optimiser", key(lineage, 0), moments)
+    assert earlier_starts(start(1, 0)) == []
+
+    stale = earlier_starts(start(1, 2))  # member 1's line, after two rejections
+    assert stale == [key(1, 0), key(1, 1)]
+    for gone in stale:
+        data.forget_private("optimiser", gone)
+
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [f"private-optimiser-{key(2, 0)}.npz"]
+    assert data.private_weights("optimiser", stale[0]) is None
+    # However many rejections a coordinator claims, a site looks back a bounded way.
+    assert len(earlier_starts(start(1, 10**9))) == STALE_STARTS

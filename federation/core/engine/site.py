@@ -109,6 +109,13 @@ class SiteData:
             np.savez(buffer, **arrays)
             write_private(path, buffer.getvalue())
 
+    def forget_private(self, kind: str, key: str) -> None:
+        """Drop what this site kept of ``kind`` for the line ``key``, file and all."""
+        self._private.pop((kind, key), None)
+        path = self._private_path(kind, key)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
     @property
     def rows(self) -> int:
         return len(self.frame)
@@ -403,6 +410,8 @@ def _training_input(
     )
     if moments_key is not None and result.moments:
         data.keep_private("optimiser", moments_key, result.moments)
+        for stale in earlier_starts(work):
+            data.forget_private("optimiser", stale)
     site = work[m.KEY_PROTOCOL][m.SITE]
     if Kind(work[m.KEY_KIND]) == Kind.EVALUATE:
         return encode_scores(result, parameters.weight_of((site,))), beside_input(result)
@@ -441,6 +450,25 @@ def _line_key(work: dict[str, Any], field: str) -> str | None:
         parts.append(int(spec["restart"]))
     text = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+# How many earlier starts of an optimiser's line a site looks for to delete: a site that
+# missed more rejections in a row than this keeps a stale file of moments, never uses it.
+STALE_STARTS = 16
+
+
+def earlier_starts(work: dict[str, Any]) -> list[str]:
+    """The keys of the earlier starts of a training task's optimiser line (before the
+    rejection that restarted it): moments the site will never use again."""
+    spec = work.get(m.KEY_OPTIMISER)
+    if not spec or "restart" not in spec:
+        return []
+    restart = int(spec["restart"])
+    keys = (
+        _line_key({**work, m.KEY_OPTIMISER: {**spec, "restart": earlier}}, m.KEY_OPTIMISER)
+        for earlier in range(max(0, restart - STALE_STARTS), restart)
+    )
+    return [key for key in keys if key is not None]
 
 
 def _with_own_head(work: dict[str, Any], data: SiteData, weights: Weights) -> Weights:

@@ -463,6 +463,18 @@ def test_a_member_that_sends_a_poisoned_model_gets_it_rejected_by_the_others_val
         np.array_equal(a, b) for a, b in zip(rolled_back.weights, state.weights, strict=True)
     )
 
+    # Training goes on with every site's optimiser started afresh, and the moments of the
+    # start the rejection ended are gone from each site: one line, one set of moments.
+    before = {site: _optimiser_lines(data) for site, data in simulation.data.items()}
+    fs.advance(rolled_back, Kind.TRAIN, simulation.run_round(Kind.TRAIN, 3, rolled_back), number=3)
+    for site, data in simulation.data.items():
+        after = _optimiser_lines(data)
+        assert len(before[site]) == len(after) == 1 and after != before[site]
+
+
+def _optimiser_lines(data) -> list[str]:
+    return [key for kind, key in data._private if kind == "optimiser"]
+
 
 # --- a member that lies --------------------------------------------------------------------
 

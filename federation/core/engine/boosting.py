@@ -298,9 +298,10 @@ def personalise_trees(
     """A site's candidates with boosted trees, and its choice between them: the
     federation's model, that model boosted on with trees of the site's own (*personal*,
     on the federation's bins), a model grown on the site's rows alone (*alone*, on bins
-    of its own), and the mean of those two (*mixture*, :func:`combine`); each kept at its best number of
-    trees on training engines held back for it (:meth:`LocalData.stopping_split`), and
-    chosen between on the validation windows by :func:`choose_model`."""
+    of its own), and the mean of those two (*mixture*, :func:`combine`); each kept at
+    its best number of trees on training engines held back for it
+    (:meth:`LocalData.stopping_split`), and chosen between on the validation windows by
+    :func:`choose_model`."""
     started = time.perf_counter()
     fit, stop = local.stopping_split(settings.seed)
     x, x_stop = summaries(fit.x), summaries(stop.x_val)

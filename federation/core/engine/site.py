@@ -395,6 +395,7 @@ def _training_input(
     accepted = work.get(m.KEY_ACCEPTED)
     # The site's optimiser moments from its last round, when the federation keeps them.
     moments_key = _line_key(work, m.KEY_OPTIMISER) if m.KEY_LOCAL in work else None
+    kept = data.private_weights("optimiser", moments_key) if moments_key else None
     result = train_locally(
         model,
         _with_own_head(work, data, weights),
@@ -406,12 +407,13 @@ def _training_input(
         )
         if accepted
         else None,
-        moments=data.private_weights("optimiser", moments_key) if moments_key else None,
+        moments=kept,
     )
     if moments_key is not None and result.moments:
         data.keep_private("optimiser", moments_key, result.moments)
-        for stale in earlier_starts(work):
-            data.forget_private("optimiser", stale)
+        if kept is None:  # the line's first round since it (re)started: the old start ends
+            for stale in earlier_starts(work):
+                data.forget_private("optimiser", stale)
     site = work[m.KEY_PROTOCOL][m.SITE]
     if Kind(work[m.KEY_KIND]) == Kind.EVALUATE:
         return encode_scores(result, parameters.weight_of((site,))), beside_input(result)

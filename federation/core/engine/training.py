@@ -240,6 +240,11 @@ class LocalData:
     val_units: np.ndarray | None = None  # the engine of each validation window
     units: np.ndarray | None = None  # the engine of each training window
 
+    @property
+    def judging_units(self) -> np.ndarray:
+        """The engine of each validation window (each window its own, when unknown)."""
+        return self.val_units if self.val_units is not None else np.arange(len(self.y_val))
+
     def stopping_split(self, seed: int) -> tuple[LocalData, LocalData]:
         """The training windows split by engine into the ones a site's own models train on
         and the ones that say when to stop (:data:`STOP_FRACTION` of its training engines,
@@ -445,7 +450,7 @@ def choose_model(
     if not count:
         nothing = {name: math.nan for name in names}
         return "global", nothing, dict(nothing)
-    units = data.val_units if data.val_units is not None else np.arange(count)
+    units = data.judging_units
     engines, engine = np.unique(units, return_inverse=True)
     windows = np.bincount(engine, minlength=len(engines)).astype(np.float64)
     sse = np.stack(
@@ -485,8 +490,7 @@ class Judged:
 
     @classmethod
     def of(cls, predictions: dict[str, np.ndarray], data: LocalData) -> Judged:
-        units = data.val_units if data.val_units is not None else np.arange(len(data.y_val))
-        return cls(predictions, np.asarray(data.y_val), np.asarray(units))
+        return cls(predictions, np.asarray(data.y_val), np.asarray(data.judging_units))
 
 
 @dataclass(frozen=True)

@@ -255,14 +255,16 @@ class Report:
         )
 
     def _alone_recipe(self) -> NetworkRecipe:
-        """How a site trains alone: the recipe, for as many epochs as the site trains in
-        the federation (the same optimizer steps on the same engines), keeping its best
+        """How a site trains alone: the recipe, for as many epochs (and at least as many
+        steps) as the site trains in the federation (the same optimizer steps on the same
+        engines), keeping its best
         epoch on its validation engines and stopping after as many epochs without a
         better one as a site alone does in the personalisation round."""
         training, recipe = self.config.training, self.config.recipe
         train = dataclasses.replace(
             recipe.train,
             epochs=max(recipe.train.epochs, training.rounds * training.local_epochs),
+            min_steps=training.rounds * training.local_steps,
             patience=ALONE_PATIENCE,
         )
         return dataclasses.replace(recipe, train=train)

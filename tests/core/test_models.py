@@ -304,6 +304,55 @@ def test_an_optimiser_started_from_its_moments_goes_on_as_if_it_never_stopped():
     np.testing.assert_array_equal(other[0], afresh[0])
 
 
+def test_a_trainer_with_few_windows_makes_more_passes_to_take_its_least_steps():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 3, 2)).astype(np.float32)
+    y = (x.sum(axis=(1, 2)) * 10 + 50).astype(np.float32)
+    config = TrainConfig(epochs=2, batch_size=32, lr=0.1, schedule="constant", patience=0)
+    torch.manual_seed(0)
+    net = _Linear(6)
+
+    plain = train_network(net, x, y, config)  # 4 steps an epoch
+    floored = train_network(net, x, y, dataclasses.replace(config, min_steps=10))
+    enough = train_network(net, x, y, dataclasses.replace(config, min_steps=6))
+
+    assert plain.moments is not None and floored.moments is not None
+    assert len(plain.history) == 2 and float(plain.moments[0][0]) == 8
+    assert len(floored.history) == 3 and float(floored.moments[0][0]) == 12  # whole epochs
+    assert len(enough.history) == 2  # the epochs take enough steps already
+    # The one-cycle schedule spans every step the floor adds.
+    cycle = dataclasses.replace(config, schedule="onecycle", min_steps=10)
+    assert len(train_network(net, x, y, cycle).history) == 3
+
+
+def test_small_sites_take_the_federations_least_steps_a_round(train, monkeypatch):
+    # Two engines a site: about 7 windows' batches of 64 an epoch, below the floor.
+    sites = {f"site-{k}": train[train["unit"].between(2 * k - 1, 2 * k)] for k in (1, 2, 3)}
+    real_input = simulation_module.site_input
+    steps_kept: list[int] = []
+
+    def recording(work, data, parameters, rng=None):
+        vector, beside = real_input(work, data, parameters, rng)
+        if work[m.KEY_KIND] == "train":
+            kept = [data.private_weights("optimiser", key) for key in _optimiser_keys(data)]
+            steps_kept.append(int(kept[0][0][0]))
+        return vector, beside
+
+    monkeypatch.setattr(simulation_module, "site_input", recording)
+    config = FederatedTraining(
+        rounds=2, local_epochs=1, local_steps=20, batch_size=64, val_fraction=0.0, patience=0
+    )
+    run_simulation(
+        sites, FeaturePipeline.for_subset("FD001"), NetworkRecipe(net_options=SMALL_NET), config
+    )
+
+    first_round = steps_kept[:3]
+    assert all(20 <= steps < 28 for steps in first_round)  # whole epochs, just past 20
+    assert steps_kept[3:] == [2 * steps for steps in first_round]  # and again next round
+    # A site alone trains as many steps as it takes in the federation.
+    assert config.personal_settings()["alone_steps"] == 2 * 20
+
+
 def test_each_site_keeps_its_optimiser_between_rounds_and_sends_only_its_model(train, monkeypatch):
     sites = {f"site-{k}": train[train["unit"].between(8 * k - 7, 8 * k)] for k in (1, 2, 3)}
     real_input = simulation_module.site_input

@@ -36,6 +36,8 @@ class TrainConfig:
         (0 turns early stopping off; needs validation windows)
     prox_mu : FedProx: weight of ``mu/2 * ||w - w_global||^2`` in the local loss
     seed : seeds shuffling, dropout and (with :func:`seed_everything`) initialisation
+    min_steps : at least this many optimizer steps, in whole epochs: a trainer with few
+        windows makes more passes than ``epochs`` (0: ``epochs`` only)
     """
 
     epochs: int = 40
@@ -46,6 +48,11 @@ class TrainConfig:
     patience: int = 10
     prox_mu: float = 0.0
     seed: int = 0
+    min_steps: int = 0
+
+    def epochs_for(self, steps_per_epoch: int) -> int:
+        """The most epochs to train, with ``steps_per_epoch`` steps each."""
+        return max(self.epochs, math.ceil(self.min_steps / max(1, steps_per_epoch)))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,7 +143,8 @@ def train_network(
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if moments is not None:
         load_adam_moments(optimiser, moments)
-    scheduler = _scheduler(optimiser, config, steps_per_epoch)
+    epochs = config.epochs_for(steps_per_epoch)
+    scheduler = _scheduler(optimiser, config, epochs * steps_per_epoch)
     anchors = _anchors(net, reference) if config.prox_mu > 0 and reference is not None else None
     loss_fn = nn.MSELoss()
     # The loss is taken in units of the network's output scale (the RUL cap), so the
@@ -144,7 +152,7 @@ def train_network(
     scale = float(getattr(net, "output_scale", 1.0))
     validate = x_val is not None and y_val is not None and len(x_val) > 0
     best_rmse, best_weights, best_epoch, history = math.inf, get_weights(net), 0, []
-    bar = tqdm(range(1, config.epochs + 1), desc=description, disable=not progress, leave=False)
+    bar = tqdm(range(1, epochs + 1), desc=description, disable=not progress, leave=False)
     for epoch in bar:
         net.train()
         order = torch.randperm(len(x), generator=generator)
@@ -217,13 +225,13 @@ def load_adam_moments(optimiser: torch.optim.Optimizer, moments: Weights) -> boo
 
 
 def _scheduler(
-    optimiser: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+    optimiser: torch.optim.Optimizer, config: TrainConfig, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
     if config.schedule == "constant":
         return None
     if config.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimiser, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch
+            optimiser, max_lr=config.lr, total_steps=total_steps
         )
     raise ValueError(f"unknown schedule {config.schedule!r}: use 'onecycle' or 'constant'")
 

@@ -60,6 +60,9 @@ class FederatedTraining:
     ----------
     rounds : training rounds (fewer with early stopping, in a simulation)
     local_epochs : epochs each site trains per round, from the global weights
+    local_steps : at least this many optimizer steps a round at every site, in whole
+        epochs: a site with few engines makes more passes over them, instead of taking a
+        handful of steps a round (0: ``local_epochs`` only)
     lr, lr_final : local learning rate, along a cosine from ``lr`` to ``lr_final``
     strategy, strategy_settings : the server's step, see
         :func:`federation.core.strategies.make_strategy`
@@ -93,6 +96,7 @@ class FederatedTraining:
 
     rounds: int = 40
     local_epochs: int = 1
+    local_steps: int = 0
     batch_size: int = 256
     lr: float = 2e-3
     lr_final: float = 2e-4
@@ -161,6 +165,7 @@ class FederatedTraining:
         return {
             "epochs": self.personal_epochs,
             "alone_epochs": self.rounds * self.local_epochs,
+            "alone_steps": self.rounds * self.local_steps,
             "batch_size": self.batch_size,
             "lr": self.lr,
             "lr_final": self.lr_final,
@@ -181,6 +186,7 @@ class FederatedTraining:
         """What every site trains with in a round (the same for all sites)."""
         return TrainConfig(
             epochs=self.local_epochs,
+            min_steps=self.local_steps,
             batch_size=self.batch_size,
             lr=self.round_lr(round_number),
             weight_decay=self.weight_decay,
@@ -527,8 +533,8 @@ def personalise_locally(
     ditto: Weights | None = None,
 ) -> PersonalChoice:
     """Fine-tune the federation's model on this site's windows, train a model alone from
-    ``start`` (the federation's initial weights) for as many epochs as the federation
-    trained, mix the two, and choose between the :data:`CHOICES` (with ``ditto``, the
+    ``start`` (the federation's initial weights) for as many epochs and steps as the
+    federation trained, mix the two, and choose between the :data:`CHOICES` (with ``ditto``, the
     site's Ditto model) on the validation windows (:func:`choose_model`). Fine-tuning and
     training alone keep their best epoch on training engines held back for it
     (:meth:`LocalData.stopping_split`), never on the validation engines that choose."""
@@ -536,12 +542,27 @@ def personalise_locally(
     has_validation = len(data.x_val) > 0
     fit, stop = data.stopping_split(int(settings["seed"]))
     candidates = {"global": [global_weights]}
-    for name, initial, epochs, lr, patience in (
-        ("personal", global_weights, settings["epochs"], settings["lr_final"], settings["epochs"]),
-        ("alone", start, settings["alone_epochs"], settings["lr"], ALONE_PATIENCE),
+    for name, initial, epochs, steps, lr, patience in (
+        (
+            "personal",
+            global_weights,
+            settings["epochs"],
+            0,
+            settings["lr_final"],
+            settings["epochs"],
+        ),
+        (
+            "alone",
+            start,
+            settings["alone_epochs"],
+            settings.get("alone_steps", 0),
+            settings["lr"],
+            ALONE_PATIENCE,
+        ),
     ):
         config = TrainConfig(
             epochs=max(1, int(epochs)),
+            min_steps=max(0, int(steps)),
             batch_size=int(settings["batch_size"]),
             lr=float(lr),
             weight_decay=float(settings["weight_decay"]),
